@@ -1,0 +1,211 @@
+//! Command handling: load a stream, fold it, decide, append; retry on a concurrent writer.
+
+use chrono::{DateTime, Utc};
+use devart_domain::task::{CreateTask, Task, TaskCommand, TaskState, TaskStatus};
+use devart_domain::{Aggregate, DomainError, Event, Position, StreamId};
+use uuid::Uuid;
+
+use crate::bus::Bus;
+use crate::relay::Nudge;
+use crate::store::{CommandContext, EventStore, Recorded, StoreError};
+
+/// How often a command is re-decided when other writers keep winning the race for its stream.
+const CONFLICT_RETRIES_MAX: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The caller named a version the stream is no longer at.
+    #[error("{stream_id} is at version {actual}, not {expected}")]
+    VersionMismatch { stream_id: StreamId, expected: u64, actual: u64 },
+    /// The command id was already used for a command on another stream.
+    #[error("command id {0} was already used for another command")]
+    CommandIdReused(Uuid),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for CommandError {
+    fn from(e: StoreError) -> Self {
+        CommandError::Store(e)
+    }
+}
+
+/// An aggregate's state with what the stream says about it.
+#[derive(Debug, Clone)]
+pub struct Folded<S> {
+    pub state: S,
+    /// The stream version the state reflects (0: no events).
+    pub version: u64,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub created_by: Option<String>,
+    /// The global position of the last event folded, if it has one yet.
+    pub position: Option<Position>,
+}
+
+impl<S: Default> Default for Folded<S> {
+    fn default() -> Self {
+        Folded { state: S::default(), version: 0, created_at: None, updated_at: None, created_by: None, position: None }
+    }
+}
+
+/// An aggregate stored in its own streams: how its events sit inside [`Event`].
+pub trait Stored: Aggregate {
+    fn wrap(event: Self::Event) -> Event;
+    fn unwrap(event: &Event) -> Option<&Self::Event>;
+}
+
+impl Stored for Task {
+    fn wrap(event: Self::Event) -> Event {
+        Event::Task(event)
+    }
+    fn unwrap(event: &Event) -> Option<&Self::Event> {
+        match event {
+            Event::Task(e) => Some(e),
+        }
+    }
+}
+
+/// Folds recorded events of one stream.
+pub fn fold<A: Stored>(events: &[Recorded]) -> Folded<A::State> {
+    events.iter().fold(Folded::default(), |f, r| {
+        let Some(event) = A::unwrap(&r.event) else {
+            return f;
+        };
+        Folded {
+            state: A::evolve(f.state, event),
+            version: r.meta.stream_version,
+            created_at: f.created_at.or(Some(r.meta.occurred_at)),
+            updated_at: Some(r.meta.occurred_at),
+            created_by: f.created_by.or_else(|| Some(r.meta.actor.to_string())),
+            position: r.meta.position.or(f.position),
+        }
+    })
+}
+
+/// The write side's entry point: every change to devart goes through here.
+#[derive(Clone)]
+pub struct Commands {
+    store: EventStore,
+    /// Wakes this process's sequencer.
+    nudge: Nudge,
+    /// Wakes sequencers elsewhere.
+    bus: Option<Bus>,
+}
+
+impl Commands {
+    pub fn new(store: EventStore, nudge: Nudge, bus: Option<Bus>) -> Commands {
+        Commands { store, nudge, bus }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Loads an aggregate's current state from its stream.
+    pub async fn load<A: Stored>(&self, id: Uuid) -> Result<Folded<A::State>, StoreError> {
+        let events = self.store.read_stream(&StreamId::new(A::KIND, id), None).await?;
+        Ok(fold::<A>(&events))
+    }
+
+    /// Decides `command` against aggregate `id` and appends the outcome.
+    ///
+    /// With `expected_version`, the stream must be at that version. Without it, a concurrent writer
+    /// makes the command be decided again against the newer state. A command id that already ran
+    /// returns the state it left, and appends nothing.
+    pub async fn execute<A: Stored>(
+        &self,
+        id: Uuid,
+        command: A::Command,
+        context: &CommandContext,
+        expected_version: Option<u64>,
+    ) -> Result<Folded<A::State>, CommandError> {
+        let stream_id = StreamId::new(A::KIND, id);
+        for _ in 0..CONFLICT_RETRIES_MAX {
+            let recorded = self.store.read_stream(&stream_id, None).await?;
+            let mut folded = fold::<A>(&recorded);
+            if let Some(expected) = expected_version.filter(|v| *v != folded.version) {
+                return self
+                    .replayed_or::<A>(
+                        &stream_id,
+                        context,
+                        CommandError::VersionMismatch {
+                            stream_id: stream_id.clone(),
+                            expected,
+                            actual: folded.version,
+                        },
+                    )
+                    .await;
+            }
+            let events = match A::decide(&folded.state, &command) {
+                Ok(events) => events,
+                Err(error) => return self.replayed_or::<A>(&stream_id, context, error.into()).await,
+            };
+            if events.is_empty() {
+                return Ok(folded);
+            }
+            let wrapped: Vec<Event> = events.iter().cloned().map(A::wrap).collect();
+            match self.store.append(&stream_id, folded.version, &wrapped, context).await {
+                Ok(appended) => {
+                    self.nudge.notify();
+                    if let Some(bus) = &self.bus {
+                        bus.nudge_appended().await;
+                    }
+                    for event in &events {
+                        folded.state = A::evolve(folded.state, event);
+                    }
+                    folded.version = appended.stream_version;
+                    folded.created_at = folded.created_at.or(Some(appended.occurred_at));
+                    folded.created_by = folded.created_by.or_else(|| Some(context.actor.to_string()));
+                    folded.updated_at = Some(appended.occurred_at);
+                    return Ok(folded);
+                }
+                Err(StoreError::Conflict { .. }) if expected_version.is_none() => continue,
+                Err(StoreError::Conflict { stream_id, expected_version }) => {
+                    let actual = self.store.read_stream(&stream_id, None).await?.len() as u64;
+                    return Err(CommandError::VersionMismatch { stream_id, expected: expected_version, actual });
+                }
+                Err(StoreError::DuplicateCommand(id)) => {
+                    let error = StoreError::DuplicateCommand(id).into();
+                    return self.replayed_or::<A>(&stream_id, context, error).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(DomainError::Conflict(format!("{stream_id} is too busy; try again")).into())
+    }
+
+    /// A refused command may be the retry of one that succeeded: then its outcome is the answer.
+    async fn replayed_or<A: Stored>(
+        &self,
+        stream_id: &StreamId,
+        context: &CommandContext,
+        error: CommandError,
+    ) -> Result<Folded<A::State>, CommandError> {
+        match self.store.command_outcome(context.command_id).await? {
+            Some(outcome) if outcome.stream_id == stream_id.as_str() => {
+                let events = self.store.read_stream(stream_id, Some(outcome.stream_version)).await?;
+                Ok(fold::<A>(&events))
+            }
+            Some(_) => Err(CommandError::CommandIdReused(context.command_id)),
+            None => Err(error),
+        }
+    }
+
+    /// Creates a task; its parent, if named, must exist.
+    pub async fn create_task(
+        &self,
+        command: CreateTask,
+        context: &CommandContext,
+    ) -> Result<Folded<TaskState>, CommandError> {
+        if let Some(parent) = command.parent_task_id {
+            let status = self.load::<Task>(parent).await?.state.status;
+            if matches!(status, TaskStatus::Absent | TaskStatus::Deleted) {
+                return Err(DomainError::invalid("parentTaskId", format!("task {parent} does not exist")).into());
+            }
+        }
+        self.execute::<Task>(command.id, TaskCommand::Create(command), context, None).await
+    }
+}

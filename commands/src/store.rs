@@ -1,0 +1,302 @@
+//! The Postgres event store: append with an expected version, read a stream, read the global order.
+
+use chrono::{DateTime, Utc};
+use devart_domain::{Actor, ActorKind, Event, EventMeta, Position, StreamId};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::codec::{self, CodecError};
+
+/// A stored event with its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub meta: EventMeta,
+    pub event: Event,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the stream first.
+    #[error("stream {stream_id} has moved past version {expected_version}")]
+    Conflict { stream_id: StreamId, expected_version: u64 },
+    /// The command id was recorded already: the command ran before.
+    #[error("command {0} was already executed")]
+    DuplicateCommand(Uuid),
+    #[error("undecodable event: {0}")]
+    Codec(#[from] CodecError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Who appends, and why: the metadata every event of one command shares.
+#[derive(Debug, Clone)]
+pub struct CommandContext {
+    /// Unique per command; a retry with the same id appends nothing twice.
+    pub command_id: Uuid,
+    pub actor: Actor,
+    pub correlation_id: Uuid,
+    /// The event or command that caused this command; `None` for a request from outside.
+    pub causation_id: Option<Uuid>,
+}
+
+impl CommandContext {
+    /// A command that starts its own correlation.
+    pub fn new(actor: Actor) -> CommandContext {
+        let command_id = Uuid::now_v7();
+        CommandContext { command_id, actor, correlation_id: command_id, causation_id: None }
+    }
+}
+
+/// What an append recorded.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub stream_version: u64,
+    pub event_ids: Vec<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A command's recorded outcome, found by its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutcome {
+    pub stream_id: String,
+    pub stream_version: u64,
+}
+
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+}
+
+const COLUMNS: &str = "event_id, stream_id, stream_version, position, event_type, schema_version, payload, \
+                       occurred_at, actor_kind, actor_id, correlation_id, causation_id";
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> EventStore {
+        EventStore { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Appends `events` to `stream_id` if the stream is at `expected_version` (0: new stream), and
+    /// records the command id, all in one statement: either everything is stored or nothing is.
+    pub async fn append(
+        &self,
+        stream_id: &StreamId,
+        expected_version: u64,
+        events: &[Event],
+        context: &CommandContext,
+    ) -> Result<Appended, StoreError> {
+        append_with(&self.pool, stream_id, expected_version, events, context).await
+    }
+
+    /// The recorded outcome of a command, if it ran.
+    pub async fn command_outcome(&self, command_id: Uuid) -> Result<Option<CommandOutcome>, StoreError> {
+        let row = sqlx::query("select stream_id, stream_version from commands where command_id = $1")
+            .bind(command_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| CommandOutcome {
+            stream_id: r.get("stream_id"),
+            stream_version: r.get::<i64, _>("stream_version") as u64,
+        }))
+    }
+
+    /// A stream's events in version order, up to and including `version_max`.
+    pub async fn read_stream(
+        &self,
+        stream_id: &StreamId,
+        version_max: Option<u64>,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "select {COLUMNS} from events where stream_id = $1 and stream_version <= $2 order by stream_version"
+        ))
+        .bind(stream_id.as_str())
+        .bind(version_max.map_or(i64::MAX, |v| v as i64))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    /// Sequenced events with positions in `(after, until]`, in global order, at most `limit`.
+    pub async fn read_all(
+        &self,
+        after: Position,
+        until: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "select {COLUMNS} from events where position > $1 and position <= $2 order by position limit $3"
+        ))
+        .bind(after.0 as i64)
+        .bind(until.map_or(i64::MAX, |p| p.0 as i64))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    /// The last assigned position (0 when nothing is sequenced yet).
+    pub async fn head(&self) -> Result<Position, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar("select max(position) from events").fetch_one(&self.pool).await?;
+        Ok(Position(head.unwrap_or(0) as u64))
+    }
+
+    /// Gives the next committed, unsequenced events their global positions; returns the new range.
+    ///
+    /// Positions are handed out after commit, so a transaction that commits late simply receives
+    /// later positions: nothing a reader has passed can appear behind it. Within a batch, events
+    /// are ordered by writing transaction id, so an event written after reading another (and so
+    /// by a later transaction) is placed after it. The transaction-scoped advisory lock lets any
+    /// number of sequencers run (one per relay, for availability); they take turns.
+    pub async fn sequence(&self, batch_max: usize) -> Result<Option<(Position, Position)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock($1)").bind(SEQUENCER_LOCK).execute(&mut *tx).await?;
+        let range: (Option<i64>, Option<i64>) = sqlx::query_as(
+            "with head as (select coalesce(max(position), 0) as p from events), \
+                  next as (select event_id, row_number() over (order by transaction_id, insertion_seq) as n \
+                           from events where position is null \
+                           order by transaction_id, insertion_seq limit $1), \
+                  done as (update events e set position = head.p + next.n from next, head \
+                           where e.event_id = next.event_id returning e.position) \
+             select min(position), max(position) from done",
+        )
+        .bind(batch_max as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(match range {
+            (Some(first), Some(last)) => Some((Position(first as u64), Position(last as u64))),
+            _ => None,
+        })
+    }
+}
+
+/// [`EventStore::append`] on any executor, such as an open transaction.
+/// Appends `events` to `stream_id` if the stream is at `expected_version` (0: new stream), and
+/// records the command id, all in one statement: either everything is stored or nothing is.
+pub async fn append_with<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    stream_id: &StreamId,
+    expected_version: u64,
+    events: &[Event],
+    context: &CommandContext,
+) -> Result<Appended, StoreError> {
+    assert!(!events.is_empty(), "an append carries at least one event");
+    let count = events.len();
+    let occurred_at = Utc::now();
+    let mut ids = Vec::with_capacity(count);
+    let mut versions = Vec::with_capacity(count);
+    let mut types = Vec::with_capacity(count);
+    let mut schemas = Vec::with_capacity(count);
+    let mut payloads = Vec::with_capacity(count);
+    for (i, event) in events.iter().enumerate() {
+        let (event_type, schema_version, payload) = codec::encode(event);
+        ids.push(Uuid::now_v7());
+        versions.push((expected_version + 1 + i as u64) as i64);
+        types.push(event_type);
+        schemas.push(schema_version as i16);
+        payloads.push(payload);
+    }
+    let stream_version = expected_version + count as u64;
+    let result = sqlx::query(
+        "with command as ( \
+             insert into commands (command_id, stream_id, stream_version, event_count) \
+             values ($1, $2, $3, $4) \
+         ) \
+         insert into events (event_id, stream_id, stream_version, event_type, schema_version, payload, \
+                             occurred_at, actor_kind, actor_id, correlation_id, causation_id, command_id) \
+         select e.id, $2, e.version, e.type, e.schema, e.payload, $9, $10, $11, $12, $13, $1 \
+         from unnest($5::uuid[], $6::bigint[], $7::text[], $8::smallint[], $14::bytea[]) \
+              as e(id, version, type, schema, payload)",
+    )
+    .bind(context.command_id)
+    .bind(stream_id.as_str())
+    .bind(stream_version as i64)
+    .bind(count as i32)
+    .bind(&ids)
+    .bind(&versions)
+    .bind(&types)
+    .bind(&schemas)
+    .bind(occurred_at)
+    .bind(context.actor.kind.as_str())
+    .bind(&context.actor.id)
+    .bind(context.correlation_id)
+    .bind(context.causation_id.unwrap_or(context.command_id))
+    .bind(&payloads)
+    .execute(executor)
+    .await;
+    match result {
+        Ok(_) => Ok(Appended { stream_version, event_ids: ids, occurred_at }),
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_stream_version_key") => {
+            Err(StoreError::Conflict { stream_id: stream_id.clone(), expected_version })
+        }
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("commands_pkey") => {
+            Err(StoreError::DuplicateCommand(context.command_id))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The advisory-lock key sequencers take turns on ("devart:s" in ASCII).
+const SEQUENCER_LOCK: i64 = 0x6465_7661_7274_3a73;
+
+fn decode_row(row: &PgRow) -> Result<Recorded, StoreError> {
+    let event_type: String = row.get("event_type");
+    let schema_version = row.get::<i16, _>("schema_version") as u16;
+    let payload: &[u8] = row.get("payload");
+    let event = codec::decode(&event_type, schema_version, payload)?;
+    let stream_id: String = row.get("stream_id");
+    let actor_kind: String = row.get("actor_kind");
+    Ok(Recorded {
+        meta: EventMeta {
+            event_id: row.get("event_id"),
+            stream_id: StreamId::parse(&stream_id).map_err(|message| CodecError::Malformed {
+                event_type: event_type.clone(),
+                schema_version,
+                message,
+            })?,
+            stream_version: row.get::<i64, _>("stream_version") as u64,
+            position: row.get::<Option<i64>, _>("position").map(|p| Position(p as u64)),
+            event_type,
+            schema_version,
+            occurred_at: row.get("occurred_at"),
+            actor: Actor { kind: ActorKind::parse(&actor_kind).unwrap_or(ActorKind::System), id: row.get("actor_id") },
+            correlation_id: row.get("correlation_id"),
+            causation_id: row.get("causation_id"),
+        },
+        event,
+    })
+}
+
+/// Which events a page of the audit trail holds.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub stream_id: Option<StreamId>,
+    pub types: Option<Vec<String>>,
+    pub correlation_id: Option<Uuid>,
+}
+
+impl EventStore {
+    /// Sequenced events after `after` matching `filter`, in global order, at most `limit`.
+    pub async fn page(&self, after: Position, limit: usize, filter: &EventFilter) -> Result<Vec<Recorded>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "select {COLUMNS} from events \
+             where position > $1 \
+               and ($2::text is null or stream_id = $2) \
+               and ($3::text[] is null or event_type = any($3)) \
+               and ($4::uuid is null or correlation_id = $4) \
+             order by position limit $5"
+        ))
+        .bind(after.0 as i64)
+        .bind(filter.stream_id.as_ref().map(|s| s.as_str()))
+        .bind(filter.types.as_deref())
+        .bind(filter.correlation_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_row).collect()
+    }
+}

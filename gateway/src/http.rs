@@ -1,0 +1,319 @@
+//! HTTP: GraphQL over HTTP (POST and GET), GraphQL over WebSocket (`graphql-transport-ws`), health,
+//! readiness and metrics.
+
+use std::collections::HashMap;
+
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::parser::types::OperationType;
+use async_graphql::{Data, ErrorExtensions};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::auth::{bearer, AuthError, Caller};
+use crate::error::Code;
+use crate::schema::RequestMeta;
+use crate::Services;
+
+/// Requests larger than this are refused with 413.
+pub const BODY_BYTES_MAX: usize = 1 << 20;
+
+pub fn router(services: Services) -> Router {
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(services)
+}
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+const JSON: &str = "application/json";
+
+/// The response media type the client accepts, or `None` if it accepts neither of ours.
+fn negotiate(headers: &HeaderMap) -> Option<&'static str> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Some(JSON);
+    };
+    let mut best: Option<(&'static str, f32)> = None;
+    for part in accept.split(',') {
+        let mut fields = part.split(';');
+        let media = fields.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = fields.filter_map(|f| f.trim().strip_prefix("q=")).find_map(|q| q.parse::<f32>().ok()).unwrap_or(1.0);
+        let candidate = match media.as_str() {
+            GRAPHQL_RESPONSE => GRAPHQL_RESPONSE,
+            JSON | "application/*" | "*/*" => JSON,
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(_, bq)| q > bq) {
+            best = Some((candidate, q));
+        }
+    }
+    best.map(|(m, _)| m)
+}
+
+fn error_body(code: Code, message: &str) -> Value {
+    json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
+}
+
+fn respond(status: StatusCode, media: &'static str, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    response
+}
+
+fn authenticate(services: &Services, headers: &HeaderMap) -> Result<Caller, AuthError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let token = bearer(value.to_str().map_err(|_| AuthError::Invalid)?)?;
+    services.signing_key.verify(token)
+}
+
+fn unauthenticated(error: AuthError, media: &'static str) -> Response {
+    let mut response = respond(StatusCode::UNAUTHORIZED, media, &error_body(Code::Unauthenticated, &error.to_string()));
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+fn request_meta(headers: &HeaderMap) -> Result<RequestMeta, String> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let idempotency_key = text("idempotency-key");
+    if idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
+        return Err("Idempotency-Key must be 1 to 255 characters".into());
+    }
+    let correlation_id = match text("x-correlation-id") {
+        None => None,
+        Some(c) => Some(Uuid::parse_str(&c).map_err(|_| "X-Correlation-Id must be a UUID".to_owned())?),
+    };
+    Ok(RequestMeta { idempotency_key, correlation_id })
+}
+
+async fn graphql_post(State(services): State<Services>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let caller = match authenticate(&services, &headers) {
+        Ok(c) => c,
+        Err(e) => return unauthenticated(e, media),
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence != JSON {
+        return respond(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            media,
+            &error_body(Code::BadUserInput, "requests must be application/json"),
+        );
+    }
+    let params: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(media, &format!("the body is not JSON: {e}")),
+    };
+    let request = match graphql_request(&params) {
+        Ok(r) => r,
+        Err(m) => return bad_request(media, &m),
+    };
+    execute(&services, caller, &headers, request, media).await
+}
+
+async fn graphql_get(
+    State(services): State<Services>,
+    Query(query): Query<HashMap<String, String>>,
+    request: Request<axum::body::Body>,
+) -> Response {
+    let (mut parts, _) = request.into_parts();
+    if parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
+        return websocket(services, &mut parts).await;
+    }
+    let headers = parts.headers;
+    let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    if query.is_empty() && wants_html {
+        return Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").finish())
+            .into_response();
+    }
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let caller = match authenticate(&services, &headers) {
+        Ok(c) => c,
+        Err(e) => return unauthenticated(e, media),
+    };
+    let mut params = serde_json::Map::new();
+    for (key, value) in query {
+        let value = match key.as_str() {
+            "variables" | "extensions" => match serde_json::from_str(&value) {
+                Ok(v) => v,
+                Err(_) => return bad_request(media, &format!("`{key}` is not JSON")),
+            },
+            _ => Value::String(value),
+        };
+        params.insert(key, value);
+    }
+    let request = match graphql_request(&Value::Object(params)) {
+        Ok(r) => r,
+        Err(m) => return bad_request(media, &m),
+    };
+    // GET may only read: a mutation over GET is refused, whatever else the document holds.
+    if let Ok(document) = async_graphql::parser::parse_query(&request.query) {
+        let name = request.operation_name.as_deref();
+        let mutation = document.operations.iter().any(|(op_name, op)| {
+            op.node.ty != OperationType::Query && (name.is_none() || op_name.map(|n| n.as_str()) == name)
+        });
+        if mutation {
+            let mut response = respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                media,
+                &error_body(Code::BadUserInput, "mutations and subscriptions need POST or a WebSocket"),
+            );
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+    }
+    execute(&services, caller, &headers, request, media).await
+}
+
+/// Validates the GraphQL-over-HTTP request parameters.
+fn graphql_request(params: &Value) -> Result<async_graphql::Request, String> {
+    let Value::Object(map) = params else {
+        return Err("the request must be a JSON object".into());
+    };
+    let query = match map.get("query") {
+        Some(Value::String(q)) => q.clone(),
+        Some(_) => return Err("`query` must be a string".into()),
+        None => return Err("`query` is required".into()),
+    };
+    let mut request = async_graphql::Request::new(query);
+    match map.get("operationName") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(name)) => request = request.operation_name(name.clone()),
+        Some(_) => return Err("`operationName` must be a string".into()),
+    }
+    match map.get("variables") {
+        None | Some(Value::Null) => {}
+        Some(v @ Value::Object(_)) => request = request.variables(async_graphql::Variables::from_json(v.clone())),
+        Some(_) => return Err("`variables` must be an object".into()),
+    }
+    match map.get("extensions") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => {}
+        Some(_) => return Err("`extensions` must be an object".into()),
+    }
+    Ok(request)
+}
+
+fn bad_request(media: &'static str, message: &str) -> Response {
+    respond(StatusCode::BAD_REQUEST, media, &error_body(Code::BadUserInput, message))
+}
+
+fn not_acceptable() -> Response {
+    respond(
+        StatusCode::NOT_ACCEPTABLE,
+        JSON,
+        &error_body(Code::BadUserInput, "accepts application/graphql-response+json or application/json"),
+    )
+}
+
+async fn execute(
+    services: &Services,
+    caller: Caller,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+    media: &'static str,
+) -> Response {
+    let meta = match request_meta(headers) {
+        Ok(m) => m,
+        Err(m) => return bad_request(media, &m),
+    };
+    let response = services.schema.execute(request.data(caller).data(meta)).await;
+    services.metrics.graphql_requests.inc();
+    // A request error (unparsable or invalid document, bad variables) has no data and no paths.
+    let request_error = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    let mut body = serde_json::to_value(&response).expect("responses serialize");
+    if let Some(errors) = body.get_mut("errors").and_then(Value::as_array_mut) {
+        for error in errors {
+            let extensions =
+                error.as_object_mut().expect("errors are objects").entry("extensions").or_insert_with(|| json!({}));
+            let code = extensions
+                .as_object_mut()
+                .map(|e| e.entry("code").or_insert_with(|| Value::from(Code::BadUserInput.as_str())).clone())
+                .unwrap_or_default();
+            let code = code.as_str().unwrap_or("").to_owned();
+            services.metrics.graphql_errors.get_or_create(&crate::metrics::OutcomeLabel { code }).inc();
+        }
+    }
+    if request_error {
+        body.as_object_mut().map(|b| b.remove("data"));
+    }
+    let status = if request_error && media == GRAPHQL_RESPONSE { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    respond(status, media, &body)
+}
+
+async fn websocket(services: Services, parts: &mut axum::http::request::Parts) -> Response {
+    let protocol = match GraphQLProtocol::from_request_parts(parts, &()).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let upgrade = match WebSocketUpgrade::from_request_parts(parts, &()).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    // A token may come with the upgrade request, or (as browsers must) in `connection_init`.
+    let header_caller = authenticate(&services, &parts.headers).ok();
+    let meta = request_meta(&parts.headers).unwrap_or_default();
+    let key = services.signing_key.clone();
+    let schema = services.schema.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let caller = match header_caller {
+                        Some(c) => c,
+                        None => {
+                            let value = ["Authorization", "authorization", "token"]
+                                .iter()
+                                .find_map(|k| payload.get(*k).and_then(Value::as_str))
+                                .ok_or_else(|| crate::error::error(Code::Unauthenticated, "missing bearer token"))?;
+                            let token = bearer(value).unwrap_or(value);
+                            key.verify(token).map_err(|e| {
+                                async_graphql::Error::new(e.to_string())
+                                    .extend_with(|_, x| x.set("code", "UNAUTHENTICATED"))
+                            })?
+                        }
+                    };
+                    let mut data = Data::default();
+                    data.insert(caller);
+                    data.insert(meta);
+                    Ok(data)
+                })
+                .serve()
+        })
+        .into_response()
+}
+
+async fn readyz(State(services): State<Services>) -> Response {
+    let db = sqlx::query("select 1").execute(&services.pool).await.is_ok();
+    let nats = services.bus.client.connection_state() == async_nats::connection::State::Connected;
+    let status = if db && nats { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(json!({ "postgres": db, "nats": nats }))).into_response()
+}
+
+async fn metrics(State(services): State<Services>) -> Response {
+    match services.metrics.render(&services.pool).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "metrics failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}

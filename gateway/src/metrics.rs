@@ -1,0 +1,82 @@
+//! `/metrics`: Prometheus text. Counters live here; positions and lags are read at scrape time.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectionLabel {
+    pub projection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub code: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub graphql_requests: Counter,
+    pub graphql_errors: Family<OutcomeLabel, Counter>,
+    projection_lag: Family<ProjectionLabel, Gauge>,
+    projection_checkpoint: Family<ProjectionLabel, Gauge>,
+    store_head: Gauge,
+    relay_published: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("devart");
+        let m = Metrics {
+            graphql_requests: Counter::default(),
+            graphql_errors: Family::default(),
+            projection_lag: Family::default(),
+            projection_checkpoint: Family::default(),
+            store_head: Gauge::default(),
+            relay_published: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("graphql_requests", "GraphQL operations executed", m.graphql_requests.clone());
+        registry.register("graphql_errors", "GraphQL errors returned, by code", m.graphql_errors.clone());
+        registry.register(
+            "projection_lag",
+            "Events stored but not yet applied, by projection",
+            m.projection_lag.clone(),
+        );
+        registry.register(
+            "projection_checkpoint",
+            "Last position applied, by projection",
+            m.projection_checkpoint.clone(),
+        );
+        registry.register("event_store_head", "Last position assigned in the event store", m.store_head.clone());
+        registry.register(
+            "relay_published_position",
+            "Last position published to JetStream",
+            m.relay_published.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Reads the positions, then renders everything.
+    pub async fn render(&self, pool: &PgPool) -> Result<String, sqlx::Error> {
+        for s in devart_projections::status::status(pool).await? {
+            let label = ProjectionLabel { projection: s.name };
+            self.projection_lag.get_or_create(&label).set(s.lag as i64);
+            self.projection_checkpoint.get_or_create(&label).set(s.checkpoint.0 as i64);
+            self.store_head.set(s.head.0 as i64);
+        }
+        let published: Option<i64> =
+            sqlx::query_scalar("select position from relay_checkpoints where name = 'publisher'")
+                .fetch_optional(pool)
+                .await?;
+        self.relay_published.set(published.unwrap_or(0));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        Ok(out)
+    }
+}

@@ -1,0 +1,553 @@
+//! The GraphQL schema: queries, mutations and subscriptions. Only this crate knows GraphQL.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::{Context, Enum, InputObject, Json, Object, SimpleObject, Subscription, ID};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use devart_commands::store::EventFilter;
+use devart_commands::{CommandContext, Folded, Recorded};
+use devart_domain::task::{
+    Capabilities, CreateTask, Description, Priority, Task as TaskAggregate, TaskCommand, TaskState, Title, UpdateTask,
+};
+use devart_domain::{Actor as DomainActor, ActorKind as DomainActorKind, Position, StreamId};
+use devart_projections::tasks::{TaskRow, COLUMNS as TASK_COLUMNS};
+use futures::{Stream, StreamExt};
+use uuid::Uuid;
+
+use crate::auth::{Caller, Role};
+use crate::error::{bad_input, error, gql, internal, Code};
+use crate::Services;
+
+pub type Schema = async_graphql::Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+pub fn build(services: Option<Services>) -> Schema {
+    let builder =
+        async_graphql::Schema::build(QueryRoot, MutationRoot, SubscriptionRoot).limit_depth(32).limit_complexity(5_000);
+    match services {
+        Some(s) => builder.data(s).finish(),
+        None => builder.finish(),
+    }
+}
+
+/// What a request carries besides its query: set by the HTTP and WebSocket layers.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// `Idempotency-Key`: retried mutations with the same key append nothing twice.
+    pub idempotency_key: Option<String>,
+    /// `X-Correlation-Id`: continues a correlation begun elsewhere.
+    pub correlation_id: Option<Uuid>,
+}
+
+const PAGE_DEFAULT: i32 = 50;
+const PAGE_MAX: i32 = 500;
+
+fn caller<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Caller> {
+    ctx.data_opt::<Caller>().ok_or_else(|| error(Code::Unauthenticated, "authentication required"))
+}
+
+fn require(ctx: &Context<'_>, role: Role) -> async_graphql::Result<Caller> {
+    let caller = caller(ctx)?;
+    if caller.role >= role {
+        Ok(caller.clone())
+    } else {
+        Err(error(Code::Forbidden, format!("this needs the {} role", format!("{role:?}").to_lowercase())))
+    }
+}
+
+fn services<'a>(ctx: &'a Context<'_>) -> &'a Services {
+    ctx.data_unchecked::<Services>()
+}
+
+/// The command context of a mutation: its id is derived from the request's idempotency key (if
+/// any), the caller and the mutation's response key, so a retried request maps to the same ids.
+fn command_context(ctx: &Context<'_>, caller: &Caller) -> CommandContext {
+    let meta = ctx.data_opt::<RequestMeta>().cloned().unwrap_or_default();
+    let mut context = CommandContext::new(DomainActor::user(caller.subject.clone()));
+    if let Some(key) = &meta.idempotency_key {
+        let name = format!("{}\u{0}{key}\u{0}{}", caller.subject, ctx.item.node.response_key().node);
+        context.command_id = Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes());
+        context.correlation_id = context.command_id;
+    }
+    if let Some(correlation) = meta.correlation_id {
+        context.correlation_id = correlation;
+    }
+    context
+}
+
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6465_7661_7274_2d69_6465_6d70_6f74_656e);
+
+fn parse_id(field: &str, id: &ID) -> async_graphql::Result<Uuid> {
+    Uuid::parse_str(id.as_str()).map_err(|_| bad_input(field, format!("`{}` is not a UUID", id.as_str())))
+}
+
+fn parse_position(field: &str, s: &str) -> async_graphql::Result<Position> {
+    s.parse().map_err(|m: String| bad_input(field, m))
+}
+
+fn page_size(first: Option<i32>) -> async_graphql::Result<usize> {
+    match first.unwrap_or(PAGE_DEFAULT) {
+        n @ 0..=PAGE_MAX => Ok(n as usize),
+        n => Err(bad_input("first", format!("must be between 0 and {PAGE_MAX}, got {n}"))),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum TaskStatus {
+    Pending,
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+    /// Only in `taskUpdates`: the task was deleted.
+    Deleted,
+}
+
+impl TaskStatus {
+    fn parse(s: &str) -> TaskStatus {
+        match s {
+            "IN_PROGRESS" => TaskStatus::InProgress,
+            "COMPLETED" => TaskStatus::Completed,
+            "FAILED" => TaskStatus::Failed,
+            "CANCELLED" => TaskStatus::Cancelled,
+            "DELETED" => TaskStatus::Deleted,
+            _ => TaskStatus::Pending,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "PENDING",
+            TaskStatus::InProgress => "IN_PROGRESS",
+            TaskStatus::Completed => "COMPLETED",
+            TaskStatus::Failed => "FAILED",
+            TaskStatus::Cancelled => "CANCELLED",
+            TaskStatus::Deleted => "DELETED",
+        }
+    }
+}
+
+/// A unit of work.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Task {
+    pub id: ID,
+    pub title: String,
+    pub description: String,
+    pub status: TaskStatus,
+    /// 1 (lowest) to 5 (highest).
+    pub priority: i32,
+    pub required_capabilities: Vec<String>,
+    pub parent_task_id: Option<ID>,
+    /// The task stream's version: pass it as `expectedVersion` to update only what you saw.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// `user:<subject>`, `agent:<id>` or `system:<name>`.
+    pub created_by: String,
+}
+
+impl From<TaskRow> for Task {
+    fn from(r: TaskRow) -> Self {
+        Task {
+            id: ID(r.id.to_string()),
+            title: r.title,
+            description: r.description,
+            status: TaskStatus::parse(&r.status),
+            priority: i32::from(r.priority),
+            required_capabilities: r.required_capabilities,
+            parent_task_id: r.parent_task_id.map(|p| ID(p.to_string())),
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            created_by: r.created_by,
+        }
+    }
+}
+
+impl From<Folded<TaskState>> for Task {
+    fn from(f: Folded<TaskState>) -> Self {
+        let s = f.state;
+        let now = Utc::now();
+        Task {
+            id: ID(s.id.to_string()),
+            title: s.title,
+            description: s.description,
+            status: TaskStatus::parse(s.status.as_str()),
+            priority: i32::from(s.priority),
+            required_capabilities: s.required_capabilities,
+            parent_task_id: s.parent_task_id.map(|p| ID(p.to_string())),
+            version: f.version as i64,
+            created_at: f.created_at.unwrap_or(now),
+            updated_at: f.updated_at.unwrap_or(now),
+            created_by: f.created_by.unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum ActorKind {
+    User,
+    Agent,
+    System,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Actor {
+    pub kind: ActorKind,
+    pub id: String,
+}
+
+/// One stored event, as the audit trail shows it.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Event {
+    /// The event id (UUIDv7).
+    pub id: ID,
+    /// The place in the global order, as a decimal string.
+    pub position: String,
+    pub stream_id: String,
+    /// The place in its stream: 1, 2, 3, …
+    pub version: i64,
+    #[graphql(name = "type")]
+    pub event_type: String,
+    pub schema_version: i32,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: Actor,
+    pub correlation_id: ID,
+    pub causation_id: Option<ID>,
+    /// The payload in its newest schema version.
+    pub data: Json<serde_json::Value>,
+}
+
+impl From<Recorded> for Event {
+    fn from(r: Recorded) -> Self {
+        let m = r.meta;
+        Event {
+            id: ID(m.event_id.to_string()),
+            position: m.position.map(|p| p.to_string()).unwrap_or_default(),
+            stream_id: m.stream_id.to_string(),
+            version: m.stream_version as i64,
+            event_type: m.event_type,
+            schema_version: i32::from(m.schema_version),
+            occurred_at: m.occurred_at,
+            actor: Actor {
+                kind: match m.actor.kind {
+                    DomainActorKind::User => ActorKind::User,
+                    DomainActorKind::Agent => ActorKind::Agent,
+                    DomainActorKind::System => ActorKind::System,
+                },
+                id: m.actor.id,
+            },
+            correlation_id: ID(m.correlation_id.to_string()),
+            causation_id: m.causation_id.map(|c| ID(c.to_string())),
+            data: Json(devart_commands::codec::to_json(&r.event)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, InputObject)]
+pub struct TaskFilter {
+    /// Any of these statuses.
+    pub status: Option<Vec<TaskStatus>>,
+    /// Any of these priorities.
+    pub priority: Option<Vec<i32>>,
+}
+
+#[derive(Debug, Clone, InputObject)]
+pub struct CreateTaskInput {
+    pub title: String,
+    #[graphql(default)]
+    pub description: String,
+    /// 1 (lowest) to 5 (highest).
+    #[graphql(default = 3)]
+    pub priority: i32,
+    #[graphql(default)]
+    pub required_capabilities: Vec<String>,
+    /// The task this one continues (task chaining).
+    pub parent_task_id: Option<ID>,
+}
+
+#[derive(Debug, Clone, InputObject)]
+pub struct UpdateTaskInput {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub priority: Option<i32>,
+    pub required_capabilities: Option<Vec<String>>,
+    /// Refuse the update (CONFLICT) unless the task is still at this version.
+    pub expected_version: Option<i64>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct ProjectionStatus {
+    pub name: String,
+    pub checkpoint: String,
+    pub head: String,
+    pub lag: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Me {
+    pub subject: String,
+    pub role: Role,
+}
+
+fn domain<T>(r: Result<T, devart_domain::DomainError>) -> async_graphql::Result<T> {
+    r.map_err(gql)
+}
+
+pub struct QueryRoot;
+
+#[Object]
+impl QueryRoot {
+    /// Who the token belongs to.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
+        let caller = caller(ctx)?;
+        Ok(Me { subject: caller.subject.clone(), role: caller.role })
+    }
+
+    /// A task as the task board holds it; null if there is no such task.
+    async fn task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Task>> {
+        caller(ctx)?;
+        let id = parse_id("id", &id)?;
+        let row: Option<TaskRow> = sqlx::query_as(&format!("select {TASK_COLUMNS} from tasks where id = $1"))
+            .bind(id)
+            .fetch_optional(&services(ctx).pool)
+            .await
+            .map_err(gql)?;
+        Ok(row.map(Task::from))
+    }
+
+    /// The task board, newest first.
+    async fn tasks(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<TaskFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Task, EmptyFields, EmptyFields>> {
+        caller(ctx)?;
+        let limit = page_size(first)?;
+        let after = after.map(|c| decode_task_cursor(&c)).transpose()?;
+        let statuses: Option<Vec<&str>> =
+            filter.as_ref().and_then(|f| f.status.as_ref()).map(|s| s.iter().map(|s| s.as_str()).collect());
+        let priorities: Option<Vec<i16>> = match filter.as_ref().and_then(|f| f.priority.as_ref()) {
+            None => None,
+            Some(ps) => Some(
+                ps.iter()
+                    .map(|p| Priority::parse(i64::from(*p)).map(|p| i16::from(p.get())))
+                    .collect::<Result<_, _>>()
+                    .map_err(gql)?,
+            ),
+        };
+        let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+            "select {TASK_COLUMNS} from tasks \
+             where ($1::text[] is null or status = any($1)) \
+               and ($2::smallint[] is null or priority = any($2)) \
+               and ($3::timestamptz is null or (created_at, id) < ($3, $4)) \
+             order by created_at desc, id desc limit $5"
+        ))
+        .bind(statuses)
+        .bind(priorities)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(limit as i64 + 1)
+        .fetch_all(&services(ctx).pool)
+        .await
+        .map_err(gql)?;
+        let has_next = rows.len() > limit;
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges.extend(
+            rows.into_iter().take(limit).map(|r| Edge::new(encode_task_cursor(r.created_at, r.id), Task::from(r))),
+        );
+        Ok(connection)
+    }
+
+    /// The audit trail: every event in global order, optionally of one stream, of some types, or
+    /// of one correlation.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "a position: events after it")] after: Option<String>,
+        first: Option<i32>,
+        stream_id: Option<String>,
+        types: Option<Vec<String>>,
+        correlation_id: Option<ID>,
+    ) -> async_graphql::Result<Connection<String, Event, EmptyFields, EmptyFields>> {
+        caller(ctx)?;
+        let limit = page_size(first)?;
+        let after_position = after.as_deref().map(|a| parse_position("after", a)).transpose()?;
+        let filter = EventFilter {
+            stream_id: stream_id.map(|s| StreamId::parse(&s).map_err(|m| bad_input("streamId", m))).transpose()?,
+            types,
+            correlation_id: correlation_id.map(|c| parse_id("correlationId", &c)).transpose()?,
+        };
+        let mut page = services(ctx)
+            .store
+            .page(after_position.unwrap_or(Position::START), limit + 1, &filter)
+            .await
+            .map_err(gql)?;
+        let has_next = page.len() > limit;
+        page.truncate(limit);
+        let mut connection = Connection::new(after_position.is_some_and(|p| p > Position::START), has_next);
+        connection.edges.extend(page.into_iter().map(|r| {
+            let cursor = r.meta.position.map(|p| p.to_string()).unwrap_or_default();
+            Edge::new(cursor, Event::from(r))
+        }));
+        Ok(connection)
+    }
+
+    /// Each projection's checkpoint and lag behind the event store.
+    async fn projections(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ProjectionStatus>> {
+        caller(ctx)?;
+        let status = devart_projections::status::status(&services(ctx).pool).await.map_err(gql)?;
+        Ok(status
+            .into_iter()
+            .map(|s| ProjectionStatus {
+                name: s.name,
+                checkpoint: s.checkpoint.to_string(),
+                head: s.head.to_string(),
+                lag: s.lag as i64,
+                updated_at: s.updated_at,
+            })
+            .collect())
+    }
+}
+
+fn encode_task_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{id}", created_at.timestamp_micros()))
+}
+
+fn decode_task_cursor(cursor: &str) -> async_graphql::Result<(DateTime<Utc>, Uuid)> {
+    let bad = || bad_input("after", "not a cursor from this connection");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (micros, id) = text.split_once('|').ok_or_else(bad)?;
+    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
+}
+
+pub struct MutationRoot;
+
+#[Object]
+impl MutationRoot {
+    /// Creates a task (supervisor). Returns it as created.
+    async fn create_task(&self, ctx: &Context<'_>, input: CreateTaskInput) -> async_graphql::Result<Task> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let context = command_context(ctx, &caller);
+        let command = CreateTask {
+            // Derived from the command id, so a retried request names the same task.
+            id: Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, context.command_id.as_bytes()),
+            title: domain(Title::parse(&input.title))?,
+            description: domain(Description::parse(&input.description))?,
+            priority: domain(Priority::parse(i64::from(input.priority)))?,
+            required_capabilities: domain(Capabilities::parse(&input.required_capabilities))?,
+            parent_task_id: input.parent_task_id.map(|p| parse_id("parentTaskId", &p)).transpose()?,
+        };
+        let folded = services(ctx).commands.create_task(command, &context).await.map_err(gql)?;
+        Ok(folded.into())
+    }
+
+    /// Changes a task's content (supervisor). Fields left out stay as they are.
+    async fn update_task(&self, ctx: &Context<'_>, id: ID, input: UpdateTaskInput) -> async_graphql::Result<Task> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let id = parse_id("id", &id)?;
+        let update = UpdateTask {
+            title: input.title.as_deref().map(Title::parse).transpose().map_err(gql)?,
+            description: input.description.as_deref().map(Description::parse).transpose().map_err(gql)?,
+            priority: input.priority.map(|p| Priority::parse(i64::from(p))).transpose().map_err(gql)?,
+            required_capabilities: input
+                .required_capabilities
+                .as_deref()
+                .map(Capabilities::parse)
+                .transpose()
+                .map_err(gql)?,
+        };
+        let expected = match input.expected_version {
+            Some(v) if v < 0 => return Err(bad_input("expectedVersion", "must not be negative")),
+            v => v.map(|v| v as u64),
+        };
+        let context = command_context(ctx, &caller);
+        let folded = services(ctx)
+            .commands
+            .execute::<TaskAggregate>(id, TaskCommand::Update(update), &context, expected)
+            .await
+            .map_err(gql)?;
+        Ok(folded.into())
+    }
+
+    /// Sets a task's priority (supervisor).
+    async fn reprioritize_task(&self, ctx: &Context<'_>, id: ID, priority: i32) -> async_graphql::Result<Task> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let id = parse_id("id", &id)?;
+        let priority = domain(Priority::parse(i64::from(priority)))?;
+        let context = command_context(ctx, &caller);
+        let folded = services(ctx)
+            .commands
+            .execute::<TaskAggregate>(id, TaskCommand::Reprioritize(priority), &context, None)
+            .await
+            .map_err(gql)?;
+        Ok(folded.into())
+    }
+
+    /// Deletes a task (supervisor). True once it is deleted.
+    async fn delete_task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let id = parse_id("id", &id)?;
+        let context = command_context(ctx, &caller);
+        services(ctx).commands.execute::<TaskAggregate>(id, TaskCommand::Delete, &context, None).await.map_err(gql)?;
+        Ok(true)
+    }
+}
+
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Every event after `after` (a position; by default, from now on): first those already
+    /// stored, then live, with no gap and no repeat between the two.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        types: Option<Vec<String>>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>>> {
+        caller(ctx)?;
+        let s = services(ctx).clone();
+        let after = match after {
+            Some(a) => parse_position("after", &a)?,
+            None => s.store.head().await.map_err(gql)?,
+        };
+        let feed = devart_commands::feed::follow(s.store.clone(), s.bus.clone(), after);
+        Ok(feed.filter_map(move |item| {
+            let keep = match &item {
+                Ok(r) => types.as_ref().is_none_or(|t| t.contains(&r.meta.event_type)),
+                Err(_) => true,
+            };
+            futures::future::ready(keep.then(|| item.map(Event::from).map_err(internal)))
+        }))
+    }
+
+    /// Tasks as the task board holds them, each time the board changed; optionally of one task.
+    async fn task_updates(&self, ctx: &Context<'_>, id: Option<ID>) -> async_graphql::Result<impl Stream<Item = Task>> {
+        caller(ctx)?;
+        let id = id.map(|i| parse_id("id", &i)).transpose()?;
+        let updates = tokio_stream_from(services(ctx).task_updates.subscribe());
+        Ok(updates
+            .filter_map(move |row| futures::future::ready(id.is_none_or(|id| id == row.id).then(|| Task::from(row)))))
+    }
+}
+
+/// A broadcast receiver as a stream; a subscriber that falls behind skips what it missed.
+fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<TaskRow>) -> impl Stream<Item = TaskRow> {
+    use tokio::sync::broadcast::error::RecvError;
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(row) => return Some((row, rx)),
+                Err(RecvError::Lagged(skipped)) => {
+                    tracing::warn!(skipped, "taskUpdates subscriber fell behind")
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+}

@@ -1,0 +1,83 @@
+//! Rebuilding a read model from the event store, without taking it away from readers.
+//!
+//! The rebuild fills aside copies of the projection's tables from the store at full speed, then,
+//! holding the projection's lock (so the live worker pauses between batches), catches up to the
+//! head, swaps the copies in and moves the checkpoint, all in one transaction.
+
+use std::time::{Duration, Instant};
+
+use devart_commands::EventStore;
+use devart_domain::Position;
+use sqlx::PgPool;
+
+use crate::worker::WorkerError;
+use crate::{lock_key, Projection, Target};
+
+const READ_BATCH: usize = 5_000;
+
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    pub events: u64,
+    pub position: Position,
+    pub elapsed: Duration,
+}
+
+/// Rebuilds `projection`; `progress(done, total)` is called after each batch.
+pub async fn rebuild(
+    pool: &PgPool,
+    store: &EventStore,
+    projection: &dyn Projection,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RebuildReport, WorkerError> {
+    let started = Instant::now();
+    let name = projection.name();
+    for table in projection.tables() {
+        let aside = Target::Rebuild.table(table);
+        sqlx::query(&format!("drop table if exists {aside}")).execute(pool).await?;
+        sqlx::query(&format!("create table {aside} (like {table} including all)")).execute(pool).await?;
+    }
+    let target = store.head().await?;
+    let mut conn = pool.acquire().await?;
+    let mut at = Position::START;
+    let mut events = 0u64;
+    progress(0, target.0);
+    while at < target {
+        let batch = store.read_all(at, Some(target), READ_BATCH).await?;
+        let Some(last) = batch.last().and_then(|r| r.meta.position) else {
+            break;
+        };
+        projection.apply(&mut conn, Target::Rebuild, &batch).await?;
+        events += batch.len() as u64;
+        at = last;
+        progress(at.0, target.0);
+    }
+    drop(conn);
+
+    let mut tx = pool.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock($1)").bind(lock_key(name)).execute(&mut *tx).await?;
+    loop {
+        let batch = store.read_all(at, None, READ_BATCH).await?;
+        let Some(last) = batch.last().and_then(|r| r.meta.position) else {
+            break;
+        };
+        projection.apply(&mut tx, Target::Rebuild, &batch).await?;
+        events += batch.len() as u64;
+        at = last;
+    }
+    for table in projection.tables() {
+        let aside = Target::Rebuild.table(table);
+        sqlx::query(&format!("drop table {table}")).execute(&mut *tx).await?;
+        sqlx::query(&format!("alter table {aside} rename to {table}")).execute(&mut *tx).await?;
+    }
+    sqlx::query(
+        "insert into projection_checkpoints (name, position) values ($1, $2) \
+         on conflict (name) do update set position = excluded.position, updated_at = now()",
+    )
+    .bind(name)
+    .bind(at.0 as i64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    progress(at.0, at.0);
+    Ok(RebuildReport { events, position: at, elapsed: started.elapsed() })
+}

@@ -1,0 +1,168 @@
+//! The `devart` binary's library: configuration and the assembly of roles into one process.
+//!
+//! # Layout
+//! - `domain/` (`devart-domain`): aggregates, commands, events; no IO.
+//! - `commands/` (`devart-commands`): the event store, command handling, the relay, the bus.
+//! - `projections/` (`devart-projections`): read models and their workers.
+//! - `gateway/` (`devart-gateway`): GraphQL over HTTP and WebSocket.
+//! - here: [`Config`], [`Role`] and [`run`], which starts the chosen roles until shutdown.
+
+pub mod bench;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use devart_commands::{Bus, BusNames, Commands, EventStore, Nudge};
+use devart_gateway::{Services, SigningKey};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Connection settings shared by every command; environment first.
+#[derive(Clone, clap::Args)]
+pub struct Config {
+    /// Postgres, holding the event store and the read models.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/devart", global = true)]
+    pub database_url: String,
+    /// NATS with JetStream, carrying the event broadcast.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", global = true)]
+    pub nats_url: String,
+    /// Prefix of every subject, stream and consumer name, so instances can share a NATS server.
+    #[arg(long, env = "DEVART_NATS_PREFIX", default_value = "devart", global = true)]
+    pub nats_prefix: String,
+    /// HMAC key for JWTs (at least 32 bytes). Without it, the key `devart migrate` generated and
+    /// stored in the database is used.
+    #[arg(long, env = "DEVART_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<Secret>,
+    /// Postgres connections this process may open.
+    #[arg(long, env = "DEVART_DB_CONNECTIONS", default_value_t = 16, global = true)]
+    pub db_connections: u32,
+}
+
+/// A value that is never printed.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() < 32 {
+            return Err("must be at least 32 bytes".into());
+        }
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl Config {
+    pub fn bus_names(&self) -> anyhow::Result<BusNames> {
+        BusNames::new(&self.nats_prefix).map_err(anyhow::Error::msg)
+    }
+
+    pub async fn pool(&self) -> anyhow::Result<PgPool> {
+        devart_commands::db::connect(&self.database_url, self.db_connections)
+            .await
+            .context("connecting to Postgres (is DATABASE_URL right, and has `devart migrate` run?)")
+    }
+
+    pub async fn bus(&self) -> anyhow::Result<Bus> {
+        Bus::connect(&self.nats_url, self.bus_names()?).await.context("connecting to NATS")
+    }
+
+    pub async fn signing_key(&self, pool: &PgPool) -> anyhow::Result<SigningKey> {
+        Ok(SigningKey::new(match &self.jwt_secret {
+            Some(secret) => secret.0.as_bytes().to_vec(),
+            None => devart_commands::db::jwt_signing_key(pool)
+                .await
+                .context("reading the JWT signing key (run `devart migrate` first)")?,
+        }))
+    }
+}
+
+/// A part of devart that a process can run; `serve` runs all by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Role {
+    /// GraphQL over HTTP and WebSocket.
+    Gateway,
+    /// The sequencer and the JetStream publisher.
+    Relay,
+    /// The projection workers.
+    Projections,
+}
+
+/// `devart migrate`: database, migrations, stream and consumers; idempotent.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    devart_commands::db::create_database_if_missing(&config.database_url).await.context("creating the database")?;
+    let pool = config.pool().await?;
+    devart_commands::db::migrate(&pool).await.context("running migrations")?;
+    let bus = config.bus().await?;
+    bus.ensure_stream().await.map_err(|e| anyhow::anyhow!("creating the JetStream stream: {e}"))?;
+    for projection in devart_projections::all() {
+        let checkpoint = devart_projections::worker::checkpoint(&pool, projection.name()).await?;
+        bus.ensure_projection_consumer(projection.name(), checkpoint)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the consumer of projection {}: {e}", projection.name()))?;
+    }
+    Ok(())
+}
+
+/// Runs `roles` until `shutdown`; the gateway listens on `listener`.
+pub async fn run(
+    config: &Config,
+    roles: &[Role],
+    listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = config.pool().await?;
+    let bus = config.bus().await?;
+    let store = EventStore::new(pool.clone());
+    let appended = Nudge::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    if roles.contains(&Role::Relay) {
+        let sequenced = Nudge::default();
+        tasks.spawn(devart_commands::relay::run_sequencer(
+            store.clone(),
+            Some(bus.clone()),
+            appended.clone(),
+            sequenced.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(devart_commands::relay::run_publisher(store.clone(), bus.clone(), sequenced, shutdown.clone()));
+    }
+    if roles.contains(&Role::Projections) {
+        for projection in devart_projections::all() {
+            tasks.spawn(devart_projections::worker::run(
+                pool.clone(),
+                store.clone(),
+                bus.clone(),
+                projection,
+                shutdown.clone(),
+            ));
+        }
+    }
+    if roles.contains(&Role::Gateway) {
+        let listener = listener.context("the gateway needs a listener")?;
+        let commands = Commands::new(store.clone(), appended, Some(bus.clone()));
+        let services = Services::new(pool.clone(), commands, bus.clone(), config.signing_key(&pool).await?);
+        let addr: SocketAddr = listener.local_addr()?;
+        tracing::info!(%addr, "gateway listening");
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = devart_gateway::serve(listener, services, shutdown).await {
+                tracing::error!(%error, "gateway stopped");
+            }
+        });
+    }
+    tracing::info!(?roles, "devart running");
+    while tasks.join_next().await.is_some() {}
+    // Commands still in flight were finished by the gateway's graceful shutdown; let the relay
+    // see the last of them on its next start.
+    bus.client.flush().await.ok();
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! `devart`: one binary for every role and every operator task.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use devart::{Config, Role};
+use devart_commands::EventStore;
+use devart_domain::Position;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+/// devart: an event-sourced control plane for teams of autonomous coding agents.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the gateway, the relay and the projection workers (or the roles named).
+    Serve {
+        /// Comma-separated subset of gateway, relay, projections.
+        #[arg(long, value_delimiter = ',', default_value = "gateway,relay,projections")]
+        roles: Vec<Role>,
+        /// Where the gateway listens.
+        #[arg(long, env = "DEVART_LISTEN", default_value = "127.0.0.1:8787")]
+        listen: String,
+    },
+    /// Creates the database if missing, migrates it, and sets up the JetStream stream and
+    /// consumers. Safe to run again.
+    Migrate,
+    /// Prints a signed JWT.
+    Token {
+        #[arg(long)]
+        subject: String,
+        #[arg(long, value_parser = parse_role)]
+        role: devart_gateway::Role,
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+    },
+    /// The event stream.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Read models.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Prints the GraphQL schema (SDL).
+    Schema,
+    /// Measures devart against raw baselines on the same database and prints a table.
+    Bench(devart::bench::Args),
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Follows every event after a position: stored ones first, then live.
+    Tail {
+        /// Start after this position (0: from the beginning; default: from now on).
+        #[arg(long)]
+        from: Option<u64>,
+        /// One CloudEvents JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Each projection's checkpoint and lag.
+    Status,
+    /// Rebuilds a read model from the event store, aside, then swaps it in.
+    Rebuild {
+        name: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+}
+
+fn parse_role(s: &str) -> Result<devart_gateway::Role, String> {
+    devart_gateway::Role::parse(s).ok_or_else(|| format!("`{s}` is not a role (admin, supervisor, viewer)"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DEVART_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = cli.config;
+    match cli.command {
+        Command::Serve { roles, listen } => {
+            let listener = if roles.contains(&Role::Gateway) {
+                Some(tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?)
+            } else {
+                None
+            };
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            devart::run(&config, &roles, listener, shutdown).await
+        }
+        Command::Migrate => {
+            devart::migrate(&config).await?;
+            eprintln!("migrated");
+            Ok(())
+        }
+        Command::Token { subject, role, ttl } => {
+            let pool = config.pool().await?;
+            let key = config.signing_key(&pool).await?;
+            let ttl = chrono::Duration::from_std(ttl.into()).context("ttl is too long")?;
+            println!("{}", key.issue(&subject, role, ttl));
+            Ok(())
+        }
+        Command::Events { command: EventsCommand::Tail { from, json } } => tail(&config, from, json).await,
+        Command::Projections { command: ProjectionsCommand::Status } => {
+            let pool = config.pool().await?;
+            let status = devart_projections::status::status(&pool).await?;
+            println!("{:<16} {:>12} {:>12} {:>10}  updated", "projection", "checkpoint", "head", "lag");
+            for s in status {
+                println!(
+                    "{:<16} {:>12} {:>12} {:>10}  {}",
+                    s.name,
+                    s.checkpoint,
+                    s.head,
+                    s.lag,
+                    s.updated_at.to_rfc3339()
+                );
+            }
+            Ok(())
+        }
+        Command::Projections { command: ProjectionsCommand::Rebuild { name, all } } => {
+            rebuild(&config, name, all).await
+        }
+        Command::Schema => {
+            print!("{}", devart_gateway::schema::build(None).sdl());
+            Ok(())
+        }
+        Command::Bench(args) => devart::bench::run(&config, args).await,
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.ok();
+    tracing::info!("shutting down: finishing requests in flight");
+    shutdown.cancel();
+}
+
+async fn tail(config: &Config, from: Option<u64>, json: bool) -> anyhow::Result<()> {
+    let pool = config.pool().await?;
+    let store = EventStore::new(pool);
+    let bus = config.bus().await?;
+    let after = match from {
+        Some(p) => Position(p),
+        None => store.head().await?,
+    };
+    let feed = devart_commands::feed::follow(store, bus, after);
+    futures::pin_mut!(feed);
+    let mut out = std::io::stdout().lock();
+    while let Some(item) = feed.next().await {
+        let recorded = item?;
+        if json {
+            writeln!(out, "{}", devart_commands::bus::cloudevent_json(&recorded))?;
+        } else {
+            let m = &recorded.meta;
+            writeln!(
+                out,
+                "{:>10}  {}  {:<20} {}@{}  by {}",
+                m.position.map(|p| p.to_string()).unwrap_or_default(),
+                m.occurred_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                m.event_type,
+                m.stream_id,
+                m.stream_version,
+                m.actor
+            )?;
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+async fn rebuild(config: &Config, name: Option<String>, all: bool) -> anyhow::Result<()> {
+    let projections = match (name, all) {
+        (_, true) => devart_projections::all(),
+        (Some(name), false) => vec![devart_projections::by_name(&name)
+            .with_context(|| format!("no projection named `{name}`; `devart projections status` lists them"))?],
+        (None, false) => anyhow::bail!("name a projection, or pass --all"),
+    };
+    let pool = config.pool().await?;
+    let store = EventStore::new(pool.clone());
+    for projection in projections {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>12} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(projection.name());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let report = devart_projections::rebuild::rebuild(&pool, &store, projection.as_ref(), |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await?;
+        bar.finish();
+        eprintln!(
+            "{}: {} events to position {} in {:.2?} ({:.0} events/s)",
+            projection.name(),
+            report.events,
+            report.position,
+            report.elapsed,
+            report.events as f64 / report.elapsed.as_secs_f64().max(1e-9)
+        );
+    }
+    Ok(())
+}

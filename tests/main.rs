@@ -1,0 +1,13 @@
+//! devart's integration tests: one crate, against the real Postgres and NATS JetStream.
+//!
+//! Each test gets a fresh database (cloned from a migrated template) and its own bus prefix, so
+//! tests run in parallel without seeing each other.
+
+mod support;
+
+mod crash;
+mod event_store;
+mod gateway;
+mod projections;
+mod relay;
+mod schema;
