@@ -94,7 +94,8 @@ fn parse_role(s: &str) -> Result<devart_gateway::Role, String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DEVART_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("DEVART_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,async_nats=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -74,6 +74,17 @@ fn command_context(ctx: &Context<'_>, caller: &Caller) -> CommandContext {
     context
 }
 
+/// The id of an aggregate a mutation creates: with an idempotency key, derived from the command id,
+/// so a retried request names the same aggregate; otherwise a fresh UUIDv7.
+fn new_aggregate_id(ctx: &Context<'_>, context: &CommandContext) -> Uuid {
+    let keyed = ctx.data_opt::<RequestMeta>().is_some_and(|m| m.idempotency_key.is_some());
+    if keyed {
+        Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, context.command_id.as_bytes())
+    } else {
+        Uuid::now_v7()
+    }
+}
+
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6465_7661_7274_2d69_6465_6d70_6f74_656e);
 
 fn parse_id(field: &str, id: &ID) -> async_graphql::Result<Uuid> {
@@ -434,8 +445,7 @@ impl MutationRoot {
         let caller = require(ctx, Role::Supervisor)?;
         let context = command_context(ctx, &caller);
         let command = CreateTask {
-            // Derived from the command id, so a retried request names the same task.
-            id: Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, context.command_id.as_bytes()),
+            id: new_aggregate_id(ctx, &context),
             title: domain(Title::parse(&input.title))?,
             description: domain(Description::parse(&input.description))?,
             priority: domain(Priority::parse(i64::from(input.priority)))?,

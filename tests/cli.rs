@@ -1,0 +1,49 @@
+//! The `devart` command line, run as a user would.
+
+use std::process::Command;
+
+use devart::Role;
+use serde_json::json;
+
+use crate::support::TestEnv;
+
+fn devart(env: &TestEnv, database_url: &str, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_devart"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("NATS_URL", &env.config.nats_url)
+        .env("DEVART_NATS_PREFIX", &env.config.nats_prefix)
+        .env_remove("DEVART_JWT_SECRET")
+        .env("DEVART_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "devart {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn migrate_creates_the_database_and_token_and_serve_agree_on_a_generated_key() {
+    let env = TestEnv::new().await;
+    let fresh = format!("{}_cli", env.config.database_url);
+    devart(&env, &fresh, &["migrate"]);
+    devart(&env, &fresh, &["migrate"]);
+    let token = devart(&env, &fresh, &["token", "--subject", "grace", "--role", "viewer", "--ttl", "10m"]);
+    let status = devart(&env, &fresh, &["projections", "status"]);
+    assert!(status.lines().any(|l| l.starts_with("tasks ")), "{status}");
+
+    // A gateway with no key configured uses the one migrate generated.
+    let mut cli_env = TestEnv::new().await;
+    cli_env.config.database_url = fresh.clone();
+    cli_env.config.jwt_secret = None;
+    let running = cli_env.start(&[Role::Gateway]).await;
+    let me = running.graphql_as(token.trim(), "{ me { subject role } }", json!({})).await;
+    assert_eq!(me["data"]["me"], json!({ "subject": "grace", "role": "VIEWER" }), "{me}");
+    running.stop().await;
+
+    let mut admin =
+        <sqlx::PgConnection as sqlx::Connection>::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+    let name = fresh.rsplit('/').next().unwrap().to_owned();
+    cli_env.cleanup().await;
+    sqlx::query(&format!("drop database if exists {name} with (force)")).execute(&mut admin).await.unwrap();
+    env.cleanup().await;
+}
