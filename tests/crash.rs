@@ -83,7 +83,8 @@ async fn kill_9_during_a_thousand_create_task_calls_loses_and_repeats_nothing() 
         })
         .collect();
 
-    eventually(Duration::from_secs(60), || async { (acknowledged.lock().unwrap().len() >= TASKS / 3).then_some(()) }).await;
+    eventually(Duration::from_secs(60), || async { (acknowledged.lock().unwrap().len() >= TASKS / 3).then_some(()) })
+        .await;
     server.kill().expect("kill -9");
     server.wait().unwrap();
     let at_kill = acknowledged.lock().unwrap().len();
@@ -117,12 +118,11 @@ async fn kill_9_during_a_thousand_create_task_calls_loses_and_repeats_nothing() 
     assert_eq!(ids.len(), TASKS, "each call made its own task");
 
     // In the event store, once each, and nothing else.
-    let created: Vec<(String, i64)> = sqlx::query_as(
-        "select stream_id, count(*) from events where event_type = 'TaskCreated' group by stream_id",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
+    let created: Vec<(String, i64)> =
+        sqlx::query_as("select stream_id, count(*) from events where event_type = 'TaskCreated' group by stream_id")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(created.len(), TASKS);
     assert!(created.iter().all(|(_, n)| *n == 1), "no task created twice");
     let stored: HashSet<String> = created.into_iter().map(|(s, _)| s.trim_start_matches("task-").to_owned()).collect();

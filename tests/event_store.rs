@@ -63,14 +63,12 @@ async fn a_retried_command_appends_nothing_twice() {
     assert_eq!(again.version, 1);
     assert_eq!(again.state, first.state);
     // Concurrent retries of one command still record it once.
-    let update = devart_domain::task::UpdateTask {
-        title: Some(Title::parse("renamed").unwrap()),
-        ..Default::default()
-    };
+    let update =
+        devart_domain::task::UpdateTask { title: Some(Title::parse("renamed").unwrap()), ..Default::default() };
     let context = env.context();
-    let results = futures::future::join_all((0..8).map(|_| {
-        commands.execute::<Task>(id, TaskCommand::Update(update.clone()), &context, None)
-    }))
+    let results = futures::future::join_all(
+        (0..8).map(|_| commands.execute::<Task>(id, TaskCommand::Update(update.clone()), &context, None)),
+    )
     .await;
     for result in &results {
         assert_eq!(result.as_ref().unwrap().version, 2, "{result:?}");
@@ -158,12 +156,13 @@ async fn tail_insertion_order(env: &TestEnv, stop: Arc<AtomicBool>) -> Vec<Uuid>
     let mut after = 0i64;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
-        let rows: Vec<(i64, Uuid)> =
-            sqlx::query_as("select insertion_seq, event_id from events where insertion_seq > $1 order by insertion_seq")
-                .bind(after)
-                .fetch_all(&env.pool)
-                .await
-                .unwrap();
+        let rows: Vec<(i64, Uuid)> = sqlx::query_as(
+            "select insertion_seq, event_id from events where insertion_seq > $1 order by insertion_seq",
+        )
+        .bind(after)
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
         for (seq, id) in &rows {
             after = *seq;
             seen.push(*id);

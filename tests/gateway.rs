@@ -47,7 +47,10 @@ async fn a_created_task_shows_up_in_the_store_on_jetstream_in_the_read_model_and
 
     // (a) the event store, through the audit trail.
     let events = running
-        .graphql("{ events(first: 10) { edges { cursor node { position type streamId version actor { kind id } data } } } }", json!({}))
+        .graphql(
+            "{ events(first: 10) { edges { cursor node { position type streamId version actor { kind id } data } } } }",
+            json!({}),
+        )
         .await;
     let node = &events["data"]["events"]["edges"][0]["node"];
     assert_eq!(node["type"], "TaskCreated", "{events}");
@@ -75,7 +78,8 @@ async fn updates_deletes_and_pages_through_the_board() {
     let running = env.start(ALL).await;
     let mut ids = Vec::new();
     for i in 0..7 {
-        let r = running.graphql(CREATE, json!({ "input": { "title": format!("task {i}"), "priority": i % 5 + 1 } })).await;
+        let r =
+            running.graphql(CREATE, json!({ "input": { "title": format!("task {i}"), "priority": i % 5 + 1 } })).await;
         ids.push(r["data"]["createTask"]["id"].as_str().unwrap().to_owned());
     }
     let updated = running
@@ -86,7 +90,10 @@ async fn updates_deletes_and_pages_through_the_board() {
         .await;
     assert_eq!(updated["data"]["updateTask"], json!({ "title": "renamed", "priority": 5, "version": 3 }), "{updated}");
     let stale = running
-        .graphql("mutation($id: ID!) { updateTask(id: $id, input: { title: \"again\", expectedVersion: 1 }) { title } }", json!({ "id": ids[0] }))
+        .graphql(
+            "mutation($id: ID!) { updateTask(id: $id, input: { title: \"again\", expectedVersion: 1 }) { title } }",
+            json!({ "id": ids[0] }),
+        )
         .await;
     assert_eq!(code(&stale), "CONFLICT");
     let deleted = running.graphql("mutation($id: ID!) { deleteTask(id: $id) }", json!({ "id": ids[1] })).await;
@@ -115,7 +122,10 @@ async fn updates_deletes_and_pages_through_the_board() {
     }
     assert_eq!(titles, ["task 6", "task 5", "task 4", "task 3", "task 2", "renamed"]);
     let filtered = running
-        .graphql("{ tasks(filter: { status: PENDING, priority: [5] }) { edges { node { title priority } } } }", json!({}))
+        .graphql(
+            "{ tasks(filter: { status: PENDING, priority: [5] }) { edges { node { title priority } } } }",
+            json!({}),
+        )
         .await;
     let filtered: Vec<&str> = filtered["data"]["tasks"]["edges"]
         .as_array()
@@ -145,7 +155,10 @@ async fn bad_input_gets_a_typed_error_and_changes_nothing() {
         assert_eq!(code(&r), expected, "{input} -> {r}");
     }
     let missing = running
-        .graphql("mutation { updateTask(id: \"0190a000-0000-7000-8000-000000000000\", input: { title: \"x\" }) { id } }", json!({}))
+        .graphql(
+            "mutation { updateTask(id: \"0190a000-0000-7000-8000-000000000000\", input: { title: \"x\" }) { id } }",
+            json!({}),
+        )
         .await;
     assert_eq!(code(&missing), "NOT_FOUND");
     let syntax = running.graphql("{ tasks { edges ", json!({})).await;
@@ -161,7 +174,8 @@ async fn tokens_and_roles_are_enforced() {
     let env = TestEnv::new().await;
     let running = env.start(&[Role::Gateway]).await;
     let client = reqwest::Client::new();
-    let anonymous = client.post(running.url("/graphql")).json(&json!({ "query": "{ me { subject } }" })).send().await.unwrap();
+    let anonymous =
+        client.post(running.url("/graphql")).json(&json!({ "query": "{ me { subject } }" })).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
     let body: Value = anonymous.json().await.unwrap();
     assert_eq!(code(&body), "UNAUTHENTICATED");

@@ -27,10 +27,12 @@ fn create(title: &str, priority: i64) -> CreateTask {
 async fn history(env: &TestEnv, n: usize) {
     let commands = env.commands();
     for i in 0..n {
-        let task = commands.create_task(create(&format!("task {i}"), (i % 5 + 1) as i64), &env.context()).await.unwrap();
+        let task =
+            commands.create_task(create(&format!("task {i}"), (i % 5 + 1) as i64), &env.context()).await.unwrap();
         let id = task.state.id;
         if i % 3 == 0 {
-            let update = UpdateTask { title: Some(Title::parse(&format!("task {i}, renamed")).unwrap()), ..Default::default() };
+            let update =
+                UpdateTask { title: Some(Title::parse(&format!("task {i}, renamed")).unwrap()), ..Default::default() };
             commands.execute::<Task>(id, TaskCommand::Update(update), &env.context(), None).await.unwrap();
         }
         if i % 5 == 0 {
