@@ -5,12 +5,14 @@
 //! - [`aggregate`]: the [`Aggregate`] trait, `decide(&State, &Command) -> Result<Vec<Event>>` and
 //!   `evolve(State, &Event) -> State`, and a given/when/then harness for specifications.
 //! - [`task`]: the task aggregate and the validated value types its commands carry.
+//! - [`agent`]: the agent aggregate (registration, key rotation, activation); not yet stored.
 //! - [`Event`]: every domain event of every aggregate, the unit the store, the bus and the
 //!   projections move around.
 //!
 //! Nothing here reads a clock, a database or the network: the write side looks up whatever a decision
 //! needs first and puts it in the command.
 
+pub mod agent;
 pub mod aggregate;
 pub mod envelope;
 pub mod task;
