@@ -20,12 +20,12 @@ use uuid::Uuid;
 use crate::auth::{bearer, AuthError, Caller};
 use crate::error::Code;
 use crate::schema::RequestMeta;
-use crate::Services;
+use crate::{App, Services};
 
 /// Requests larger than this are refused with 413.
 pub const BODY_BYTES_MAX: usize = 1 << 20;
 
-pub fn router(services: Services) -> Router {
+pub fn router(app: App) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
@@ -33,7 +33,7 @@ pub fn router(services: Services) -> Router {
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(services)
+        .with_state(app)
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
@@ -96,11 +96,11 @@ fn request_meta(headers: &HeaderMap) -> Result<RequestMeta, String> {
     Ok(RequestMeta { idempotency_key, correlation_id })
 }
 
-async fn graphql_post(State(services): State<Services>, headers: HeaderMap, body: Bytes) -> Response {
+async fn graphql_post(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let caller = match authenticate(&services, &headers) {
+    let caller = match authenticate(&app.services, &headers) {
         Ok(c) => c,
         Err(e) => return unauthenticated(e, media),
     };
@@ -121,17 +121,17 @@ async fn graphql_post(State(services): State<Services>, headers: HeaderMap, body
         Ok(r) => r,
         Err(m) => return bad_request(media, &m),
     };
-    execute(&services, caller, &headers, request, media).await
+    execute(&app, caller, &headers, request, media).await
 }
 
 async fn graphql_get(
-    State(services): State<Services>,
+    State(app): State<App>,
     Query(query): Query<HashMap<String, String>>,
     request: Request<axum::body::Body>,
 ) -> Response {
     let (mut parts, _) = request.into_parts();
     if parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
-        return websocket(services, &mut parts).await;
+        return websocket(app, &mut parts).await;
     }
     let headers = parts.headers;
     let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
@@ -142,7 +142,7 @@ async fn graphql_get(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let caller = match authenticate(&services, &headers) {
+    let caller = match authenticate(&app.services, &headers) {
         Ok(c) => c,
         Err(e) => return unauthenticated(e, media),
     };
@@ -177,7 +177,7 @@ async fn graphql_get(
             return response;
         }
     }
-    execute(&services, caller, &headers, request, media).await
+    execute(&app, caller, &headers, request, media).await
 }
 
 /// Validates the GraphQL-over-HTTP request parameters.
@@ -221,7 +221,7 @@ fn not_acceptable() -> Response {
 }
 
 async fn execute(
-    services: &Services,
+    app: &App,
     caller: Caller,
     headers: &HeaderMap,
     request: async_graphql::Request,
@@ -231,8 +231,8 @@ async fn execute(
         Ok(m) => m,
         Err(m) => return bad_request(media, &m),
     };
-    let response = services.schema.execute(request.data(caller).data(meta)).await;
-    services.metrics.graphql_requests.inc();
+    let response = app.schema.execute(request.data(caller).data(meta)).await;
+    app.services.metrics.graphql_requests.inc();
     // A request error (unparsable or invalid document, bad variables) has no data and no paths.
     let request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
@@ -247,7 +247,7 @@ async fn execute(
                 .map(|e| e.entry("code").or_insert_with(|| Value::from(Code::BadUserInput.as_str())).clone())
                 .unwrap_or_default();
             let code = code.as_str().unwrap_or("").to_owned();
-            services.metrics.graphql_errors.get_or_create(&crate::metrics::OutcomeLabel { code }).inc();
+            app.services.metrics.graphql_errors.get_or_create(&crate::metrics::OutcomeLabel { code }).inc();
         }
     }
     if request_error {
@@ -257,7 +257,7 @@ async fn execute(
     respond(status, media, &body)
 }
 
-async fn websocket(services: Services, parts: &mut axum::http::request::Parts) -> Response {
+async fn websocket(app: App, parts: &mut axum::http::request::Parts) -> Response {
     let protocol = match GraphQLProtocol::from_request_parts(parts, &()).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -267,10 +267,10 @@ async fn websocket(services: Services, parts: &mut axum::http::request::Parts) -
         Err(e) => return e.into_response(),
     };
     // A token may come with the upgrade request, or (as browsers must) in `connection_init`.
-    let header_caller = authenticate(&services, &parts.headers).ok();
+    let header_caller = authenticate(&app.services, &parts.headers).ok();
     let meta = request_meta(&parts.headers).unwrap_or_default();
-    let key = services.signing_key.clone();
-    let schema = services.schema.clone();
+    let key = app.services.signing_key.clone();
+    let schema = app.schema.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
@@ -300,14 +300,14 @@ async fn websocket(services: Services, parts: &mut axum::http::request::Parts) -
         .into_response()
 }
 
-async fn readyz(State(services): State<Services>) -> Response {
+async fn readyz(State(App { services, .. }): State<App>) -> Response {
     let db = sqlx::query("select 1").execute(&services.pool).await.is_ok();
     let nats = services.bus.client.connection_state() == async_nats::connection::State::Connected;
     let status = if db && nats { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(json!({ "postgres": db, "nats": nats }))).into_response()
 }
 
-async fn metrics(State(services): State<Services>) -> Response {
+async fn metrics(State(App { services, .. }): State<App>) -> Response {
     match services.metrics.render(&services.pool).await {
         Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
             .into_response(),

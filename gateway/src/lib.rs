@@ -39,13 +39,12 @@ pub struct Services {
     /// Task-board changes, fanned out to `taskUpdates` subscribers in this process.
     pub task_updates: broadcast::Sender<TaskRow>,
     pub metrics: Arc<metrics::Metrics>,
-    pub schema: schema::Schema,
 }
 
 impl Services {
     pub fn new(pool: PgPool, commands: Commands, bus: Bus, signing_key: SigningKey) -> Services {
         let (task_updates, _) = broadcast::channel(TASK_UPDATES_BUFFER);
-        let mut services = Services {
+        Services {
             store: commands.store().clone(),
             pool,
             commands,
@@ -53,17 +52,27 @@ impl Services {
             signing_key,
             task_updates,
             metrics: Arc::new(metrics::Metrics::default()),
-            schema: schema::build(None),
-        };
-        services.schema = schema::build(Some(services.clone()));
-        services
+        }
+    }
+}
+
+/// The HTTP layer's state: the services and the schema that resolves requests against them.
+#[derive(Clone)]
+pub struct App {
+    pub services: Services,
+    pub schema: schema::Schema,
+}
+
+impl App {
+    pub fn new(services: Services) -> App {
+        App { schema: schema::build(Some(services.clone())), services }
     }
 }
 
 /// Serves the gateway on `listener` until `shutdown`, then finishes the requests in flight.
 pub async fn serve(listener: TcpListener, services: Services, shutdown: CancellationToken) -> std::io::Result<()> {
     tokio::spawn(forward_task_updates(services.clone(), shutdown.clone()));
-    let app = http::router(services);
+    let app = http::router(App::new(services));
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
