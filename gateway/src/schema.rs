@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use devart_commands::store::EventFilter;
 use devart_commands::{CommandContext, Folded, Recorded};
 use devart_domain::task::{
-    Capabilities, CreateTask, Description, Priority, Task as TaskAggregate, TaskCommand, TaskState, Title, UpdateTask,
+    Capabilities, CreateTask, Description, Priority, Task as TaskAggregate, TaskCommand, TaskState,
+    TaskStatus as DomainTaskStatus, Title, UpdateTask,
 };
 use devart_domain::{Actor as DomainActor, ActorKind as DomainActorKind, Position, StreamId};
 use devart_projections::tasks::{TaskRow, COLUMNS as TASK_COLUMNS};
@@ -114,25 +115,33 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// Reads a status as the read model stores it (the domain's names).
     fn parse(s: &str) -> TaskStatus {
-        match s {
-            "IN_PROGRESS" => TaskStatus::InProgress,
-            "COMPLETED" => TaskStatus::Completed,
-            "FAILED" => TaskStatus::Failed,
-            "CANCELLED" => TaskStatus::Cancelled,
-            "DELETED" => TaskStatus::Deleted,
-            _ => TaskStatus::Pending,
-        }
+        DomainTaskStatus::parse(s).map_or(TaskStatus::Pending, TaskStatus::from)
     }
 
     fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Pending => "PENDING",
-            TaskStatus::InProgress => "IN_PROGRESS",
-            TaskStatus::Completed => "COMPLETED",
-            TaskStatus::Failed => "FAILED",
-            TaskStatus::Cancelled => "CANCELLED",
-            TaskStatus::Deleted => "DELETED",
+        let domain = match self {
+            TaskStatus::Pending => DomainTaskStatus::Pending,
+            TaskStatus::InProgress => DomainTaskStatus::InProgress,
+            TaskStatus::Completed => DomainTaskStatus::Completed,
+            TaskStatus::Failed => DomainTaskStatus::Failed,
+            TaskStatus::Cancelled => DomainTaskStatus::Cancelled,
+            TaskStatus::Deleted => DomainTaskStatus::Deleted,
+        };
+        domain.as_str()
+    }
+}
+
+impl From<DomainTaskStatus> for TaskStatus {
+    fn from(s: DomainTaskStatus) -> Self {
+        match s {
+            DomainTaskStatus::Absent | DomainTaskStatus::Pending => TaskStatus::Pending,
+            DomainTaskStatus::InProgress => TaskStatus::InProgress,
+            DomainTaskStatus::Completed => TaskStatus::Completed,
+            DomainTaskStatus::Failed => TaskStatus::Failed,
+            DomainTaskStatus::Cancelled => TaskStatus::Cancelled,
+            DomainTaskStatus::Deleted => TaskStatus::Deleted,
         }
     }
 }
@@ -182,7 +191,7 @@ impl From<Folded<TaskState>> for Task {
             id: ID(s.id.to_string()),
             title: s.title,
             description: s.description,
-            status: TaskStatus::parse(s.status.as_str()),
+            status: s.status.into(),
             priority: i32::from(s.priority),
             required_capabilities: s.required_capabilities,
             parent_task_id: s.parent_task_id.map(|p| ID(p.to_string())),
