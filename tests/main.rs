@@ -5,6 +5,7 @@
 
 mod support;
 
+mod agents;
 mod cli;
 mod crash;
 mod event_store;

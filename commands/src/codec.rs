@@ -4,6 +4,7 @@
 //! the store keeps the postcard encoding of the newest version, the bus and the audit trail carry
 //! its JSON. Reading an older version upcasts it, so replay never meets a layout it cannot read.
 
+use devart_domain::agent::AgentEvent;
 use devart_domain::task::TaskEvent;
 use devart_domain::Event;
 use serde::{Deserialize, Serialize};
@@ -55,12 +56,44 @@ pub mod wire {
             pub struct TaskDeleted {}
         }
     }
+
+    pub mod agent {
+        pub mod v1 {
+            use serde::{Deserialize, Serialize};
+            use uuid::Uuid;
+
+            /// `keyId` is the public half of the agent's API key; the secret is never in an event.
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            pub struct AgentRegistered {
+                pub agent_id: Uuid,
+                pub name: String,
+                pub capabilities: Vec<String>,
+                pub key_id: String,
+            }
+
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            pub struct AgentKeyRotated {
+                pub key_id: String,
+            }
+
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            pub struct AgentActivated {}
+
+            #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            pub struct AgentDeactivated {}
+        }
+    }
 }
 
 /// The newest schema version of every event type; what `encode` writes.
 pub fn schema_version(event_type: &str) -> Option<u16> {
     match event_type {
         "TaskCreated" | "TaskUpdated" | "TaskReprioritized" | "TaskDeleted" => Some(1),
+        "AgentRegistered" | "AgentKeyRotated" | "AgentActivated" | "AgentDeactivated" => Some(1),
         _ => None,
     }
 }
@@ -75,6 +108,10 @@ enum Wire {
     TaskUpdated(wire::task::v1::TaskUpdated),
     TaskReprioritized(wire::task::v1::TaskReprioritized),
     TaskDeleted(wire::task::v1::TaskDeleted),
+    AgentRegistered(wire::agent::v1::AgentRegistered),
+    AgentKeyRotated(wire::agent::v1::AgentKeyRotated),
+    AgentActivated(wire::agent::v1::AgentActivated),
+    AgentDeactivated(wire::agent::v1::AgentDeactivated),
 }
 
 fn to_wire(event: &Event) -> Wire {
@@ -97,27 +134,47 @@ fn to_wire(event: &Event) -> Wire {
             TaskEvent::Reprioritized { from, to } => Wire::TaskReprioritized(v1::TaskReprioritized { from, to }),
             TaskEvent::Deleted => Wire::TaskDeleted(v1::TaskDeleted {}),
         },
+        Event::Agent(e) => {
+            use wire::agent::v1 as a;
+            match e.clone() {
+                AgentEvent::Registered { id, name, capabilities, key_id } => {
+                    Wire::AgentRegistered(a::AgentRegistered { agent_id: id, name, capabilities, key_id })
+                }
+                AgentEvent::KeyRotated { key_id } => Wire::AgentKeyRotated(a::AgentKeyRotated { key_id }),
+                AgentEvent::Activated => Wire::AgentActivated(a::AgentActivated {}),
+                AgentEvent::Deactivated => Wire::AgentDeactivated(a::AgentDeactivated {}),
+            }
+        }
     }
 }
 
 fn from_wire(wire: Wire) -> Event {
-    Event::Task(match wire {
-        Wire::TaskCreated(w) => TaskEvent::Created {
+    match wire {
+        Wire::TaskCreated(w) => Event::Task(TaskEvent::Created {
             id: w.task_id,
             title: w.title,
             description: w.description,
             priority: w.priority,
             required_capabilities: w.required_capabilities,
             parent_task_id: w.parent_task_id,
-        },
-        Wire::TaskUpdated(w) => TaskEvent::Updated {
+        }),
+        Wire::TaskUpdated(w) => Event::Task(TaskEvent::Updated {
             title: w.title,
             description: w.description,
             required_capabilities: w.required_capabilities,
-        },
-        Wire::TaskReprioritized(w) => TaskEvent::Reprioritized { from: w.from, to: w.to },
-        Wire::TaskDeleted(_) => TaskEvent::Deleted,
-    })
+        }),
+        Wire::TaskReprioritized(w) => Event::Task(TaskEvent::Reprioritized { from: w.from, to: w.to }),
+        Wire::TaskDeleted(_) => Event::Task(TaskEvent::Deleted),
+        Wire::AgentRegistered(w) => Event::Agent(AgentEvent::Registered {
+            id: w.agent_id,
+            name: w.name,
+            capabilities: w.capabilities,
+            key_id: w.key_id,
+        }),
+        Wire::AgentKeyRotated(w) => Event::Agent(AgentEvent::KeyRotated { key_id: w.key_id }),
+        Wire::AgentActivated(_) => Event::Agent(AgentEvent::Activated),
+        Wire::AgentDeactivated(_) => Event::Agent(AgentEvent::Deactivated),
+    }
 }
 
 /// The stored form: `(event_type, schema_version, postcard bytes)`.
@@ -129,6 +186,10 @@ pub fn encode(event: &Event) -> (&'static str, u16, Vec<u8>) {
         Wire::TaskUpdated(w) => postcard::to_allocvec(&w),
         Wire::TaskReprioritized(w) => postcard::to_allocvec(&w),
         Wire::TaskDeleted(w) => postcard::to_allocvec(&w),
+        Wire::AgentRegistered(w) => postcard::to_allocvec(&w),
+        Wire::AgentKeyRotated(w) => postcard::to_allocvec(&w),
+        Wire::AgentActivated(w) => postcard::to_allocvec(&w),
+        Wire::AgentDeactivated(w) => postcard::to_allocvec(&w),
     }
     .expect("wire types always encode");
     (event_type, version, bytes)
@@ -159,6 +220,10 @@ enum WireType {
     TaskUpdatedV1,
     TaskReprioritizedV1,
     TaskDeletedV1,
+    AgentRegisteredV1,
+    AgentKeyRotatedV1,
+    AgentActivatedV1,
+    AgentDeactivatedV1,
 }
 
 impl Decoder<'_> {
@@ -174,6 +239,10 @@ impl Decoder<'_> {
             WireType::TaskUpdatedV1 => Wire::TaskUpdated(one(self)?),
             WireType::TaskReprioritizedV1 => Wire::TaskReprioritized(one(self)?),
             WireType::TaskDeletedV1 => Wire::TaskDeleted(one(self)?),
+            WireType::AgentRegisteredV1 => Wire::AgentRegistered(one(self)?),
+            WireType::AgentKeyRotatedV1 => Wire::AgentKeyRotated(one(self)?),
+            WireType::AgentActivatedV1 => Wire::AgentActivated(one(self)?),
+            WireType::AgentDeactivatedV1 => Wire::AgentDeactivated(one(self)?),
         })
     }
 }
@@ -188,6 +257,10 @@ fn decode_with(
         ("TaskUpdated", 1) => WireType::TaskUpdatedV1,
         ("TaskReprioritized", 1) => WireType::TaskReprioritizedV1,
         ("TaskDeleted", 1) => WireType::TaskDeletedV1,
+        ("AgentRegistered", 1) => WireType::AgentRegisteredV1,
+        ("AgentKeyRotated", 1) => WireType::AgentKeyRotatedV1,
+        ("AgentActivated", 1) => WireType::AgentActivatedV1,
+        ("AgentDeactivated", 1) => WireType::AgentDeactivatedV1,
         _ => return Err(CodecError::UnknownType { event_type: event_type.to_owned(), schema_version }),
     };
     // Upcasting: when a v2 arrives, v1 decodes to its own struct and is converted here.
@@ -223,6 +296,15 @@ mod tests {
             Event::Task(TaskEvent::Updated { title: None, description: Some("x".into()), required_capabilities: None }),
             Event::Task(TaskEvent::Reprioritized { from: 1, to: 2 }),
             Event::Task(TaskEvent::Deleted),
+            Event::Agent(AgentEvent::Registered {
+                id: Uuid::from_u128(3),
+                name: "builder".into(),
+                capabilities: vec!["rust".into()],
+                key_id: "k".into(),
+            }),
+            Event::Agent(AgentEvent::KeyRotated { key_id: "k2".into() }),
+            Event::Agent(AgentEvent::Deactivated),
+            Event::Agent(AgentEvent::Activated),
         ]
     }
 

@@ -1,6 +1,7 @@
 //! Command handling: load a stream, fold it, decide, append; retry on a concurrent writer.
 
 use chrono::{DateTime, Utc};
+use devart_domain::agent::Agent;
 use devart_domain::task::{CreateTask, Task, TaskCommand, TaskState, TaskStatus};
 use devart_domain::{Aggregate, DomainError, Event, Position, StreamId};
 use uuid::Uuid;
@@ -64,6 +65,19 @@ impl Stored for Task {
     fn unwrap(event: &Event) -> Option<&Self::Event> {
         match event {
             Event::Task(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl Stored for Agent {
+    fn wrap(event: Self::Event) -> Event {
+        Event::Agent(event)
+    }
+    fn unwrap(event: &Event) -> Option<&Self::Event> {
+        match event {
+            Event::Agent(e) => Some(e),
+            _ => None,
         }
     }
 }
@@ -84,6 +98,14 @@ pub fn fold<A: Stored>(events: &[Recorded]) -> Folded<A::State> {
         }
     })
 }
+
+/// Writes that go with a command's events, in their transaction; called again on a retry.
+pub type Alongside<A> = dyn for<'c> Fn(
+        &'c mut sqlx::PgConnection,
+        &'c [<A as Aggregate>::Event],
+    ) -> futures::future::BoxFuture<'c, Result<(), sqlx::Error>>
+    + Send
+    + Sync;
 
 /// The write side's entry point: every change to devart goes through here.
 #[derive(Clone)]
@@ -122,6 +144,19 @@ impl Commands {
         context: &CommandContext,
         expected_version: Option<u64>,
     ) -> Result<Folded<A::State>, CommandError> {
+        self.execute_with::<A>(id, command, context, expected_version, None).await
+    }
+
+    /// [`Commands::execute`], with `alongside` run in the same transaction as the append, for the
+    /// write-side tables that must change atomically with the events (API keys, the task queue).
+    pub async fn execute_with<A: Stored>(
+        &self,
+        id: Uuid,
+        command: A::Command,
+        context: &CommandContext,
+        expected_version: Option<u64>,
+        alongside: Option<&Alongside<A>>,
+    ) -> Result<Folded<A::State>, CommandError> {
         let stream_id = StreamId::new(A::KIND, id);
         for _ in 0..CONFLICT_RETRIES_MAX {
             let recorded = self.store.read_stream(&stream_id, None).await?;
@@ -147,7 +182,13 @@ impl Commands {
                 return Ok(folded);
             }
             let wrapped: Vec<Event> = events.iter().cloned().map(A::wrap).collect();
-            match self.store.append(&stream_id, folded.version, &wrapped, context).await {
+            let appended = match alongside {
+                None => self.store.append(&stream_id, folded.version, &wrapped, context).await,
+                Some(alongside) => {
+                    self.append_alongside::<A>(&stream_id, folded.version, &wrapped, &events, context, alongside).await
+                }
+            };
+            match appended {
                 Ok(appended) => {
                     self.nudge.notify();
                     if let Some(bus) = &self.bus {
@@ -175,6 +216,22 @@ impl Commands {
             }
         }
         Err(DomainError::Conflict(format!("{stream_id} is too busy; try again")).into())
+    }
+
+    async fn append_alongside<A: Stored>(
+        &self,
+        stream_id: &StreamId,
+        expected_version: u64,
+        wrapped: &[Event],
+        events: &[A::Event],
+        context: &CommandContext,
+        alongside: &Alongside<A>,
+    ) -> Result<crate::store::Appended, StoreError> {
+        let mut tx = self.store.pool().begin().await?;
+        alongside(&mut tx, events).await?;
+        let appended = crate::store::append_with(&mut *tx, stream_id, expected_version, wrapped, context).await?;
+        tx.commit().await?;
+        Ok(appended)
     }
 
     /// A refused command may be the retry of one that succeeded: then its outcome is the answer.

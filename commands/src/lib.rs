@@ -9,6 +9,7 @@
 //! - [`bus`]: stream and subject names, CloudEvents headers, stream and consumer set-up.
 //! - [`db`]: connecting, creating the database, migrations, generated secrets.
 
+pub mod agents;
 pub mod bus;
 pub mod codec;
 pub mod db;

@@ -46,8 +46,15 @@ pub struct AgentState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentCommand {
     /// `key_id` names the key the write side generated and hashed.
-    Register { id: Uuid, name: AgentName, capabilities: Capabilities, key_id: String },
-    RotateKey { key_id: String },
+    Register {
+        id: Uuid,
+        name: AgentName,
+        capabilities: Capabilities,
+        key_id: String,
+    },
+    RotateKey {
+        key_id: String,
+    },
     SetActive(bool),
 }
 

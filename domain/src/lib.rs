@@ -5,7 +5,7 @@
 //! - [`aggregate`]: the [`Aggregate`] trait, `decide(&State, &Command) -> Result<Vec<Event>>` and
 //!   `evolve(State, &Event) -> State`, and a given/when/then harness for specifications.
 //! - [`task`]: the task aggregate and the validated value types its commands carry.
-//! - [`agent`]: the agent aggregate (registration, key rotation, activation); not yet stored.
+//! - [`agent`]: the agent aggregate: registration, key rotation, activation.
 //! - [`Event`]: every domain event of every aggregate, the unit the store, the bus and the
 //!   projections move around.
 //!
@@ -24,6 +24,7 @@ pub use envelope::{Actor, ActorKind, EventMeta, Position, StreamId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Task(task::TaskEvent),
+    Agent(agent::AgentEvent),
 }
 
 impl Event {
@@ -31,6 +32,7 @@ impl Event {
     pub fn event_type(&self) -> &'static str {
         match self {
             Event::Task(e) => e.event_type(),
+            Event::Agent(e) => e.event_type(),
         }
     }
 
@@ -38,7 +40,14 @@ impl Event {
     pub fn aggregate(&self) -> &'static str {
         match self {
             Event::Task(_) => task::Task::KIND,
+            Event::Agent(_) => agent::Agent::KIND,
         }
+    }
+}
+
+impl From<agent::AgentEvent> for Event {
+    fn from(e: agent::AgentEvent) -> Self {
+        Event::Agent(e)
     }
 }
 

@@ -43,8 +43,26 @@ const ISSUER: &str = "devart";
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// A person's subject, or an agent's id.
     pub subject: String,
+    /// Agents read as viewers; what they may change is checked against `agent`.
     pub role: Role,
+    /// Set when the caller is an agent, authenticated by its API key.
+    pub agent: Option<uuid::Uuid>,
+}
+
+impl Caller {
+    pub fn agent(id: uuid::Uuid) -> Caller {
+        Caller { subject: id.to_string(), role: Role::Viewer, agent: Some(id) }
+    }
+
+    /// The actor events record for this caller.
+    pub fn actor(&self) -> devart_domain::Actor {
+        match self.agent {
+            Some(id) => devart_domain::Actor::agent(id.to_string()),
+            None => devart_domain::Actor::user(self.subject.clone()),
+        }
+    }
 }
 
 /// The HMAC key tokens are signed with. Never printed.
@@ -75,7 +93,7 @@ impl SigningKey {
                 _ => AuthError::Invalid,
             },
         )?;
-        Ok(Caller { subject: data.claims.sub, role: data.claims.role })
+        Ok(Caller { subject: data.claims.sub, role: data.claims.role, agent: None })
     }
 }
 
@@ -93,6 +111,8 @@ pub enum AuthError {
     Invalid,
     #[error("token expired")]
     Expired,
+    #[error("the agent is deactivated")]
+    Deactivated,
 }
 
 /// Extracts the token from an `Authorization: Bearer …` value.
@@ -113,7 +133,7 @@ mod tests {
     fn tokens_round_trip_and_tampering_is_refused() {
         let key = SigningKey::new(vec![7; 32]);
         let token = key.issue("ada", Role::Supervisor, chrono::Duration::hours(1));
-        assert_eq!(key.verify(&token).unwrap(), Caller { subject: "ada".into(), role: Role::Supervisor });
+        assert_eq!(key.verify(&token).unwrap(), Caller { subject: "ada".into(), role: Role::Supervisor, agent: None });
         let other = SigningKey::new(vec![8; 32]);
         assert_eq!(other.verify(&token), Err(AuthError::Invalid));
         let expired = key.issue("ada", Role::Admin, chrono::Duration::hours(-1));

@@ -17,6 +17,8 @@ use axum::Router;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use devart_commands::agents::KeyError;
+
 use crate::auth::{bearer, AuthError, Caller};
 use crate::error::Code;
 use crate::schema::RequestMeta;
@@ -71,9 +73,21 @@ fn respond(status: StatusCode, media: &'static str, body: &Value) -> Response {
     response
 }
 
-fn authenticate(services: &Services, headers: &HeaderMap) -> Result<Caller, AuthError> {
+/// A person's JWT or an agent's API key, from `Authorization: Bearer …`.
+async fn authenticate(services: &Services, headers: &HeaderMap) -> Result<Caller, AuthError> {
     let value = headers.get(header::AUTHORIZATION).ok_or(AuthError::Missing)?;
     let token = bearer(value.to_str().map_err(|_| AuthError::Invalid)?)?;
+    verify(services, token).await
+}
+
+async fn verify(services: &Services, token: &str) -> Result<Caller, AuthError> {
+    if token.starts_with("dva_") {
+        return match services.keys.verify(token).await {
+            Ok(agent) => Ok(Caller::agent(agent)),
+            Err(KeyError::Inactive) => Err(AuthError::Deactivated),
+            Err(KeyError::Invalid) => Err(AuthError::Invalid),
+        };
+    }
     services.signing_key.verify(token)
 }
 
@@ -100,7 +114,7 @@ async fn graphql_post(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let caller = match authenticate(&app.services, &headers) {
+    let caller = match authenticate(&app.services, &headers).await {
         Ok(c) => c,
         Err(e) => return unauthenticated(e, media),
     };
@@ -142,7 +156,7 @@ async fn graphql_get(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let caller = match authenticate(&app.services, &headers) {
+    let caller = match authenticate(&app.services, &headers).await {
         Ok(c) => c,
         Err(e) => return unauthenticated(e, media),
     };
@@ -267,9 +281,9 @@ async fn websocket(app: App, parts: &mut axum::http::request::Parts) -> Response
         Err(e) => return e.into_response(),
     };
     // A token may come with the upgrade request, or (as browsers must) in `connection_init`.
-    let header_caller = authenticate(&app.services, &parts.headers).ok();
+    let header_caller = authenticate(&app.services, &parts.headers).await.ok();
     let meta = request_meta(&parts.headers).unwrap_or_default();
-    let key = app.services.signing_key.clone();
+    let services = app.services.clone();
     let schema = app.schema.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
@@ -284,7 +298,7 @@ async fn websocket(app: App, parts: &mut axum::http::request::Parts) -> Response
                                 .find_map(|k| payload.get(*k).and_then(Value::as_str))
                                 .ok_or_else(|| crate::error::error(Code::Unauthenticated, "missing bearer token"))?;
                             let token = bearer(value).unwrap_or(value);
-                            key.verify(token).map_err(|e| {
+                            verify(&services, token).await.map_err(|e| {
                                 async_graphql::Error::new(e.to_string())
                                     .extend_with(|_, x| x.set("code", "UNAUTHENTICATED"))
                             })?

@@ -15,6 +15,7 @@ pub mod schema;
 
 use std::sync::Arc;
 
+use devart_commands::agents::KeyVerifier;
 use devart_commands::{Bus, Commands, EventStore};
 use devart_projections::tasks::TaskRow;
 use futures::StreamExt;
@@ -39,6 +40,8 @@ pub struct Services {
     /// Task-board changes, fanned out to `taskUpdates` subscribers in this process.
     pub task_updates: broadcast::Sender<TaskRow>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Verifies agents' API keys.
+    pub keys: Arc<KeyVerifier>,
 }
 
 impl Services {
@@ -46,6 +49,7 @@ impl Services {
         let (task_updates, _) = broadcast::channel(TASK_UPDATES_BUFFER);
         Services {
             store: commands.store().clone(),
+            keys: Arc::new(KeyVerifier::new(pool.clone())),
             pool,
             commands,
             bus,

@@ -6,11 +6,13 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use devart_commands::store::EventFilter;
 use devart_commands::{CommandContext, Folded, Recorded};
+use devart_domain::agent::{AgentName, AgentState, AgentStatus};
 use devart_domain::task::{
     Capabilities, CreateTask, Description, Priority, Task as TaskAggregate, TaskCommand, TaskState,
     TaskStatus as DomainTaskStatus, Title, UpdateTask,
 };
-use devart_domain::{Actor as DomainActor, ActorKind as DomainActorKind, Position, StreamId};
+use devart_domain::{ActorKind as DomainActorKind, Position, StreamId};
+use devart_projections::agents::{AgentRow, COLUMNS as AGENT_COLUMNS};
 use devart_projections::tasks::{TaskRow, COLUMNS as TASK_COLUMNS};
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
@@ -63,7 +65,7 @@ fn services<'a>(ctx: &'a Context<'_>) -> &'a Services {
 /// any), the caller and the mutation's response key, so a retried request maps to the same ids.
 fn command_context(ctx: &Context<'_>, caller: &Caller) -> CommandContext {
     let meta = ctx.data_opt::<RequestMeta>().cloned().unwrap_or_default();
-    let mut context = CommandContext::new(DomainActor::user(caller.subject.clone()));
+    let mut context = CommandContext::new(caller.actor());
     if let Some(key) = &meta.idempotency_key {
         let name = format!("{}\u{0}{key}\u{0}{}", caller.subject, ctx.item.node.response_key().node);
         context.command_id = Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes());
@@ -304,10 +306,73 @@ pub struct ProjectionStatus {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A worker that claims and carries out tasks.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Agent {
+    pub id: ID,
+    pub name: String,
+    pub capabilities: Vec<String>,
+    /// A deactivated agent's key is refused.
+    pub active: bool,
+    /// The public id of the agent's current API key (the `dva_<keyId>_…` prefix).
+    pub key_id: String,
+    pub version: i64,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<AgentRow> for Agent {
+    fn from(r: AgentRow) -> Self {
+        Agent {
+            id: ID(r.id.to_string()),
+            name: r.name,
+            capabilities: r.capabilities,
+            active: r.active,
+            key_id: r.key_id,
+            version: r.version,
+            registered_at: r.registered_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+impl From<Folded<AgentState>> for Agent {
+    fn from(f: Folded<AgentState>) -> Self {
+        let s = f.state;
+        let now = Utc::now();
+        Agent {
+            id: ID(s.id.to_string()),
+            name: s.name,
+            capabilities: s.capabilities,
+            active: s.status == AgentStatus::Active,
+            key_id: s.key_id,
+            version: f.version as i64,
+            registered_at: f.created_at.unwrap_or(now),
+            updated_at: f.updated_at.unwrap_or(now),
+        }
+    }
+}
+
+/// A new API key and the agent it belongs to. The key is shown this once: store it safely.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct AgentRegistration {
+    pub agent: Agent,
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone, InputObject)]
+pub struct RegisterAgentInput {
+    pub name: String,
+    #[graphql(default)]
+    pub capabilities: Vec<String>,
+}
+
 #[derive(Debug, Clone, SimpleObject)]
 pub struct Me {
     pub subject: String,
     pub role: Role,
+    /// Set when the caller is an agent.
+    pub agent_id: Option<ID>,
 }
 
 fn domain<T>(r: Result<T, devart_domain::DomainError>) -> async_graphql::Result<T> {
@@ -321,7 +386,7 @@ impl QueryRoot {
     /// Who the token belongs to.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
         let caller = caller(ctx)?;
-        Ok(Me { subject: caller.subject.clone(), role: caller.role })
+        Ok(Me { subject: caller.subject.clone(), role: caller.role, agent_id: caller.agent.map(|a| ID(a.to_string())) })
     }
 
     /// A task as the task board holds it; null if there is no such task.
@@ -413,6 +478,17 @@ impl QueryRoot {
             Edge::new(cursor, Event::from(r))
         }));
         Ok(connection)
+    }
+
+    /// Every registered agent, oldest first.
+    async fn agents(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Agent>> {
+        caller(ctx)?;
+        let rows: Vec<AgentRow> =
+            sqlx::query_as(&format!("select {AGENT_COLUMNS} from agents order by registered_at, id"))
+                .fetch_all(&services(ctx).pool)
+                .await
+                .map_err(gql)?;
+        Ok(rows.into_iter().map(Agent::from).collect())
     }
 
     /// Each projection's checkpoint and lag behind the event store.
@@ -507,6 +583,37 @@ impl MutationRoot {
         Ok(folded.into())
     }
 
+    /// Registers an agent (admin). The API key in the answer is shown only this once.
+    async fn register_agent(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterAgentInput,
+    ) -> async_graphql::Result<AgentRegistration> {
+        let caller = require(ctx, Role::Admin)?;
+        let name = domain(AgentName::parse(&input.name))?;
+        let capabilities = parse_capabilities(&input.capabilities)?;
+        let context = command_context(ctx, &caller);
+        let (folded, key) = services(ctx).commands.register_agent(name, capabilities, &context).await.map_err(gql)?;
+        Ok(AgentRegistration { agent: folded.into(), api_key: key.expose().to_owned() })
+    }
+
+    /// Gives an agent a new API key (admin); the old key stops working at once.
+    async fn rotate_agent_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<AgentRegistration> {
+        let caller = require(ctx, Role::Admin)?;
+        let id = parse_id("id", &id)?;
+        let context = command_context(ctx, &caller);
+        let (folded, key) = services(ctx).commands.rotate_agent_key(id, &context).await.map_err(gql)?;
+        Ok(AgentRegistration { agent: folded.into(), api_key: key.expose().to_owned() })
+    }
+
+    /// Activates or deactivates an agent (supervisor); a deactivated agent's key is refused.
+    async fn set_agent_active(&self, ctx: &Context<'_>, id: ID, active: bool) -> async_graphql::Result<Agent> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let id = parse_id("id", &id)?;
+        let context = command_context(ctx, &caller);
+        Ok(services(ctx).commands.set_agent_active(id, active, &context).await.map_err(gql)?.into())
+    }
+
     /// Deletes a task (supervisor). True once it is deleted.
     async fn delete_task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
         let caller = require(ctx, Role::Supervisor)?;
@@ -518,6 +625,13 @@ impl MutationRoot {
 }
 
 pub struct SubscriptionRoot;
+
+fn parse_capabilities(values: &[String]) -> async_graphql::Result<Capabilities> {
+    Capabilities::parse(values).map_err(|e| match e {
+        devart_domain::DomainError::Invalid { message, .. } => bad_input("capabilities", message),
+        other => gql(other),
+    })
+}
 
 #[Subscription]
 impl SubscriptionRoot {

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`Projection`]: what a read model is: a name, the tables it owns, and how a batch of events
-//!   changes them. [`tasks::TasksProjection`] is the task board.
+//!   changes them. [`tasks::TasksProjection`] is the task board, [`agents::AgentsProjection`] the
+//!   roster of agents.
 //! - [`worker`]: the live worker, fed by the projection's durable JetStream consumer.
 //! - [`rebuild`]: rebuilding a read model from the event store, aside, then swapped in.
 //! - [`status`]: where each projection is, and how far behind.
@@ -11,6 +12,7 @@
 //! and a batch only ever starts right after the checkpoint. A redelivered event is skipped; a
 //! missing one is read from the store. So each event is applied exactly once, in order.
 
+pub mod agents;
 pub mod rebuild;
 pub mod status;
 pub mod tasks;
@@ -57,7 +59,7 @@ pub trait Projection: Send + Sync + 'static {
 
 /// Every projection devart runs.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(tasks::TasksProjection)]
+    vec![Arc::new(tasks::TasksProjection), Arc::new(agents::AgentsProjection)]
 }
 
 pub fn by_name(name: &str) -> Option<Arc<dyn Projection>> {

@@ -1,0 +1,238 @@
+//! Agents' API keys and the commands that change them.
+//!
+//! A key reads `dva_<key id>_<secret>`. The key id is public (it is in the events and the read
+//! model) and finds the key's row directly; the secret is stored only as an argon2id hash, and is
+//! shown once, when the key is made.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+use devart_domain::agent::{Agent, AgentCommand, AgentName, AgentState};
+use devart_domain::task::Capabilities;
+use futures::FutureExt;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::handler::{Alongside, CommandError, Commands, Folded};
+use crate::store::{CommandContext, StoreError};
+
+const PREFIX: &str = "dva_";
+
+/// A full API key. Printed nowhere: its `Debug` hides it; `expose` is for the one response that
+/// hands it to the agent's owner.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(…)")
+    }
+}
+
+struct NewKey {
+    key_id: String,
+    key: ApiKey,
+    secret_hash: String,
+}
+
+/// Makes a key and hashes its secret (argon2id, off the async threads).
+async fn new_key() -> Result<NewKey, StoreError> {
+    let mut id = [0u8; 8];
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let key_id = id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let key = ApiKey(format!("{PREFIX}{key_id}_{secret}"));
+    let secret_hash = tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await
+    .expect("hashing does not panic")
+    .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("hashing a key: {e}"))))?;
+    Ok(NewKey { key_id, key, secret_hash })
+}
+
+/// Splits a presented key into its id and secret.
+fn split(presented: &str) -> Option<(&str, &str)> {
+    let rest = presented.strip_prefix(PREFIX)?;
+    let (key_id, secret) = rest.split_once('_')?;
+    (key_id.len() == 16 && key_id.bytes().all(|b| b.is_ascii_hexdigit()) && !secret.is_empty() && secret.len() <= 128)
+        .then_some((key_id, secret))
+}
+
+impl Commands {
+    /// Registers an agent with a new key; the key is returned once and stored only hashed.
+    pub async fn register_agent(
+        &self,
+        name: AgentName,
+        capabilities: Capabilities,
+        context: &CommandContext,
+    ) -> Result<(Folded<AgentState>, ApiKey), CommandError> {
+        let id = Uuid::now_v7();
+        let NewKey { key_id, key, secret_hash } = new_key().await?;
+        let command = AgentCommand::Register { id, name, capabilities, key_id: key_id.clone() };
+        let alongside: Box<Alongside<Agent>> = Box::new(move |conn, _| {
+            let (key_id, secret_hash) = (key_id.clone(), secret_hash.clone());
+            async move {
+                sqlx::query("insert into agent_keys (key_id, agent_id, secret_hash) values ($1, $2, $3)")
+                    .bind(key_id)
+                    .bind(id)
+                    .bind(secret_hash)
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            }
+            .boxed()
+        });
+        let folded = self.execute_with::<Agent>(id, command, context, None, Some(&*alongside)).await?;
+        Ok((folded, key))
+    }
+
+    /// Replaces an agent's key; the old one stops working at once.
+    pub async fn rotate_agent_key(
+        &self,
+        id: Uuid,
+        context: &CommandContext,
+    ) -> Result<(Folded<AgentState>, ApiKey), CommandError> {
+        let NewKey { key_id, key, secret_hash } = new_key().await?;
+        let command = AgentCommand::RotateKey { key_id: key_id.clone() };
+        let alongside: Box<Alongside<Agent>> = Box::new(move |conn, _| {
+            let (key_id, secret_hash) = (key_id.clone(), secret_hash.clone());
+            async move {
+                sqlx::query(
+                    "update agent_keys set key_id = $1, secret_hash = $2, created_at = now() where agent_id = $3",
+                )
+                .bind(key_id)
+                .bind(secret_hash)
+                .bind(id)
+                .execute(conn)
+                .await
+                .map(drop)
+            }
+            .boxed()
+        });
+        let folded = self.execute_with::<Agent>(id, command, context, None, Some(&*alongside)).await?;
+        Ok((folded, key))
+    }
+
+    /// Activates or deactivates an agent; a deactivated agent's key is refused from now on.
+    pub async fn set_agent_active(
+        &self,
+        id: Uuid,
+        active: bool,
+        context: &CommandContext,
+    ) -> Result<Folded<AgentState>, CommandError> {
+        let alongside: Box<Alongside<Agent>> = Box::new(move |conn, _| {
+            async move {
+                sqlx::query("update agent_keys set active = $1 where agent_id = $2")
+                    .bind(active)
+                    .bind(id)
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            }
+            .boxed()
+        });
+        self.execute_with::<Agent>(id, AgentCommand::SetActive(active), context, None, Some(&*alongside)).await
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("invalid API key")]
+    Invalid,
+    #[error("the agent is deactivated")]
+    Inactive,
+}
+
+/// Verifies presented keys. A verified secret is remembered (as a SHA-256 digest) for a short
+/// while, so argon2 runs once per key and minute rather than once per request; the key's row is
+/// read on every request, so rotation and deactivation take effect at once.
+pub struct KeyVerifier {
+    pool: PgPool,
+    verified: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+}
+
+/// How long a verified secret is remembered.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// At most this many remembered keys; past it the memory is cleared.
+const VERIFIED_MAX: usize = 10_000;
+
+impl KeyVerifier {
+    pub fn new(pool: PgPool) -> KeyVerifier {
+        KeyVerifier { pool, verified: Mutex::new(HashMap::new()) }
+    }
+
+    /// The agent a presented key belongs to.
+    pub async fn verify(&self, presented: &str) -> Result<Uuid, KeyError> {
+        let (key_id, secret) = split(presented).ok_or(KeyError::Invalid)?;
+        let row: Option<(Uuid, String, bool)> =
+            sqlx::query_as("select agent_id, secret_hash, active from agent_keys where key_id = $1")
+                .bind(key_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|error| {
+                    tracing::error!(%error, "reading an agent key");
+                    KeyError::Invalid
+                })?;
+        let (agent_id, secret_hash, active) = row.ok_or(KeyError::Invalid)?;
+        let digest: [u8; 32] = Sha256::digest(format!("{secret_hash}\0{secret}").as_bytes()).into();
+        let remembered = self
+            .verified
+            .lock()
+            .expect("not poisoned")
+            .get(key_id)
+            .is_some_and(|(d, at)| *d == digest && at.elapsed() < VERIFIED_TTL);
+        if !remembered {
+            let secret = secret.to_owned();
+            let ok = tokio::task::spawn_blocking(move || {
+                PasswordHash::new(&secret_hash)
+                    .is_ok_and(|hash| Argon2::default().verify_password(secret.as_bytes(), &hash).is_ok())
+            })
+            .await
+            .unwrap_or(false);
+            if !ok {
+                return Err(KeyError::Invalid);
+            }
+            let mut verified = self.verified.lock().expect("not poisoned");
+            if verified.len() >= VERIFIED_MAX {
+                verified.clear();
+            }
+            verified.insert(key_id.to_owned(), (digest, Instant::now()));
+        }
+        if active {
+            Ok(agent_id)
+        } else {
+            Err(KeyError::Inactive)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_into_id_and_secret() {
+        assert_eq!(split("dva_0123456789abcdef_secret"), Some(("0123456789abcdef", "secret")));
+        assert_eq!(split("dva_0123456789abcdef_"), None);
+        assert_eq!(split("dva_short_secret"), None);
+        assert_eq!(split("Bearer dva_0123456789abcdef_secret"), None);
+        assert_eq!(format!("{:?}", ApiKey("dva_x_y".into())), "ApiKey(…)");
+    }
+}

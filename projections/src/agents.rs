@@ -1,0 +1,142 @@
+//! The agents read model: one row per registered agent.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use devart_commands::Recorded;
+use devart_domain::agent::{Agent, AgentState, AgentStatus};
+use devart_domain::{Aggregate, Event};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{Projection, Target};
+
+/// A row of `agents`, and the payload of its change notifications.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRow {
+    pub id: Uuid,
+    pub name: String,
+    pub capabilities: Vec<String>,
+    pub active: bool,
+    /// The public id of the agent's current key.
+    pub key_id: String,
+    pub version: i64,
+    pub position: i64,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub const COLUMNS: &str = "id, name, capabilities, active, key_id, version, position, registered_at, updated_at";
+
+pub struct AgentsProjection;
+
+impl Projection for AgentsProjection {
+    fn name(&self) -> &'static str {
+        "agents"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["agents"]
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        target: Target,
+        events: &'a [Recorded],
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
+        apply(conn, target.table("agents"), events).boxed()
+    }
+}
+
+async fn apply(
+    conn: &mut PgConnection,
+    table: String,
+    events: &[Recorded],
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    let ids: Vec<Uuid> = events.iter().filter_map(agent_id).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let existing: Vec<AgentRow> = sqlx::query_as(&format!("select {COLUMNS} from {table} where id = any($1)"))
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut states: HashMap<Uuid, (AgentState, AgentRow)> = existing
+        .into_iter()
+        .map(|r| {
+            let state = AgentState {
+                id: r.id,
+                status: if r.active { AgentStatus::Active } else { AgentStatus::Inactive },
+                name: r.name.clone(),
+                capabilities: r.capabilities.clone(),
+                key_id: r.key_id.clone(),
+            };
+            (r.id, (state, r))
+        })
+        .collect();
+    let mut changed: Vec<Uuid> = Vec::new();
+    for recorded in events {
+        let (Some(id), Event::Agent(event)) = (agent_id(recorded), &recorded.event) else { continue };
+        let meta = &recorded.meta;
+        let (state, row) = states.entry(id).or_insert_with(|| {
+            let row = AgentRow {
+                id,
+                name: String::new(),
+                capabilities: Vec::new(),
+                active: false,
+                key_id: String::new(),
+                version: 0,
+                position: 0,
+                registered_at: meta.occurred_at,
+                updated_at: meta.occurred_at,
+            };
+            (AgentState::default(), row)
+        });
+        *state = Agent::evolve(std::mem::take(state), event);
+        row.name = state.name.clone();
+        row.capabilities = state.capabilities.clone();
+        row.active = state.status == AgentStatus::Active;
+        row.key_id = state.key_id.clone();
+        row.version = meta.stream_version as i64;
+        row.position = meta.position.map_or(row.position, |p| p.0 as i64);
+        row.updated_at = meta.occurred_at;
+        if !changed.contains(&id) {
+            changed.push(id);
+        }
+    }
+    let rows: Vec<&AgentRow> = changed.iter().map(|id| &states[id].1).collect();
+    let caps: Vec<String> = rows.iter().map(|r| serde_json::to_string(&r.capabilities).expect("json")).collect();
+    sqlx::query(&format!(
+        "insert into {table} ({COLUMNS}) \
+         select id, name, array(select jsonb_array_elements_text(caps::jsonb)), active, key_id, version, position, \
+                registered_at, updated_at \
+         from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::bigint[], $7::bigint[], \
+                     $8::timestamptz[], $9::timestamptz[]) \
+              as r(id, name, caps, active, key_id, version, position, registered_at, updated_at) \
+         on conflict (id) do update set name = excluded.name, capabilities = excluded.capabilities, \
+             active = excluded.active, key_id = excluded.key_id, version = excluded.version, \
+             position = excluded.position, updated_at = excluded.updated_at"
+    ))
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+    .bind(&caps)
+    .bind(rows.iter().map(|r| r.active).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.key_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.position).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.registered_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(rows.iter().map(|r| serde_json::to_value(r).expect("rows serialize")).collect())
+}
+
+fn agent_id(recorded: &Recorded) -> Option<Uuid> {
+    let stream = &recorded.meta.stream_id;
+    (stream.kind() == Agent::KIND).then(|| stream.as_str()[Agent::KIND.len() + 1..].parse().ok()).flatten()
+}
