@@ -62,6 +62,12 @@ impl StreamId {
     pub fn kind(&self) -> &str {
         self.0.split_once('-').map_or("", |(kind, _)| kind)
     }
+
+    /// The aggregate id, if this is a stream of aggregate `kind`.
+    pub fn id_of(&self, kind: &str) -> Option<Uuid> {
+        let (k, id) = self.0.split_once('-')?;
+        (k == kind).then(|| Uuid::parse_str(id).ok()).flatten()
+    }
 }
 
 impl fmt::Display for StreamId {

@@ -137,6 +137,5 @@ async fn apply(
 }
 
 fn agent_id(recorded: &Recorded) -> Option<Uuid> {
-    let stream = &recorded.meta.stream_id;
-    (stream.kind() == Agent::KIND).then(|| stream.as_str()[Agent::KIND.len() + 1..].parse().ok()).flatten()
+    recorded.meta.stream_id.id_of(Agent::KIND)
 }

@@ -172,6 +172,5 @@ async fn upsert(conn: &mut PgConnection, table: &str, rows: &[&TaskRow]) -> Resu
 }
 
 fn task_id(recorded: &Recorded) -> Option<Uuid> {
-    let stream = &recorded.meta.stream_id;
-    (stream.kind() == Task::KIND).then(|| stream.as_str()[Task::KIND.len() + 1..].parse().ok()).flatten()
+    recorded.meta.stream_id.id_of(Task::KIND)
 }
