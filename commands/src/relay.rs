@@ -8,7 +8,7 @@
 //! the backlog drains when it returns.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
@@ -26,6 +26,7 @@ const IDLE_POLL: Duration = Duration::from_millis(250);
 const SEQUENCE_BATCH_MAX: usize = 2_000;
 const PUBLISH_BATCH_MAX: usize = 500;
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(5);
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Wakes the sequencer when a command committed in this process (other processes nudge over NATS).
 #[derive(Clone, Default)]
@@ -132,9 +133,16 @@ async fn publish_until_failure(
             bus.names.stream()
         )));
     }
+    let mut saved = Position(u64::MAX);
+    let mut saved_at = Instant::now();
     loop {
-        save_checkpoint(store, published).await?;
+        // The checkpoint only reports progress (the stream is the authority), so it is written at
+        // most once a second while busy, and whenever the publisher goes idle.
         let batch = store.read_all(published, None, PUBLISH_BATCH_MAX).await?;
+        if saved != published && (batch.is_empty() || saved_at.elapsed() >= CHECKPOINT_INTERVAL) {
+            save_checkpoint(store, published).await?;
+            (saved, saved_at) = (published, Instant::now());
+        }
         if batch.is_empty() {
             tokio::select! { _ = shutdown.cancelled() => return Ok(()), _ = sequenced.wait(IDLE_POLL) => {} }
             continue;

@@ -154,6 +154,10 @@ impl EventStore {
     pub async fn sequence(&self, batch_max: usize) -> Result<Option<(Position, Position)>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("select pg_advisory_xact_lock($1)").bind(SEQUENCER_LOCK).execute(&mut *tx).await?;
+        // After a burst of appends the table's statistics lag behind, and the planner would read and
+        // sort the whole backlog to pick one batch; the partial index `events_unsequenced` already
+        // yields it in order.
+        sqlx::query("set local enable_sort = off").execute(&mut *tx).await?;
         let range: (Option<i64>, Option<i64>) = sqlx::query_as(
             "with head as (select coalesce(max(position), 0) as p from events), \
                   next as (select event_id, row_number() over (order by transaction_id, insertion_seq) as n \

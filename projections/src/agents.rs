@@ -1,6 +1,6 @@
 //! The agents read model: one row per registered agent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
@@ -79,7 +79,9 @@ async fn apply(
             (r.id, (state, r))
         })
         .collect();
+    // In first-change order, for notifications; `seen` keeps the check O(1) per event.
     let mut changed: Vec<Uuid> = Vec::new();
+    let mut seen: HashSet<Uuid> = HashSet::new();
     for recorded in events {
         let (Some(id), Event::Agent(event)) = (agent_id(recorded), &recorded.event) else { continue };
         let meta = &recorded.meta;
@@ -105,7 +107,7 @@ async fn apply(
         row.version = meta.stream_version as i64;
         row.position = meta.position.map_or(row.position, |p| p.0 as i64);
         row.updated_at = meta.occurred_at;
-        if !changed.contains(&id) {
+        if seen.insert(id) {
             changed.push(id);
         }
     }

@@ -1,6 +1,6 @@
 //! The task board: one row per task that exists, as its events leave it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
@@ -95,7 +95,9 @@ async fn apply(
         .fetch_all(&mut *conn)
         .await?;
     let mut rows: HashMap<Uuid, TaskRow> = existing.into_iter().map(|r| (r.id, r)).collect();
+    // In first-change order, for notifications; `seen` keeps the check O(1) per event.
     let mut changed: Vec<Uuid> = Vec::new();
+    let mut seen: HashSet<Uuid> = HashSet::new();
     for recorded in events {
         let (Some(id), Event::Task(event)) = (task_id(recorded), &recorded.event) else {
             continue;
@@ -120,7 +122,7 @@ async fn apply(
         row.version = meta.stream_version as i64;
         row.position = meta.position.map_or(row.position, |p| p.0 as i64);
         row.updated_at = meta.occurred_at;
-        if !changed.contains(&id) {
+        if seen.insert(id) {
             changed.push(id);
         }
     }
