@@ -75,6 +75,15 @@ fn split(presented: &str) -> Option<(&str, &str)> {
         .then_some((key_id, secret))
 }
 
+/// Writes an agent's key row (`$1` key id, `$2` secret hash, `$3` agent id) beside its events.
+fn write_key(sql: &'static str, key_id: String, secret_hash: String, agent_id: Uuid) -> Box<Alongside<Agent>> {
+    Box::new(move |conn, _| {
+        let (key_id, secret_hash) = (key_id.clone(), secret_hash.clone());
+        async move { sqlx::query(sql).bind(key_id).bind(secret_hash).bind(agent_id).execute(conn).await.map(drop) }
+            .boxed()
+    })
+}
+
 impl Commands {
     /// Registers an agent with a new key; the key is returned once and stored only hashed.
     pub async fn register_agent(
@@ -86,19 +95,12 @@ impl Commands {
         let id = Uuid::now_v7();
         let NewKey { key_id, key, secret_hash } = new_key().await?;
         let command = AgentCommand::Register { id, name, capabilities, key_id: key_id.clone() };
-        let alongside: Box<Alongside<Agent>> = Box::new(move |conn, _| {
-            let (key_id, secret_hash) = (key_id.clone(), secret_hash.clone());
-            async move {
-                sqlx::query("insert into agent_keys (key_id, agent_id, secret_hash) values ($1, $2, $3)")
-                    .bind(key_id)
-                    .bind(id)
-                    .bind(secret_hash)
-                    .execute(conn)
-                    .await
-                    .map(drop)
-            }
-            .boxed()
-        });
+        let alongside = write_key(
+            "insert into agent_keys (key_id, secret_hash, agent_id) values ($1, $2, $3)",
+            key_id.clone(),
+            secret_hash,
+            id,
+        );
         let folded = self.execute_with::<Agent>(id, command, context, None, Some(&*alongside)).await?;
         Ok((folded, key))
     }
@@ -111,21 +113,12 @@ impl Commands {
     ) -> Result<(Folded<AgentState>, ApiKey), CommandError> {
         let NewKey { key_id, key, secret_hash } = new_key().await?;
         let command = AgentCommand::RotateKey { key_id: key_id.clone() };
-        let alongside: Box<Alongside<Agent>> = Box::new(move |conn, _| {
-            let (key_id, secret_hash) = (key_id.clone(), secret_hash.clone());
-            async move {
-                sqlx::query(
-                    "update agent_keys set key_id = $1, secret_hash = $2, created_at = now() where agent_id = $3",
-                )
-                .bind(key_id)
-                .bind(secret_hash)
-                .bind(id)
-                .execute(conn)
-                .await
-                .map(drop)
-            }
-            .boxed()
-        });
+        let alongside = write_key(
+            "update agent_keys set key_id = $1, secret_hash = $2, created_at = now() where agent_id = $3",
+            key_id.clone(),
+            secret_hash,
+            id,
+        );
         let folded = self.execute_with::<Agent>(id, command, context, None, Some(&*alongside)).await?;
         Ok((folded, key))
     }
