@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{Projection, Target};
+use crate::{rows_by_id, HasId, Projection, Target};
 
 /// A row of `agents`, and the payload of its change notifications.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -28,6 +28,12 @@ pub struct AgentRow {
     pub position: i64,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl HasId for AgentRow {
+    fn id(&self) -> Uuid {
+        self.id
+    }
 }
 
 pub const COLUMNS: &str = "id, name, capabilities, active, key_id, version, position, registered_at, updated_at";
@@ -62,12 +68,9 @@ async fn apply(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let existing: Vec<AgentRow> = sqlx::query_as(&format!("select {COLUMNS} from {table} where id = any($1)"))
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
+    let existing: HashMap<Uuid, AgentRow> = rows_by_id(conn, &table, COLUMNS, &ids).await?;
     let mut states: HashMap<Uuid, (AgentState, AgentRow)> = existing
-        .into_iter()
+        .into_values()
         .map(|r| {
             let state = AgentState {
                 id: r.id,

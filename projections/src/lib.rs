@@ -66,6 +66,26 @@ pub fn by_name(name: &str) -> Option<Arc<dyn Projection>> {
     all().into_iter().find(|p| p.name() == name)
 }
 
+/// The rows of `table` with these ids, by id: what a batch starts from before folding events in.
+pub(crate) async fn rows_by_id<R>(
+    conn: &mut PgConnection,
+    table: &str,
+    columns: &str,
+    ids: &[uuid::Uuid],
+) -> Result<std::collections::HashMap<uuid::Uuid, R>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin + HasId,
+{
+    let rows: Vec<R> =
+        sqlx::query_as(&format!("select {columns} from {table} where id = any($1)")).bind(ids).fetch_all(conn).await?;
+    Ok(rows.into_iter().map(|r| (r.id(), r)).collect())
+}
+
+/// A read-model row keyed by its aggregate's id.
+pub(crate) trait HasId {
+    fn id(&self) -> uuid::Uuid;
+}
+
 /// The advisory-lock key that serializes a projection's live batches with its rebuild's swap.
 pub(crate) fn lock_key(name: &str) -> i64 {
     // FNV-1a: stable across builds and processes.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{Projection, Target};
+use crate::{rows_by_id, HasId, Projection, Target};
 
 /// A row of `tasks`, and the payload of a `taskUpdates` notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -56,6 +56,12 @@ impl TaskRow {
     }
 }
 
+impl HasId for TaskRow {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
 pub const COLUMNS: &str = "id, title, description, status, priority, required_capabilities, parent_task_id, \
                            version, position, created_at, updated_at, created_by";
 
@@ -90,11 +96,7 @@ async fn apply(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let existing: Vec<TaskRow> = sqlx::query_as(&format!("select {COLUMNS} from {table} where id = any($1)"))
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut rows: HashMap<Uuid, TaskRow> = existing.into_iter().map(|r| (r.id, r)).collect();
+    let mut rows: HashMap<Uuid, TaskRow> = rows_by_id(conn, &table, COLUMNS, &ids).await?;
     // In first-change order, for notifications; `seen` keeps the check O(1) per event.
     let mut changed: Vec<Uuid> = Vec::new();
     let mut seen: HashSet<Uuid> = HashSet::new();
