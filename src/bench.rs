@@ -423,6 +423,10 @@ fn task_history(id: Uuid, events: usize) -> Vec<Event> {
         priority: 3,
         required_capabilities: vec!["rust".into()],
         parent_task_id: None,
+        max_attempts: 3,
+        run_after: None,
+        input: None,
+        stage: None,
     };
     let later = (1..events).map(|i| match i % 4 {
         1 => TaskEvent::Reprioritized { from: 3, to: 4 },

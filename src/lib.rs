@@ -123,7 +123,10 @@ pub async fn run(
     let bus = config.bus().await?;
     let store = EventStore::new(pool.clone());
     let appended = Nudge::default();
+    let commands = Commands::new(store.clone(), appended.clone(), Some(bus.clone()));
     let mut tasks = tokio::task::JoinSet::new();
+    // Every process reaps expired leases, so tasks come back while any part of devart is alive.
+    tasks.spawn(devart_commands::queue::run_lease_reaper(commands.clone(), shutdown.clone()));
     if roles.contains(&Role::Relay) {
         let sequenced = Nudge::default();
         tasks.spawn(devart_commands::relay::run_sequencer(
@@ -148,7 +151,6 @@ pub async fn run(
     }
     if roles.contains(&Role::Gateway) {
         let listener = listener.context("the gateway needs a listener")?;
-        let commands = Commands::new(store.clone(), appended, Some(bus.clone()));
         let services = Services::new(pool.clone(), commands, bus.clone(), config.signing_key(&pool).await?);
         let addr: SocketAddr = listener.local_addr()?;
         tracing::info!(%addr, "gateway listening");

@@ -21,7 +21,7 @@ fn create(id: Uuid, title: &str) -> CreateTask {
         description: Description::default(),
         priority: Priority::DEFAULT,
         required_capabilities: Capabilities::default(),
-        parent_task_id: None,
+        ..CreateTask::new(Uuid::nil(), Title::parse("t").unwrap())
     }
 }
 
@@ -33,6 +33,10 @@ fn created_event(id: Uuid) -> Event {
         priority: 3,
         required_capabilities: vec![],
         parent_task_id: None,
+        max_attempts: 3,
+        run_after: None,
+        input: None,
+        stage: None,
     })
 }
 

@@ -11,5 +11,6 @@ mod crash;
 mod event_store;
 mod gateway;
 mod projections;
+mod queue;
 mod relay;
 mod schema;

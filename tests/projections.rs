@@ -19,7 +19,7 @@ fn create(title: &str, priority: i64) -> CreateTask {
         description: Description::default(),
         priority: Priority::parse(priority).unwrap(),
         required_capabilities: Capabilities::default(),
-        parent_task_id: None,
+        ..CreateTask::new(Uuid::nil(), Title::parse("t").unwrap())
     }
 }
 

@@ -17,7 +17,7 @@ fn create(title: &str) -> CreateTask {
         description: Description::parse("d").unwrap(),
         priority: Priority::parse(4).unwrap(),
         required_capabilities: Capabilities::parse(&["rust"]).unwrap(),
-        parent_task_id: None,
+        ..CreateTask::new(Uuid::nil(), Title::parse("t").unwrap())
     }
 }
 
@@ -59,7 +59,7 @@ async fn every_event_is_published_once_in_order_as_a_cloudevent_and_a_restart_re
         assert_eq!(header("ce-specversion").as_deref(), Some("1.0"));
         assert_eq!(header("ce-id"), Some(recorded.meta.event_id.to_string()));
         assert_eq!(header("Nats-Msg-Id"), Some(recorded.meta.event_id.to_string()));
-        assert_eq!(header("ce-type").as_deref(), Some("devart.TaskCreated.v1"));
+        assert_eq!(header("ce-type").as_deref(), Some("devart.TaskCreated.v2"));
         assert_eq!(header("ce-subject"), Some(recorded.meta.stream_id.to_string()));
         assert_eq!(header("content-type").as_deref(), Some("application/json"));
         let data: serde_json::Value = serde_json::from_slice(payload).unwrap();

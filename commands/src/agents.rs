@@ -75,12 +75,28 @@ fn split(presented: &str) -> Option<(&str, &str)> {
         .then_some((key_id, secret))
 }
 
-/// Writes an agent's key row (`$1` key id, `$2` secret hash, `$3` agent id) beside its events.
-fn write_key(sql: &'static str, key_id: String, secret_hash: String, agent_id: Uuid) -> Box<Alongside<Agent>> {
+/// Writes an agent's key row (`$1` key id, `$2` secret hash, `$3` agent id, `$4` capabilities)
+/// beside its events.
+fn write_key(
+    sql: &'static str,
+    key_id: String,
+    secret_hash: String,
+    agent_id: Uuid,
+    capabilities: Vec<String>,
+) -> Box<Alongside<Agent>> {
     Box::new(move |conn, _| {
-        let (key_id, secret_hash) = (key_id.clone(), secret_hash.clone());
-        async move { sqlx::query(sql).bind(key_id).bind(secret_hash).bind(agent_id).execute(conn).await.map(drop) }
-            .boxed()
+        let (key_id, secret_hash, capabilities) = (key_id.clone(), secret_hash.clone(), capabilities.clone());
+        async move {
+            sqlx::query(sql)
+                .bind(key_id)
+                .bind(secret_hash)
+                .bind(agent_id)
+                .bind(capabilities)
+                .execute(conn)
+                .await
+                .map(drop)
+        }
+        .boxed()
     })
 }
 
@@ -94,13 +110,14 @@ impl Commands {
     ) -> Result<(Folded<AgentState>, ApiKey), CommandError> {
         let id = Uuid::now_v7();
         let NewKey { key_id, key, secret_hash } = new_key().await?;
-        let command = AgentCommand::Register { id, name, capabilities, key_id: key_id.clone() };
         let alongside = write_key(
-            "insert into agent_keys (key_id, secret_hash, agent_id) values ($1, $2, $3)",
+            "insert into agent_keys (key_id, secret_hash, agent_id, capabilities) values ($1, $2, $3, $4)",
             key_id.clone(),
             secret_hash,
             id,
+            capabilities.to_strings(),
         );
+        let command = AgentCommand::Register { id, name, capabilities, key_id };
         let folded = self.execute_with::<Agent>(id, command, context, None, Some(&*alongside)).await?;
         Ok((folded, key))
     }
@@ -114,10 +131,12 @@ impl Commands {
         let NewKey { key_id, key, secret_hash } = new_key().await?;
         let command = AgentCommand::RotateKey { key_id: key_id.clone() };
         let alongside = write_key(
-            "update agent_keys set key_id = $1, secret_hash = $2, created_at = now() where agent_id = $3",
+            "update agent_keys set key_id = $1, secret_hash = $2, created_at = now() where agent_id = $3 \
+             and $4::text[] is not null",
             key_id.clone(),
             secret_hash,
             id,
+            Vec::new(),
         );
         let folded = self.execute_with::<Agent>(id, command, context, None, Some(&*alongside)).await?;
         Ok((folded, key))
@@ -141,8 +160,26 @@ impl Commands {
             }
             .boxed()
         });
-        self.execute_with::<Agent>(id, AgentCommand::SetActive(active), context, None, Some(&*alongside)).await
+        let folded =
+            self.execute_with::<Agent>(id, AgentCommand::SetActive(active), context, None, Some(&*alongside)).await?;
+        if !active {
+            // Claims check the key row under a share lock, so none can still be on its way: what
+            // the agent holds now is all it will hold.
+            let released = self.release_tasks_of(id, "agent deactivated", context).await?;
+            if released > 0 {
+                tracing::info!(agent = %id, released, "deactivated agent's tasks queued again");
+            }
+        }
+        Ok(folded)
     }
+}
+
+/// The agent a key belongs to, as its key row says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedAgent {
+    pub id: Uuid,
+    /// What it registered to be able to do; its claims may narrow it, never widen it.
+    pub capabilities: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -172,10 +209,10 @@ impl KeyVerifier {
     }
 
     /// The agent a presented key belongs to.
-    pub async fn verify(&self, presented: &str) -> Result<Uuid, KeyError> {
+    pub async fn verify(&self, presented: &str) -> Result<VerifiedAgent, KeyError> {
         let (key_id, secret) = split(presented).ok_or(KeyError::Invalid)?;
-        let row: Option<(Uuid, String, bool)> =
-            sqlx::query_as("select agent_id, secret_hash, active from agent_keys where key_id = $1")
+        let row: Option<(Uuid, String, bool, Vec<String>)> =
+            sqlx::query_as("select agent_id, secret_hash, active, capabilities from agent_keys where key_id = $1")
                 .bind(key_id)
                 .fetch_optional(&self.pool)
                 .await
@@ -183,7 +220,7 @@ impl KeyVerifier {
                     tracing::error!(%error, "reading an agent key");
                     KeyError::Invalid
                 })?;
-        let (agent_id, secret_hash, active) = row.ok_or(KeyError::Invalid)?;
+        let (agent_id, secret_hash, active, capabilities) = row.ok_or(KeyError::Invalid)?;
         let digest: [u8; 32] = Sha256::digest(format!("{secret_hash}\0{secret}").as_bytes()).into();
         let remembered = self
             .verified
@@ -209,7 +246,7 @@ impl KeyVerifier {
             verified.insert(key_id.to_owned(), (digest, Instant::now()));
         }
         if active {
-            Ok(agent_id)
+            Ok(VerifiedAgent { id: agent_id, capabilities })
         } else {
             Err(KeyError::Inactive)
         }

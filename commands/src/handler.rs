@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use devart_domain::agent::Agent;
 use devart_domain::task::{CreateTask, Task, TaskCommand, TaskState, TaskStatus};
-use devart_domain::{Aggregate, DomainError, Event, Position, StreamId};
+use devart_domain::{ActorKind, Aggregate, DomainError, Event, Position, StreamId};
 use uuid::Uuid;
 
 use crate::bus::Bus;
@@ -25,6 +25,12 @@ pub enum CommandError {
     CommandIdReused(Uuid),
     #[error(transparent)]
     Store(StoreError),
+}
+
+impl From<sqlx::Error> for CommandError {
+    fn from(e: sqlx::Error) -> Self {
+        CommandError::Store(StoreError::Db(e))
+    }
 }
 
 impl From<StoreError> for CommandError {
@@ -56,6 +62,19 @@ impl<S: Default> Default for Folded<S> {
 pub trait Stored: Aggregate {
     fn wrap(event: Self::Event) -> Event;
     fn unwrap(event: &Event) -> Option<&Self::Event>;
+
+    /// Whether the aggregate keeps write-side rows beside its events (see [`Stored::beside`]).
+    const KEEPS_ROWS: bool = false;
+
+    /// The write-side rows kept beside the aggregate's events, brought in step with `state` (the
+    /// state after the new events) in the append's transaction; `None` when it keeps none.
+    fn beside<'c>(
+        _conn: &'c mut sqlx::PgConnection,
+        _state: &'c Self::State,
+        _now: DateTime<Utc>,
+    ) -> Option<futures::future::BoxFuture<'c, Result<(), sqlx::Error>>> {
+        None
+    }
 }
 
 impl Stored for Task {
@@ -67,6 +86,17 @@ impl Stored for Task {
             Event::Task(e) => Some(e),
             _ => None,
         }
+    }
+
+    const KEEPS_ROWS: bool = true;
+
+    /// The task queue.
+    fn beside<'c>(
+        conn: &'c mut sqlx::PgConnection,
+        state: &'c TaskState,
+        now: DateTime<Utc>,
+    ) -> Option<futures::future::BoxFuture<'c, Result<(), sqlx::Error>>> {
+        Some(Box::pin(crate::queue::sync(conn, state, now)))
     }
 }
 
@@ -126,6 +156,14 @@ impl Commands {
         &self.store
     }
 
+    /// Wakes the sequencers after an append.
+    pub(crate) async fn appended(&self) {
+        self.nudge.notify();
+        if let Some(bus) = &self.bus {
+            bus.nudge_appended().await;
+        }
+    }
+
     /// Loads an aggregate's current state from its stream.
     pub async fn load<A: Stored>(&self, id: Uuid) -> Result<Folded<A::State>, StoreError> {
         let events = self.store.read_stream(&StreamId::new(A::KIND, id), None).await?;
@@ -182,21 +220,14 @@ impl Commands {
                 return Ok(folded);
             }
             let wrapped: Vec<Event> = events.iter().cloned().map(A::wrap).collect();
-            let appended = match alongside {
-                None => self.store.append(&stream_id, folded.version, &wrapped, context).await,
-                Some(alongside) => {
-                    self.append_alongside::<A>(&stream_id, folded.version, &wrapped, &events, context, alongside).await
-                }
-            };
+            let after = events.iter().fold(folded.state.clone(), A::evolve);
+            let appended = self
+                .append_beside::<A>(&stream_id, folded.version, &wrapped, &events, &after, context, alongside)
+                .await;
             match appended {
                 Ok(appended) => {
-                    self.nudge.notify();
-                    if let Some(bus) = &self.bus {
-                        bus.nudge_appended().await;
-                    }
-                    for event in &events {
-                        folded.state = A::evolve(folded.state, event);
-                    }
+                    self.appended().await;
+                    folded.state = after;
                     folded.version = appended.stream_version;
                     folded.created_at = folded.created_at.or(Some(appended.occurred_at));
                     folded.created_by = folded.created_by.or_else(|| Some(context.actor.to_string()));
@@ -218,17 +249,29 @@ impl Commands {
         Err(DomainError::Conflict(format!("{stream_id} is too busy; try again")).into())
     }
 
-    async fn append_alongside<A: Stored>(
+    /// Appends, with the aggregate's own write-side rows and `alongside` in the same transaction
+    /// when there are any; in one statement otherwise.
+    #[allow(clippy::too_many_arguments)]
+    async fn append_beside<A: Stored>(
         &self,
         stream_id: &StreamId,
         expected_version: u64,
         wrapped: &[Event],
         events: &[A::Event],
+        after: &A::State,
         context: &CommandContext,
-        alongside: &Alongside<A>,
+        alongside: Option<&Alongside<A>>,
     ) -> Result<crate::store::Appended, StoreError> {
+        if !A::KEEPS_ROWS && alongside.is_none() {
+            return self.store.append(stream_id, expected_version, wrapped, context).await;
+        }
         let mut tx = self.store.pool().begin().await?;
-        alongside(&mut tx, events).await?;
+        if let Some(beside) = A::beside(&mut tx, after, Utc::now()) {
+            beside.await?;
+        }
+        if let Some(alongside) = alongside {
+            alongside(&mut tx, events).await?;
+        }
         let appended = crate::store::append_with(&mut *tx, stream_id, expected_version, wrapped, context).await?;
         tx.commit().await?;
         Ok(appended)
@@ -251,17 +294,38 @@ impl Commands {
         }
     }
 
-    /// Creates a task; its parent, if named, must exist.
+    /// Creates a task; its parent, if named, must exist. An agent creates tasks only as successors
+    /// of a task it holds.
     pub async fn create_task(
         &self,
         command: CreateTask,
         context: &CommandContext,
     ) -> Result<Folded<TaskState>, CommandError> {
-        if let Some(parent) = command.parent_task_id {
-            let status = self.load::<Task>(parent).await?.state.status;
-            if matches!(status, TaskStatus::Absent | TaskStatus::Deleted) {
-                return Err(DomainError::invalid("parentTaskId", format!("task {parent} does not exist")).into());
+        let agent = (context.actor.kind == ActorKind::Agent).then(|| Uuid::parse_str(&context.actor.id).ok()).flatten();
+        match command.parent_task_id {
+            Some(parent) => {
+                let parent_state = self.load::<Task>(parent).await?.state;
+                if matches!(parent_state.status, TaskStatus::Absent | TaskStatus::Deleted) {
+                    return Err(DomainError::invalid("parentTaskId", format!("task {parent} does not exist")).into());
+                }
+                let holds = |agent: Uuid| {
+                    parent_state.status == TaskStatus::InProgress
+                        && parent_state.lease.is_some_and(|l| l.agent_id == agent)
+                };
+                if let Some(agent) = agent.filter(|a| !holds(*a)) {
+                    return Err(DomainError::Forbidden(format!(
+                        "agent {agent} does not hold task {parent}; successors are created by the task's agent"
+                    ))
+                    .into());
+                }
             }
+            None if context.actor.kind == ActorKind::Agent => {
+                return Err(DomainError::Forbidden(
+                    "an agent creates tasks only as successors of a task it holds (give parentTaskId)".into(),
+                )
+                .into());
+            }
+            None => {}
         }
         self.execute::<Task>(command.id, TaskCommand::Create(command), context, None).await
     }

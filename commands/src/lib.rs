@@ -4,6 +4,7 @@
 //! - [`store`]: the Postgres event store: append with an expected version in one statement,
 //!   idempotent by command id; read a stream; read the global order; sequence committed events.
 //! - [`handler`]: [`Commands`], which loads, folds, decides (via `devart_domain`) and appends.
+//! - [`queue`]: the task queue beside the task events: claims, lease expiry, release.
 //! - [`codec`]: the versioned wire types; postcard in the store, JSON on the bus and in the audit.
 //! - [`relay`]: the sequencer and the JetStream publisher.
 //! - [`bus`]: stream and subject names, CloudEvents headers, stream and consumer set-up.
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod db;
 pub mod feed;
 pub mod handler;
+pub mod queue;
 pub mod relay;
 pub mod store;
 

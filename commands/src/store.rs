@@ -110,14 +110,7 @@ impl EventStore {
         stream_id: &StreamId,
         version_max: Option<u64>,
     ) -> Result<Vec<Recorded>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "select {COLUMNS} from events where stream_id = $1 and stream_version <= $2 order by stream_version"
-        ))
-        .bind(stream_id.as_str())
-        .bind(version_max.map_or(i64::MAX, |v| v as i64))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(decode_row).collect()
+        read_stream_with(&self.pool, stream_id, version_max).await
     }
 
     /// Sequenced events with positions in `(after, until]`, in global order, at most `limit`.
@@ -176,6 +169,22 @@ impl EventStore {
             _ => None,
         })
     }
+}
+
+/// [`EventStore::read_stream`] on any executor, such as an open transaction.
+pub async fn read_stream_with<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    stream_id: &StreamId,
+    version_max: Option<u64>,
+) -> Result<Vec<Recorded>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "select {COLUMNS} from events where stream_id = $1 and stream_version <= $2 order by stream_version"
+    ))
+    .bind(stream_id.as_str())
+    .bind(version_max.map_or(i64::MAX, |v| v as i64))
+    .fetch_all(executor)
+    .await?;
+    rows.iter().map(decode_row).collect()
 }
 
 /// [`EventStore::append`] on any executor, such as an open transaction.

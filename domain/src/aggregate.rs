@@ -14,6 +14,10 @@ pub enum DomainError {
     /// The command does not fit the aggregate's current state (`CONFLICT`).
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not do this to this aggregate, whatever its role (`FORBIDDEN`): an agent
+    /// reporting on a task another agent holds.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl DomainError {

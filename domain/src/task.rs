@@ -1,5 +1,6 @@
 //! The task aggregate: a unit of work that supervisors create and agents carry out.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -177,6 +178,137 @@ impl TaskStatus {
     }
 }
 
+/// How many attempts a task gets: 1 to 100, 3 unless the task says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MaxAttempts(u32);
+
+impl MaxAttempts {
+    pub const DEFAULT: MaxAttempts = MaxAttempts(3);
+    pub const MAX: u32 = 100;
+
+    pub fn parse(value: i64) -> Result<MaxAttempts, DomainError> {
+        if (1..=i64::from(Self::MAX)).contains(&value) {
+            Ok(MaxAttempts(value as u32))
+        } else {
+            Err(DomainError::invalid("maxAttempts", format!("must be between 1 and {}, got {value}", Self::MAX)))
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// A JSON document given with a task or returned by it, kept as its text: at most 256 KiB.
+///
+/// The write side checks that it parses; the domain only carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Document(String);
+
+impl Document {
+    pub const LEN_MAX: usize = 256 * 1024;
+
+    pub fn parse(field: &'static str, json: String) -> Result<Document, DomainError> {
+        if json.len() > Self::LEN_MAX {
+            return Err(DomainError::invalid(field, format!("must be at most {} bytes of JSON", Self::LEN_MAX)));
+        }
+        Ok(Document(json))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A short text an agent reports: an error or a progress message, 1 to 4,000 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Message(String);
+
+impl Message {
+    pub const LEN_MAX: usize = 4_000;
+
+    pub fn parse(field: &'static str, value: &str) -> Result<Message, DomainError> {
+        let value = value.trim();
+        if value.is_empty() || value.chars().count() > Self::LEN_MAX || value.contains('\0') {
+            return Err(DomainError::invalid(field, format!("must be 1 to {} characters", Self::LEN_MAX)));
+        }
+        Ok(Message(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How far along a task is: 0 to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Percent(u8);
+
+impl Percent {
+    pub fn parse(value: i64) -> Result<Percent, DomainError> {
+        if (0..=100).contains(&value) {
+            Ok(Percent(value as u8))
+        } else {
+            Err(DomainError::invalid("percent", format!("must be between 0 and 100, got {value}")))
+        }
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// The workflow run stage a task carries out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StageLink {
+    pub run_id: Uuid,
+    pub stage_key: String,
+}
+
+/// The agent working a task, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub agent_id: Uuid,
+    pub attempt: u32,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why an attempt ended without completing the task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AttemptError {
+    pub attempt: u32,
+    pub agent_id: Uuid,
+    pub error: String,
+}
+
+/// The last progress an agent reported.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Progress {
+    pub message: String,
+    pub percent: Option<u8>,
+}
+
+/// The first delay before a retry; each failure doubles it, up to [`BACKOFF_MAX`].
+pub const BACKOFF_BASE: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+pub const BACKOFF_MAX: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+/// The error an attempt records when its agent stopped renewing the lease.
+pub const LEASE_EXPIRED: &str = "lease expired";
+
+/// The delay before retrying after the `failures`-th failure: exponential, capped, with "equal
+/// jitter": half of it fixed, half scaled by `jitter` (0 to 1), so that tasks that failed together
+/// do not all come back at once.
+pub fn backoff(failures: u32, jitter: f64) -> chrono::TimeDelta {
+    let exponent = failures.saturating_sub(1).min(20);
+    let full = (BACKOFF_BASE * 2i32.pow(exponent)).min(BACKOFF_MAX);
+    let half = full / 2;
+    let jitter = jitter.clamp(0.0, 1.0);
+    half + chrono::TimeDelta::microseconds((half.num_microseconds().unwrap_or(0) as f64 * jitter) as i64)
+}
+
 /// A task as its events leave it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TaskState {
@@ -187,6 +319,20 @@ pub struct TaskState {
     pub priority: u8,
     pub required_capabilities: Vec<String>,
     pub parent_task_id: Option<Uuid>,
+    pub max_attempts: u32,
+    /// Not claimable before this time (a delayed task, or one waiting out its retry backoff).
+    pub run_after: Option<DateTime<Utc>>,
+    pub input: Option<String>,
+    pub stage: Option<StageLink>,
+    /// Attempts started: the number of the current or last claim.
+    pub attempt: u32,
+    /// Attempts failed since the task was created or last retried; `max_attempts` of them fail it.
+    pub failures: u32,
+    pub lease: Option<Lease>,
+    pub progress: Option<Progress>,
+    /// Every failed attempt's error, oldest first.
+    pub errors: Vec<AttemptError>,
+    pub result: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +344,28 @@ pub struct CreateTask {
     pub required_capabilities: Capabilities,
     /// Checked to exist by the write side before deciding.
     pub parent_task_id: Option<Uuid>,
+    pub max_attempts: MaxAttempts,
+    pub run_after: Option<DateTime<Utc>>,
+    pub input: Option<Document>,
+    pub stage: Option<StageLink>,
+}
+
+impl CreateTask {
+    /// A task with the defaults: priority 3, no capabilities, no parent, 3 attempts, runnable now.
+    pub fn new(id: Uuid, title: Title) -> CreateTask {
+        CreateTask {
+            id,
+            title,
+            description: Description::default(),
+            priority: Priority::DEFAULT,
+            required_capabilities: Capabilities::default(),
+            parent_task_id: None,
+            max_attempts: MaxAttempts::DEFAULT,
+            run_after: None,
+            input: None,
+            stage: None,
+        }
+    }
 }
 
 /// A change to a task's content; `None` leaves a field as it is.
@@ -209,12 +377,56 @@ pub struct UpdateTask {
     pub required_capabilities: Option<Capabilities>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What can be done to a task. Times come from the write side's clock, randomness from its
+/// generator: the decision itself reads neither.
+#[derive(Debug, Clone, PartialEq)]
 pub enum TaskCommand {
     Create(CreateTask),
     Update(UpdateTask),
     Reprioritize(Priority),
     Delete,
+    /// An agent takes the task; the write side picked it from the queue.
+    Claim {
+        agent_id: Uuid,
+        now: DateTime<Utc>,
+        lease_expires_at: DateTime<Utc>,
+    },
+    /// The lease holder keeps the task.
+    Heartbeat {
+        agent_id: Uuid,
+        lease_expires_at: DateTime<Utc>,
+    },
+    ReportProgress {
+        agent_id: Uuid,
+        message: Message,
+        percent: Option<Percent>,
+    },
+    Complete {
+        agent_id: Uuid,
+        result: Option<Document>,
+    },
+    Fail {
+        agent_id: Uuid,
+        error: Message,
+        retryable: bool,
+        now: DateTime<Utc>,
+        jitter: f64,
+    },
+    /// The lease ran out at `now` without a heartbeat.
+    ExpireLease {
+        now: DateTime<Utc>,
+        jitter: f64,
+    },
+    /// The agent can no longer work (deactivated): the task goes back to the queue as it was.
+    Release {
+        agent_id: Uuid,
+        reason: String,
+    },
+    Cancel {
+        reason: Option<String>,
+    },
+    /// A failed task gets a fresh set of attempts.
+    Retry,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +438,10 @@ pub enum TaskEvent {
         priority: u8,
         required_capabilities: Vec<String>,
         parent_task_id: Option<Uuid>,
+        max_attempts: u32,
+        run_after: Option<DateTime<Utc>>,
+        input: Option<String>,
+        stage: Option<StageLink>,
     },
     /// Only the fields that changed are `Some`.
     Updated {
@@ -238,6 +454,54 @@ pub enum TaskEvent {
         to: u8,
     },
     Deleted,
+    Claimed {
+        agent_id: Uuid,
+        attempt: u32,
+        lease_expires_at: DateTime<Utc>,
+    },
+    LeaseExtended {
+        agent_id: Uuid,
+        attempt: u32,
+        lease_expires_at: DateTime<Utc>,
+    },
+    ProgressReported {
+        agent_id: Uuid,
+        attempt: u32,
+        message: String,
+        percent: Option<u8>,
+    },
+    Completed {
+        agent_id: Uuid,
+        attempt: u32,
+        result: Option<String>,
+    },
+    /// An attempt failed; with `retry_at`, the task is queued again from then.
+    AttemptFailed {
+        agent_id: Uuid,
+        attempt: u32,
+        error: String,
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// The lease ran out: a failed attempt, queued again from `retry_at` if attempts remain.
+    LeaseExpired {
+        agent_id: Uuid,
+        attempt: u32,
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// The agent let go without failing (it was deactivated): queued again at once, no failure counted.
+    Released {
+        agent_id: Uuid,
+        attempt: u32,
+        reason: String,
+    },
+    /// No attempts remain, or the last error was not worth retrying: the task is dead.
+    Failed {
+        failures: u32,
+    },
+    Cancelled {
+        reason: Option<String>,
+    },
+    Retried,
 }
 
 impl TaskEvent {
@@ -247,6 +511,30 @@ impl TaskEvent {
             TaskEvent::Updated { .. } => "TaskUpdated",
             TaskEvent::Reprioritized { .. } => "TaskReprioritized",
             TaskEvent::Deleted => "TaskDeleted",
+            TaskEvent::Claimed { .. } => "TaskClaimed",
+            TaskEvent::LeaseExtended { .. } => "TaskLeaseExtended",
+            TaskEvent::ProgressReported { .. } => "TaskProgressReported",
+            TaskEvent::Completed { .. } => "TaskCompleted",
+            TaskEvent::AttemptFailed { .. } => "TaskAttemptFailed",
+            TaskEvent::LeaseExpired { .. } => "TaskLeaseExpired",
+            TaskEvent::Released { .. } => "TaskReleased",
+            TaskEvent::Failed { .. } => "TaskFailed",
+            TaskEvent::Cancelled { .. } => "TaskCancelled",
+            TaskEvent::Retried => "TaskRetried",
+        }
+    }
+
+    /// The agent the event is about, for lifecycle events.
+    pub fn agent_id(&self) -> Option<Uuid> {
+        match self {
+            TaskEvent::Claimed { agent_id, .. }
+            | TaskEvent::LeaseExtended { agent_id, .. }
+            | TaskEvent::ProgressReported { agent_id, .. }
+            | TaskEvent::Completed { agent_id, .. }
+            | TaskEvent::AttemptFailed { agent_id, .. }
+            | TaskEvent::LeaseExpired { agent_id, .. }
+            | TaskEvent::Released { agent_id, .. } => Some(*agent_id),
+            _ => None,
         }
     }
 }
@@ -261,32 +549,138 @@ impl Aggregate for Task {
 
     fn decide(state: &TaskState, command: &TaskCommand) -> Result<Vec<TaskEvent>, DomainError> {
         use TaskCommand as C;
+        use TaskStatus as S;
+        let id = state.id;
         match (state.status, command) {
-            (TaskStatus::Absent, C::Create(c)) => Ok(vec![TaskEvent::Created {
+            (S::Absent, C::Create(c)) => Ok(vec![TaskEvent::Created {
                 id: c.id,
                 title: c.title.as_str().to_owned(),
                 description: c.description.as_str().to_owned(),
                 priority: c.priority.get(),
                 required_capabilities: c.required_capabilities.to_strings(),
                 parent_task_id: c.parent_task_id,
+                max_attempts: c.max_attempts.get(),
+                run_after: c.run_after,
+                input: c.input.as_ref().map(|d| d.as_str().to_owned()),
+                stage: c.stage.clone(),
             }]),
             (_, C::Create(c)) => Err(DomainError::Conflict(format!("task {} already exists", c.id))),
-            (TaskStatus::Absent | TaskStatus::Deleted, _) => Err(DomainError::NotFound(format!("task {}", state.id))),
+            (S::Absent | S::Deleted, _) => Err(DomainError::NotFound(format!("task {id}"))),
             (status, C::Update(_) | C::Reprioritize(_)) if status.is_final() => {
-                Err(DomainError::Conflict(format!("task {} is {} and can no longer change", state.id, status.as_str())))
+                Err(DomainError::Conflict(format!("task {id} is {} and can no longer change", status.as_str())))
             }
             (_, C::Update(u)) => Ok(update(state, u)),
             (_, C::Reprioritize(p)) => Ok(reprioritize(state, *p).into_iter().collect()),
-            (TaskStatus::InProgress, C::Delete) => {
-                Err(DomainError::Conflict(format!("task {} is in progress; cancel it before deleting it", state.id)))
+            (S::InProgress, C::Delete) => {
+                Err(DomainError::Conflict(format!("task {id} is in progress; cancel it before deleting it")))
             }
             (_, C::Delete) => Ok(vec![TaskEvent::Deleted]),
+            (S::Pending, C::Claim { agent_id, now, lease_expires_at }) => {
+                if state.run_after.is_some_and(|at| at > *now) {
+                    return Err(DomainError::Conflict(format!("task {id} is not due yet")));
+                }
+                Ok(vec![TaskEvent::Claimed {
+                    agent_id: *agent_id,
+                    attempt: state.attempt + 1,
+                    lease_expires_at: *lease_expires_at,
+                }])
+            }
+            (status, C::Claim { .. }) => {
+                Err(DomainError::Conflict(format!("task {id} is {} and cannot be claimed", status.as_str())))
+            }
+            // A cancelled task answers its agent's heartbeat with nothing: the agent learns it from the state.
+            (S::Cancelled, C::Heartbeat { agent_id, .. }) if state.lease.is_some_and(|l| l.agent_id == *agent_id) => {
+                Ok(vec![])
+            }
+            (_, C::Heartbeat { agent_id, lease_expires_at }) => {
+                let lease = held(state, *agent_id)?;
+                Ok(vec![TaskEvent::LeaseExtended {
+                    agent_id: *agent_id,
+                    attempt: lease.attempt,
+                    lease_expires_at: (*lease_expires_at).max(lease.expires_at),
+                }])
+            }
+            (_, C::ReportProgress { agent_id, message, percent }) => {
+                let lease = held(state, *agent_id)?;
+                Ok(vec![TaskEvent::ProgressReported {
+                    agent_id: *agent_id,
+                    attempt: lease.attempt,
+                    message: message.as_str().to_owned(),
+                    percent: percent.map(Percent::get),
+                }])
+            }
+            (_, C::Complete { agent_id, result }) => {
+                let lease = held(state, *agent_id)?;
+                Ok(vec![TaskEvent::Completed {
+                    agent_id: *agent_id,
+                    attempt: lease.attempt,
+                    result: result.as_ref().map(|r| r.as_str().to_owned()),
+                }])
+            }
+            (_, C::Fail { agent_id, error, retryable, now, jitter }) => {
+                let lease = held(state, *agent_id)?;
+                let retry_at = (*retryable).then(|| retry_at(state, *now, *jitter)).flatten();
+                let mut events = vec![TaskEvent::AttemptFailed {
+                    agent_id: *agent_id,
+                    attempt: lease.attempt,
+                    error: error.as_str().to_owned(),
+                    retry_at,
+                }];
+                if retry_at.is_none() {
+                    events.push(TaskEvent::Failed { failures: state.failures + 1 });
+                }
+                Ok(events)
+            }
+            (S::InProgress, C::ExpireLease { now, jitter }) => match state.lease {
+                Some(lease) if lease.expires_at <= *now => {
+                    let retry_at = retry_at(state, *now, *jitter);
+                    let mut events =
+                        vec![TaskEvent::LeaseExpired { agent_id: lease.agent_id, attempt: lease.attempt, retry_at }];
+                    if retry_at.is_none() {
+                        events.push(TaskEvent::Failed { failures: state.failures + 1 });
+                    }
+                    Ok(events)
+                }
+                _ => Ok(vec![]),
+            },
+            (_, C::ExpireLease { .. }) => Ok(vec![]),
+            (S::InProgress, C::Release { agent_id, reason }) => match state.lease {
+                Some(lease) if lease.agent_id == *agent_id => Ok(vec![TaskEvent::Released {
+                    agent_id: *agent_id,
+                    attempt: lease.attempt,
+                    reason: reason.clone(),
+                }]),
+                _ => Ok(vec![]),
+            },
+            (_, C::Release { .. }) => Ok(vec![]),
+            (S::Pending | S::InProgress, C::Cancel { reason }) => {
+                Ok(vec![TaskEvent::Cancelled { reason: reason.clone() }])
+            }
+            (status, C::Cancel { .. }) => {
+                Err(DomainError::Conflict(format!("task {id} is {} and cannot be cancelled", status.as_str())))
+            }
+            (S::Failed, C::Retry) => Ok(vec![TaskEvent::Retried]),
+            (status, C::Retry) => Err(DomainError::Conflict(format!(
+                "task {id} is {}; only a failed task can be retried",
+                status.as_str()
+            ))),
         }
     }
 
     fn evolve(mut state: TaskState, event: &TaskEvent) -> TaskState {
         match event {
-            TaskEvent::Created { id, title, description, priority, required_capabilities, parent_task_id } => {
+            TaskEvent::Created {
+                id,
+                title,
+                description,
+                priority,
+                required_capabilities,
+                parent_task_id,
+                max_attempts,
+                run_after,
+                input,
+                stage,
+            } => {
                 state = TaskState {
                     id: *id,
                     status: TaskStatus::Pending,
@@ -295,6 +689,11 @@ impl Aggregate for Task {
                     priority: *priority,
                     required_capabilities: required_capabilities.clone(),
                     parent_task_id: *parent_task_id,
+                    max_attempts: *max_attempts,
+                    run_after: *run_after,
+                    input: input.clone(),
+                    stage: stage.clone(),
+                    ..TaskState::default()
                 };
             }
             TaskEvent::Updated { title, description, required_capabilities } => {
@@ -310,8 +709,74 @@ impl Aggregate for Task {
             }
             TaskEvent::Reprioritized { to, .. } => state.priority = *to,
             TaskEvent::Deleted => state.status = TaskStatus::Deleted,
+            TaskEvent::Claimed { agent_id, attempt, lease_expires_at } => {
+                state.status = TaskStatus::InProgress;
+                state.attempt = *attempt;
+                state.lease = Some(Lease { agent_id: *agent_id, attempt: *attempt, expires_at: *lease_expires_at });
+                state.progress = None;
+            }
+            TaskEvent::LeaseExtended { lease_expires_at, .. } => {
+                if let Some(lease) = &mut state.lease {
+                    lease.expires_at = *lease_expires_at;
+                }
+            }
+            TaskEvent::ProgressReported { message, percent, .. } => {
+                state.progress = Some(Progress { message: message.clone(), percent: *percent });
+            }
+            TaskEvent::Completed { result, .. } => {
+                state.status = TaskStatus::Completed;
+                state.result = result.clone();
+                state.lease = None;
+                state.run_after = None;
+            }
+            TaskEvent::AttemptFailed { agent_id, attempt, error, retry_at } => {
+                state.errors.push(AttemptError { attempt: *attempt, agent_id: *agent_id, error: error.clone() });
+                requeue(&mut state, *retry_at, true);
+            }
+            TaskEvent::LeaseExpired { agent_id, attempt, retry_at } => {
+                state.errors.push(AttemptError { attempt: *attempt, agent_id: *agent_id, error: LEASE_EXPIRED.into() });
+                requeue(&mut state, *retry_at, true);
+            }
+            TaskEvent::Released { .. } => requeue(&mut state, None, false),
+            TaskEvent::Failed { .. } => {
+                state.status = TaskStatus::Failed;
+                state.run_after = None;
+            }
+            TaskEvent::Cancelled { .. } => state.status = TaskStatus::Cancelled,
+            TaskEvent::Retried => {
+                state.status = TaskStatus::Pending;
+                state.failures = 0;
+                state.run_after = None;
+            }
         }
         state
+    }
+}
+
+/// The lease `agent_id` holds on the task; refuses anyone else.
+fn held(state: &TaskState, agent_id: Uuid) -> Result<Lease, DomainError> {
+    let id = state.id;
+    match (state.status, state.lease) {
+        (TaskStatus::InProgress, Some(lease)) if lease.agent_id == agent_id => Ok(lease),
+        (TaskStatus::InProgress, Some(_)) => Err(DomainError::Forbidden(format!("task {id} is held by another agent"))),
+        (TaskStatus::Cancelled, _) => Err(DomainError::Conflict(format!("task {id} was cancelled"))),
+        _ => Err(DomainError::Conflict(format!("task {id} is not held by this agent (its lease may have expired)"))),
+    }
+}
+
+/// When a failed attempt is retried, or `None` when it was the last one.
+fn retry_at(state: &TaskState, now: DateTime<Utc>, jitter: f64) -> Option<DateTime<Utc>> {
+    let failures = state.failures + 1;
+    (failures < state.max_attempts).then(|| now + backoff(failures, jitter))
+}
+
+/// The task leaves its agent and waits in the queue again (unless a `Failed` follows).
+fn requeue(state: &mut TaskState, run_after: Option<DateTime<Utc>>, failed: bool) {
+    state.status = TaskStatus::Pending;
+    state.lease = None;
+    state.run_after = run_after;
+    if failed {
+        state.failures += 1;
     }
 }
 
@@ -350,18 +815,154 @@ mod tests {
             priority: 3,
             required_capabilities: vec!["docs".into()],
             parent_task_id: None,
+            max_attempts: 2,
+            run_after: None,
+            input: None,
+            stage: None,
         }
     }
 
     fn create() -> TaskCommand {
         TaskCommand::Create(CreateTask {
-            id: id(),
-            title: Title::parse("  Write docs ").unwrap(),
-            description: Description::default(),
-            priority: Priority::DEFAULT,
             required_capabilities: Capabilities::parse(&["docs", "docs"]).unwrap(),
-            parent_task_id: None,
+            max_attempts: MaxAttempts::parse(2).unwrap(),
+            ..CreateTask::new(id(), Title::parse("  Write docs ").unwrap())
         })
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    const ADA: Uuid = Uuid::from_u128(0xada);
+    const BOB: Uuid = Uuid::from_u128(0xb0b);
+
+    fn claimed(attempt: u32) -> TaskEvent {
+        TaskEvent::Claimed { agent_id: ADA, attempt, lease_expires_at: at(30) }
+    }
+
+    fn claim(agent_id: Uuid) -> TaskCommand {
+        TaskCommand::Claim { agent_id, now: at(0), lease_expires_at: at(30) }
+    }
+
+    fn fail(retryable: bool) -> TaskCommand {
+        TaskCommand::Fail {
+            agent_id: ADA,
+            error: Message::parse("error", "boom").unwrap(),
+            retryable,
+            now: at(10),
+            jitter: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_claim_counts_the_attempt_and_records_the_lease() {
+        given::<Task>([created()]).when(claim(ADA)).then([claimed(1)]);
+        given::<Task>([created(), claimed(1)])
+            .when(claim(BOB))
+            .then_error(DomainError::Conflict(format!("task {} is IN_PROGRESS and cannot be claimed", id())));
+    }
+
+    #[test]
+    fn only_the_lease_holder_reports() {
+        let complete = |agent_id| TaskCommand::Complete { agent_id, result: None };
+        given::<Task>([created(), claimed(1)])
+            .when(complete(BOB))
+            .then_error(DomainError::Forbidden(format!("task {} is held by another agent", id())));
+        given::<Task>([created(), claimed(1)]).when(complete(ADA)).then([TaskEvent::Completed {
+            agent_id: ADA,
+            attempt: 1,
+            result: None,
+        }]);
+        given::<Task>([created()]).when(complete(ADA)).then_error(DomainError::Conflict(format!(
+            "task {} is not held by this agent (its lease may have expired)",
+            id()
+        )));
+    }
+
+    #[test]
+    fn a_retryable_failure_backs_off_until_attempts_run_out() {
+        let first = TaskEvent::AttemptFailed {
+            agent_id: ADA,
+            attempt: 1,
+            error: "boom".into(),
+            retry_at: Some(at(10) + backoff(1, 0.0)),
+        };
+        given::<Task>([created(), claimed(1)]).when(fail(true)).then([first.clone()]);
+        // The second of two attempts is the last.
+        given::<Task>([created(), claimed(1), first.clone(), claimed(2)]).when(fail(true)).then([
+            TaskEvent::AttemptFailed { agent_id: ADA, attempt: 2, error: "boom".into(), retry_at: None },
+            TaskEvent::Failed { failures: 2 },
+        ]);
+        // Not retryable: dead at once.
+        given::<Task>([created(), claimed(1)]).when(fail(false)).then([
+            TaskEvent::AttemptFailed { agent_id: ADA, attempt: 1, error: "boom".into(), retry_at: None },
+            TaskEvent::Failed { failures: 1 },
+        ]);
+        // A task waiting out its backoff is not due.
+        given::<Task>([created(), claimed(1), first])
+            .when(TaskCommand::Claim { agent_id: BOB, now: at(10), lease_expires_at: at(40) })
+            .then_error(DomainError::Conflict(format!("task {} is not due yet", id())));
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        assert_eq!(backoff(1, 0.0), chrono::TimeDelta::milliseconds(500));
+        assert_eq!(backoff(1, 1.0), chrono::TimeDelta::seconds(1));
+        assert_eq!(backoff(3, 0.0), chrono::TimeDelta::seconds(2));
+        assert_eq!(backoff(60, 1.0), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn an_expired_lease_is_a_failed_attempt_and_a_live_one_is_left_alone() {
+        let expire = |now| TaskCommand::ExpireLease { now, jitter: 0.0 };
+        given::<Task>([created(), claimed(1)]).when(expire(at(29))).then([]);
+        given::<Task>([created(), claimed(1)]).when(expire(at(30))).then([TaskEvent::LeaseExpired {
+            agent_id: ADA,
+            attempt: 1,
+            retry_at: Some(at(30) + backoff(1, 0.0)),
+        }]);
+        let heartbeat = TaskCommand::Heartbeat { agent_id: ADA, lease_expires_at: at(60) };
+        let extended = TaskEvent::LeaseExtended { agent_id: ADA, attempt: 1, lease_expires_at: at(60) };
+        given::<Task>([created(), claimed(1)]).when(heartbeat).then([extended.clone()]);
+        given::<Task>([created(), claimed(1), extended]).when(expire(at(30))).then([]);
+    }
+
+    #[test]
+    fn a_cancelled_task_tells_its_agent_through_the_heartbeat() {
+        let cancelled = TaskEvent::Cancelled { reason: None };
+        given::<Task>([created(), claimed(1), cancelled.clone()])
+            .when(TaskCommand::Heartbeat { agent_id: ADA, lease_expires_at: at(60) })
+            .then([]);
+        given::<Task>([created(), claimed(1), cancelled])
+            .when(TaskCommand::Complete { agent_id: ADA, result: None })
+            .then_error(DomainError::Conflict(format!("task {} was cancelled", id())));
+    }
+
+    #[test]
+    fn only_a_failed_task_is_retried_and_it_gets_fresh_attempts() {
+        let history = [
+            created(),
+            claimed(1),
+            TaskEvent::AttemptFailed { agent_id: ADA, attempt: 1, error: "boom".into(), retry_at: None },
+            TaskEvent::Failed { failures: 1 },
+        ];
+        given::<Task>(history.clone()).when(TaskCommand::Retry).then([TaskEvent::Retried]);
+        let state = Task::fold(&[history.to_vec(), vec![TaskEvent::Retried]].concat());
+        assert_eq!((state.status, state.failures, state.errors.len()), (TaskStatus::Pending, 0, 1));
+        given::<Task>([created()])
+            .when(TaskCommand::Retry)
+            .then_error(DomainError::Conflict(format!("task {} is PENDING; only a failed task can be retried", id())));
+    }
+
+    #[test]
+    fn a_released_task_is_queued_again_without_a_failure() {
+        let state = Task::fold(&[
+            created(),
+            claimed(1),
+            TaskEvent::Released { agent_id: ADA, attempt: 1, reason: "deactivated".into() },
+        ]);
+        assert_eq!((state.status, state.failures, state.lease), (TaskStatus::Pending, 0, None));
     }
 
     #[test]

@@ -49,11 +49,17 @@ pub struct Caller {
     pub role: Role,
     /// Set when the caller is an agent, authenticated by its API key.
     pub agent: Option<uuid::Uuid>,
+    /// An agent's registered capabilities; empty for people.
+    pub capabilities: Vec<String>,
 }
 
 impl Caller {
-    pub fn agent(id: uuid::Uuid) -> Caller {
-        Caller { subject: id.to_string(), role: Role::Viewer, agent: Some(id) }
+    pub fn agent(id: uuid::Uuid, capabilities: Vec<String>) -> Caller {
+        Caller { subject: id.to_string(), role: Role::Viewer, agent: Some(id), capabilities }
+    }
+
+    pub fn person(subject: impl Into<String>, role: Role) -> Caller {
+        Caller { subject: subject.into(), role, agent: None, capabilities: Vec::new() }
     }
 
     /// The actor events record for this caller.
@@ -93,7 +99,7 @@ impl SigningKey {
                 _ => AuthError::Invalid,
             },
         )?;
-        Ok(Caller { subject: data.claims.sub, role: data.claims.role, agent: None })
+        Ok(Caller::person(data.claims.sub, data.claims.role))
     }
 }
 
@@ -133,7 +139,7 @@ mod tests {
     fn tokens_round_trip_and_tampering_is_refused() {
         let key = SigningKey::new(vec![7; 32]);
         let token = key.issue("ada", Role::Supervisor, chrono::Duration::hours(1));
-        assert_eq!(key.verify(&token).unwrap(), Caller { subject: "ada".into(), role: Role::Supervisor, agent: None });
+        assert_eq!(key.verify(&token).unwrap(), Caller::person("ada", Role::Supervisor));
         let other = SigningKey::new(vec![8; 32]);
         assert_eq!(other.verify(&token), Err(AuthError::Invalid));
         let expired = key.issue("ada", Role::Admin, chrono::Duration::hours(-1));

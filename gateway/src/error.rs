@@ -50,6 +50,7 @@ impl From<DomainError> for GqlError {
             DomainError::Invalid { field, message } => bad_input(field, message),
             DomainError::NotFound(_) => error(Code::NotFound, e.to_string()),
             DomainError::Conflict(_) => error(Code::Conflict, e.to_string()),
+            DomainError::Forbidden(_) => error(Code::Forbidden, e.to_string()),
         })
     }
 }

@@ -83,7 +83,7 @@ async fn authenticate(services: &Services, headers: &HeaderMap) -> Result<Caller
 async fn verify(services: &Services, token: &str) -> Result<Caller, AuthError> {
     if token.starts_with("dva_") {
         return match services.keys.verify(token).await {
-            Ok(agent) => Ok(Caller::agent(agent)),
+            Ok(agent) => Ok(Caller::agent(agent.id, agent.capabilities)),
             Err(KeyError::Inactive) => Err(AuthError::Deactivated),
             Err(KeyError::Invalid) => Err(AuthError::Invalid),
         };

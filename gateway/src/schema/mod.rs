@@ -8,8 +8,8 @@ use devart_commands::store::EventFilter;
 use devart_commands::{CommandContext, Folded, Recorded};
 use devart_domain::agent::{AgentName, AgentState, AgentStatus};
 use devart_domain::task::{
-    Capabilities, CreateTask, Description, Priority, Task as TaskAggregate, TaskCommand, TaskState,
-    TaskStatus as DomainTaskStatus, Title, UpdateTask,
+    Capabilities, CreateTask, Description, Document, MaxAttempts, Priority, Task as TaskAggregate, TaskCommand,
+    TaskState, TaskStatus as DomainTaskStatus, Title, UpdateTask,
 };
 use devart_domain::{ActorKind as DomainActorKind, Position, StreamId};
 use devart_projections::agents::{AgentRow, COLUMNS as AGENT_COLUMNS};
@@ -23,9 +23,22 @@ use crate::Services;
 
 pub type Schema = async_graphql::Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
+mod work;
+
+#[derive(async_graphql::MergedObject, Default)]
+pub struct QueryRoot(CoreQuery, work::WorkQuery);
+
+#[derive(async_graphql::MergedObject, Default)]
+pub struct MutationRoot(CoreMutation, work::WorkMutation);
+
+#[derive(async_graphql::MergedSubscription, Default)]
+pub struct SubscriptionRoot(CoreSubscription);
+
 pub fn build(services: Option<Services>) -> Schema {
     let builder =
-        async_graphql::Schema::build(QueryRoot, MutationRoot, SubscriptionRoot).limit_depth(32).limit_complexity(5_000);
+        async_graphql::Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
+            .limit_depth(32)
+            .limit_complexity(5_000);
     match services {
         Some(s) => builder.data(s).finish(),
         None => builder.finish(),
@@ -150,6 +163,7 @@ impl From<DomainTaskStatus> for TaskStatus {
 
 /// A unit of work.
 #[derive(Debug, Clone, SimpleObject)]
+#[graphql(complex)]
 pub struct Task {
     pub id: ID,
     pub title: String,
@@ -165,10 +179,84 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
     /// `user:<subject>`, `agent:<id>` or `system:<name>`.
     pub created_by: String,
+    /// How many attempts fail the task for good.
+    pub max_attempts: i32,
+    /// Attempts started so far: the number of the current or last claim.
+    pub attempt: i32,
+    /// Attempts failed since the task was created or last retried.
+    pub failures: i32,
+    /// Not claimable before this time: a delayed task, or one waiting out its retry backoff.
+    pub run_after: Option<DateTime<Utc>>,
+    pub input: Option<Json<serde_json::Value>>,
+    /// What the agent that completed the task returned.
+    pub result: Option<Json<serde_json::Value>>,
+    /// Every failed attempt, oldest first.
+    pub errors: Vec<AttemptError>,
+    /// Who works the task and until when; set while it is in progress.
+    pub lease: Option<Lease>,
+    pub progress: Option<Progress>,
+    /// The workflow run and stage the task carries out.
+    pub workflow_run_id: Option<ID>,
+    pub stage_key: Option<String>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct AttemptError {
+    pub attempt: i32,
+    pub agent_id: ID,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Lease {
+    pub agent_id: ID,
+    pub attempt: i32,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Progress {
+    pub message: String,
+    /// 0 to 100.
+    pub percent: Option<i32>,
+}
+
+#[async_graphql::ComplexObject]
+impl Task {
+    /// The task this one continues.
+    async fn parent(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Task>> {
+        let Some(parent) = &self.parent_task_id else { return Ok(None) };
+        let id = parse_id("parentTaskId", parent)?;
+        task_by_id(ctx, id).await
+    }
+
+    /// The tasks that continue this one, oldest first.
+    async fn children(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Task>> {
+        let id = parse_id("id", &self.id)?;
+        let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+            "select {TASK_COLUMNS} from tasks where parent_task_id = $1 order by created_at, id"
+        ))
+        .bind(id)
+        .fetch_all(&services(ctx).pool)
+        .await
+        .map_err(gql)?;
+        Ok(rows.into_iter().map(Task::from).collect())
+    }
+}
+
+pub(crate) async fn task_by_id(ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Task>> {
+    let row: Option<TaskRow> = sqlx::query_as(&format!("select {TASK_COLUMNS} from tasks where id = $1"))
+        .bind(id)
+        .fetch_optional(&services(ctx).pool)
+        .await
+        .map_err(gql)?;
+    Ok(row.map(Task::from))
 }
 
 impl From<TaskRow> for Task {
     fn from(r: TaskRow) -> Self {
+        let errors: Vec<devart_projections::tasks::AttemptErrorRow> =
+            serde_json::from_value(r.errors).unwrap_or_default();
         Task {
             id: ID(r.id.to_string()),
             title: r.title,
@@ -181,27 +269,46 @@ impl From<TaskRow> for Task {
             created_at: r.created_at,
             updated_at: r.updated_at,
             created_by: r.created_by,
+            max_attempts: r.max_attempts,
+            attempt: r.attempt,
+            failures: r.failures,
+            run_after: r.run_after,
+            input: r.input.map(Json),
+            result: r.result.map(Json),
+            errors: errors
+                .into_iter()
+                .map(|e| AttemptError {
+                    attempt: e.attempt as i32,
+                    agent_id: ID(e.agent_id.to_string()),
+                    error: e.error,
+                })
+                .collect(),
+            lease: r.agent_id.zip(r.lease_expires_at).filter(|_| r.status == "IN_PROGRESS").map(|(agent, at)| Lease {
+                agent_id: ID(agent.to_string()),
+                attempt: r.attempt,
+                expires_at: at,
+            }),
+            progress: r
+                .progress_message
+                .map(|message| Progress { message, percent: r.progress_percent.map(i32::from) }),
+            workflow_run_id: r.workflow_run_id.map(|w| ID(w.to_string())),
+            stage_key: r.stage_key,
         }
     }
 }
 
 impl From<Folded<TaskState>> for Task {
     fn from(f: Folded<TaskState>) -> Self {
-        let s = f.state;
         let now = Utc::now();
-        Task {
-            id: ID(s.id.to_string()),
-            title: s.title,
-            description: s.description,
-            status: s.status.into(),
-            priority: i32::from(s.priority),
-            required_capabilities: s.required_capabilities,
-            parent_task_id: s.parent_task_id.map(|p| ID(p.to_string())),
-            version: f.version as i64,
-            created_at: f.created_at.unwrap_or(now),
-            updated_at: f.updated_at.unwrap_or(now),
-            created_by: f.created_by.unwrap_or_default(),
-        }
+        let created_at = f.created_at.unwrap_or(now);
+        TaskRow::from_state(
+            f.state,
+            f.version,
+            created_at,
+            f.updated_at.unwrap_or(created_at),
+            f.created_by.unwrap_or_default(),
+        )
+        .into()
     }
 }
 
@@ -283,8 +390,16 @@ pub struct CreateTaskInput {
     pub priority: i32,
     #[graphql(default)]
     pub required_capabilities: Vec<String>,
-    /// The task this one continues (task chaining).
+    /// The task this one continues (task chaining). An agent may create tasks only as successors
+    /// of a task it holds.
     pub parent_task_id: Option<ID>,
+    /// Attempts before the task fails for good: 1 to 100.
+    #[graphql(default = 3)]
+    pub max_attempts: i32,
+    /// Not claimable before this time.
+    pub run_after: Option<DateTime<Utc>>,
+    /// Any JSON document the agent doing the task needs.
+    pub input: Option<Json<serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, InputObject)]
@@ -319,6 +434,14 @@ pub struct Agent {
     pub version: i64,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When it last claimed, heartbeated or reported.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// The task it claimed last, while it holds it.
+    pub current_task_id: Option<ID>,
+    pub tasks_claimed: i64,
+    pub tasks_completed: i64,
+    /// Attempts that failed: reported failures and expired leases.
+    pub tasks_failed: i64,
 }
 
 impl From<AgentRow> for Agent {
@@ -332,6 +455,11 @@ impl From<AgentRow> for Agent {
             version: r.version,
             registered_at: r.registered_at,
             updated_at: r.updated_at,
+            last_seen_at: r.last_seen_at,
+            current_task_id: r.current_task_id.map(|t| ID(t.to_string())),
+            tasks_claimed: r.tasks_claimed,
+            tasks_completed: r.tasks_completed,
+            tasks_failed: r.tasks_failed,
         }
     }
 }
@@ -349,6 +477,11 @@ impl From<Folded<AgentState>> for Agent {
             version: f.version as i64,
             registered_at: f.created_at.unwrap_or(now),
             updated_at: f.updated_at.unwrap_or(now),
+            last_seen_at: None,
+            current_task_id: None,
+            tasks_claimed: 0,
+            tasks_completed: 0,
+            tasks_failed: 0,
         }
     }
 }
@@ -379,10 +512,16 @@ fn domain<T>(r: Result<T, devart_domain::DomainError>) -> async_graphql::Result<
     r.map_err(gql)
 }
 
-pub struct QueryRoot;
+/// A JSON argument as the document a task carries.
+pub(crate) fn document(field: &'static str, value: &serde_json::Value) -> async_graphql::Result<Document> {
+    domain(Document::parse(field, value.to_string()))
+}
+
+#[derive(Default)]
+pub struct CoreQuery;
 
 #[Object]
-impl QueryRoot {
+impl CoreQuery {
     /// Who the token belongs to.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
         let caller = caller(ctx)?;
@@ -392,13 +531,7 @@ impl QueryRoot {
     /// A task as the task board holds it; null if there is no such task.
     async fn task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Task>> {
         caller(ctx)?;
-        let id = parse_id("id", &id)?;
-        let row: Option<TaskRow> = sqlx::query_as(&format!("select {TASK_COLUMNS} from tasks where id = $1"))
-            .bind(id)
-            .fetch_optional(&services(ctx).pool)
-            .await
-            .map_err(gql)?;
-        Ok(row.map(Task::from))
+        task_by_id(ctx, parse_id("id", &id)?).await
     }
 
     /// The task board, newest first.
@@ -521,13 +654,18 @@ fn decode_task_cursor(cursor: &str) -> async_graphql::Result<(DateTime<Utc>, Uui
     Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
 }
 
-pub struct MutationRoot;
+#[derive(Default)]
+pub struct CoreMutation;
 
 #[Object]
-impl MutationRoot {
-    /// Creates a task (supervisor). Returns it as created.
+impl CoreMutation {
+    /// Creates a task (supervisor; or an agent, as a successor of a task it holds). Returns it as
+    /// created.
     async fn create_task(&self, ctx: &Context<'_>, input: CreateTaskInput) -> async_graphql::Result<Task> {
-        let caller = require(ctx, Role::Supervisor)?;
+        let caller = caller(ctx)?.clone();
+        if caller.agent.is_none() {
+            require(ctx, Role::Supervisor)?;
+        }
         let context = command_context(ctx, &caller);
         let command = CreateTask {
             id: new_aggregate_id(ctx, &context),
@@ -536,6 +674,10 @@ impl MutationRoot {
             priority: domain(Priority::parse(i64::from(input.priority)))?,
             required_capabilities: domain(Capabilities::parse(&input.required_capabilities))?,
             parent_task_id: input.parent_task_id.map(|p| parse_id("parentTaskId", &p)).transpose()?,
+            max_attempts: domain(MaxAttempts::parse(i64::from(input.max_attempts)))?,
+            run_after: input.run_after,
+            input: input.input.map(|j| document("input", &j.0)).transpose()?,
+            stage: None,
         };
         let folded = services(ctx).commands.create_task(command, &context).await.map_err(gql)?;
         Ok(folded.into())
@@ -624,7 +766,8 @@ impl MutationRoot {
     }
 }
 
-pub struct SubscriptionRoot;
+#[derive(Default)]
+pub struct CoreSubscription;
 
 fn parse_capabilities(values: &[String]) -> async_graphql::Result<Capabilities> {
     Capabilities::parse(values).map_err(|e| match e {
@@ -634,7 +777,7 @@ fn parse_capabilities(values: &[String]) -> async_graphql::Result<Capabilities> 
 }
 
 #[Subscription]
-impl SubscriptionRoot {
+impl CoreSubscription {
     /// Every event after `after` (a position; by default, from now on): first those already
     /// stored, then live, with no gap and no repeat between the two.
     async fn events(

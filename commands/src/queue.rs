@@ -1,0 +1,226 @@
+//! The task queue: the write-side table claims are made from, kept in step with task events.
+//!
+//! `task_queue` holds one row per task that waits (`pending`) or is being worked (`claimed`). Every
+//! task command writes the row its new state calls for in the transaction that appends its events
+//! ([`sync`], through [`Stored::beside`](crate::Stored::beside)), so the queue and the events never
+//! disagree. A claim locks the best fitting pending row with `FOR UPDATE SKIP LOCKED`, decides the
+//! claim against the task's stream in the same transaction and appends `TaskClaimed`: concurrent
+//! claimers never wait for each other and never get the same task. Should two ever pick the same
+//! stream version anyway, the event store's expected-version check refuses the second.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use devart_domain::task::{Task, TaskCommand, TaskState, TaskStatus};
+use devart_domain::{Actor, Aggregate, Event, StreamId};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::handler::{fold, CommandError, Commands, Folded};
+use crate::store::{self, CommandContext, StoreError};
+
+/// Leases last 30 s unless the claim asks otherwise; between 5 s and 1 h.
+pub const LEASE_DEFAULT: TimeDelta = TimeDelta::seconds(30);
+pub const LEASE_MIN: TimeDelta = TimeDelta::seconds(1);
+pub const LEASE_MAX: TimeDelta = TimeDelta::hours(1);
+/// How often the reaper looks for leases that ran out.
+pub const REAPER_INTERVAL: Duration = Duration::from_millis(250);
+/// How many claims are retried when a concurrent writer changed the picked task.
+const CLAIM_RETRIES_MAX: usize = 16;
+
+/// Writes the queue row `state` calls for: a pending or claimed row while the task waits or is
+/// worked, none once it is over.
+pub(crate) async fn sync(
+    conn: &mut sqlx::PgConnection,
+    state: &TaskState,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let queued = match state.status {
+        TaskStatus::Pending => "pending",
+        TaskStatus::InProgress => "claimed",
+        _ => {
+            sqlx::query("delete from task_queue where task_id = $1").bind(state.id).execute(conn).await?;
+            return Ok(());
+        }
+    };
+    let lease = state.lease.filter(|_| state.status == TaskStatus::InProgress);
+    sqlx::query(
+        "insert into task_queue (task_id, priority, created_at, run_after, required_capabilities, state, agent_id, \
+                                 lease_expires_at, failures) \
+         values ($1, $2, $3, coalesce($4, '-infinity'), $5, $6, $7, $8, $9) \
+         on conflict (task_id) do update set priority = excluded.priority, run_after = excluded.run_after, \
+             required_capabilities = excluded.required_capabilities, state = excluded.state, \
+             agent_id = excluded.agent_id, lease_expires_at = excluded.lease_expires_at, \
+             failures = excluded.failures",
+    )
+    .bind(state.id)
+    .bind(i16::from(state.priority))
+    .bind(now)
+    .bind(state.run_after)
+    .bind(&state.required_capabilities)
+    .bind(queued)
+    .bind(lease.map(|l| l.agent_id))
+    .bind(lease.map(|l| l.expires_at))
+    .bind(state.failures as i32)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What an agent asks for when it claims.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub agent_id: Uuid,
+    /// The capabilities to claim with: tasks requiring only these (or fewer) fit.
+    pub capabilities: Vec<String>,
+    pub lease: TimeDelta,
+}
+
+impl Commands {
+    /// Claims the most important due task the agent can do: highest priority, then oldest. `None`
+    /// when nothing fits. The agent must be active (checked in the claim's transaction, so a
+    /// deactivation is never overtaken by a claim).
+    pub async fn claim_task(
+        &self,
+        request: &ClaimRequest,
+        context: &CommandContext,
+    ) -> Result<Option<Folded<TaskState>>, CommandError> {
+        for _ in 0..CLAIM_RETRIES_MAX {
+            let now = Utc::now();
+            let mut tx = self.store().pool().begin().await?;
+            let picked: Option<Uuid> = sqlx::query_scalar(
+                "with agent as (select 1 from agent_keys where agent_id = $3 and active for share) \
+                 select q.task_id from task_queue q \
+                 where q.state = 'pending' and q.run_after <= $1 and q.required_capabilities <@ $2 \
+                   and exists (select 1 from agent) \
+                 order by q.priority desc, q.created_at, q.task_id \
+                 limit 1 for update of q skip locked",
+            )
+            .bind(now)
+            .bind(&request.capabilities)
+            .bind(request.agent_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(task_id) = picked else {
+                tx.rollback().await?;
+                return Ok(None);
+            };
+            let stream_id = StreamId::new(Task::KIND, task_id);
+            let mut folded = fold::<Task>(&store::read_stream_with(&mut *tx, &stream_id, None).await?);
+            let command = TaskCommand::Claim { agent_id: request.agent_id, now, lease_expires_at: now + request.lease };
+            let events = match Task::decide(&folded.state, &command) {
+                Ok(events) => events,
+                Err(refused) => {
+                    // The row and the stream disagree; the stream is the truth: mend the row.
+                    tracing::warn!(%task_id, %refused, "queue row out of step with its task; mending it");
+                    sync(&mut tx, &folded.state, now).await?;
+                    tx.commit().await?;
+                    continue;
+                }
+            };
+            let after = events.iter().fold(folded.state.clone(), Task::evolve);
+            sync(&mut tx, &after, now).await?;
+            let wrapped: Vec<Event> = events.into_iter().map(Event::Task).collect();
+            match store::append_with(&mut *tx, &stream_id, folded.version, &wrapped, context).await {
+                Ok(appended) => {
+                    tx.commit().await?;
+                    self.appended().await;
+                    folded.state = after;
+                    folded.version = appended.stream_version;
+                    folded.updated_at = Some(appended.occurred_at);
+                    return Ok(Some(folded));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::DuplicateCommand(_)) => {
+                    // A retried claim: answer with what the first one claimed.
+                    drop(tx);
+                    return self.claimed_by(context).await.map(Some);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(devart_domain::DomainError::Conflict("the queue is too busy; try again".into()).into())
+    }
+
+    async fn claimed_by(&self, context: &CommandContext) -> Result<Folded<TaskState>, CommandError> {
+        let outcome = self
+            .store()
+            .command_outcome(context.command_id)
+            .await?
+            .ok_or(CommandError::CommandIdReused(context.command_id))?;
+        let stream_id = StreamId::parse(&outcome.stream_id)
+            .ok()
+            .filter(|s| s.id_of(Task::KIND).is_some())
+            .ok_or(CommandError::CommandIdReused(context.command_id))?;
+        Ok(fold::<Task>(&self.store().read_stream(&stream_id, Some(outcome.stream_version)).await?))
+    }
+
+    /// Puts back in the queue every task whose lease ran out by `now`; returns how many.
+    pub async fn expire_leases(&self, now: DateTime<Utc>, limit: i64) -> Result<usize, CommandError> {
+        let expired: Vec<Uuid> = sqlx::query_scalar(
+            "select task_id from task_queue where state = 'claimed' and lease_expires_at <= $1 \
+             order by lease_expires_at limit $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.store().pool())
+        .await?;
+        let mut count = 0;
+        for task_id in expired {
+            let command = TaskCommand::ExpireLease { now, jitter: rand::thread_rng().gen() };
+            let context = CommandContext::new(Actor::system("leases"));
+            match self.execute::<Task>(task_id, command, &context, None).await {
+                Ok(_) => count += 1,
+                // Another reaper, a heartbeat or an outcome got there first: nothing to do.
+                Err(CommandError::Domain(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Puts back in the queue every task `agent_id` holds, without counting a failure.
+    pub async fn release_tasks_of(
+        &self,
+        agent_id: Uuid,
+        reason: &str,
+        context: &CommandContext,
+    ) -> Result<usize, CommandError> {
+        let held: Vec<Uuid> =
+            sqlx::query_scalar("select task_id from task_queue where state = 'claimed' and agent_id = $1")
+                .bind(agent_id)
+                .fetch_all(self.store().pool())
+                .await?;
+        let mut count = 0;
+        for task_id in held {
+            let command = TaskCommand::Release { agent_id, reason: reason.to_owned() };
+            let mut context = context.clone();
+            context.command_id = Uuid::new_v5(&context.command_id, task_id.as_bytes());
+            match self.execute::<Task>(task_id, command, &context, None).await {
+                Ok(_) => count += 1,
+                Err(CommandError::Domain(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// Expires leases every [`REAPER_INTERVAL`] until shutdown. Any number of processes may run it:
+/// each expiry is a command that only one of them gets to append.
+pub async fn run_lease_reaper(commands: Commands, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(REAPER_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match commands.expire_leases(Utc::now(), 500).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "leases expired; tasks queued again"),
+            Err(error) => tracing::warn!(%error, "expiring leases"),
+        }
+    }
+}
