@@ -7,6 +7,7 @@
 //! - `gateway/` (`devart-gateway`): GraphQL over HTTP and WebSocket.
 //! - here: [`Config`], [`Role`] and [`run`], which starts the chosen roles until shutdown.
 
+pub mod agent;
 pub mod bench;
 
 use std::fmt;

@@ -59,6 +59,8 @@ enum Command {
     Schema,
     /// Measures devart against raw baselines on the same database and prints a table.
     Bench(devart::bench::Args),
+    /// Works tasks as an agent: claims them over the GraphQL API and runs a command for each.
+    Agent(devart::agent::Args),
 }
 
 #[derive(Subcommand)]
@@ -149,6 +151,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => devart::bench::run(&config, args).await,
+        Command::Agent(args) => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let code = devart::agent::run(args, shutdown).await?.exit_code();
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -12,5 +12,6 @@ mod event_store;
 mod gateway;
 mod projections;
 mod queue;
+mod reference_agent;
 mod relay;
 mod schema;

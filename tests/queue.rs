@@ -231,6 +231,16 @@ async fn call(running: &Running, agent: &Agent, mutation: &str, variables: Value
     running.graphql_as(&agent.key, mutation, variables).await
 }
 
+/// The types of a task's events, in stream order.
+async fn event_types(env: &TestEnv, task: &str) -> Vec<String> {
+    env.sequence_all().await;
+    sqlx::query_scalar("select event_type from events where stream_id = $1 order by stream_version")
+        .bind(format!("task-{task}"))
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+}
+
 fn code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}"))
 }
@@ -360,13 +370,7 @@ async fn outcomes_retries_cancellation_and_who_may_report() {
     assert_eq!(code(&refused), "FORBIDDEN");
 
     // The audit trail tells the whole story of the flaky task.
-    env.sequence_all().await;
-    let types: Vec<String> =
-        sqlx::query_scalar("select event_type from events where stream_id = $1 order by stream_version")
-            .bind(format!("task-{flaky}"))
-            .fetch_all(&env.pool)
-            .await
-            .unwrap();
+    let types = event_types(&env, &flaky).await;
     assert_eq!(
         types,
         [
@@ -405,13 +409,7 @@ async fn an_abandoned_lease_comes_back_within_lease_plus_two_seconds() {
     let late =
         call(&running, &gone, "mutation($id: ID!) { completeTask(taskId: $id) { id } }", json!({ "id": task })).await;
     assert_eq!(code(&late), "FORBIDDEN");
-    env.sequence_all().await;
-    let types: Vec<String> =
-        sqlx::query_scalar("select event_type from events where stream_id = $1 order by stream_version")
-            .bind(format!("task-{task}"))
-            .fetch_all(&env.pool)
-            .await
-            .unwrap();
+    let types = event_types(&env, &task).await;
     assert_eq!(types, ["TaskCreated", "TaskClaimed", "TaskLeaseExpired", "TaskClaimed"]);
     eprintln!("lease 1 s: claimable again after {waited:?}");
     running.stop().await;
