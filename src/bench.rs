@@ -2,7 +2,8 @@
 //!
 //! A figure alone says little on a noisy machine, so every devart figure stands beside a baseline
 //! measured minutes apart on the same Postgres and NATS: a plain `INSERT`, a plain JetStream
-//! publish, a plain SQL copy, a trivial HTTP query. Where a baseline exists, the target is a ratio.
+//! publish, a plain SQL copy, a trivial HTTP query, a plain SQL queue. Where a baseline exists, the
+//! target is a ratio.
 //!
 //! Each benchmark runs in a scratch database and NATS prefix of its own, removed afterwards (also
 //! after an error or Ctrl-C), so benchmarks cannot disturb each other or a real instance.
@@ -17,11 +18,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use async_nats::HeaderMap;
-use devart_commands::{Bus, CommandContext, EventStore, Nudge};
-use devart_domain::task::{Task, TaskEvent};
+use chrono::Utc;
+use devart_commands::queue::{ClaimRequest, LEASE_DEFAULT};
+use devart_commands::{Bus, CommandContext, Commands, EventStore, Nudge};
+use devart_domain::agent::AgentName;
+use devart_domain::task::{Capabilities, CreateTask, Task, TaskCommand, TaskEvent, TaskState, Title};
 use devart_domain::{Actor, Aggregate, Event, StreamId};
 use devart_projections::tasks::TasksProjection;
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
@@ -57,6 +61,12 @@ pub struct Args {
     /// Seconds the latency measurement (and its baseline) sends for.
     #[arg(long, default_value_t = 10)]
     pub latency_secs: u64,
+    /// Pending tasks in the deep queue of the claim-latency benchmark (the shallow one has 1,000).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..))]
+    pub claim_pending: u64,
+    /// Claims timed at each queue depth.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub claim_samples: u64,
     /// Runs only these benchmarks (comma-separated); all by default.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<Bench>,
@@ -73,10 +83,15 @@ pub enum Bench {
     Relay,
     /// The tasks projection's rebuild against a plain SQL copy.
     Rebuild,
+    /// Claiming and completing tasks, by concurrent agents, against a plain SQL queue.
+    Queue,
+    /// A claim's latency with 1,000 tasks pending and with a million.
+    ClaimLatency,
 }
 
 impl Bench {
-    const ALL: [Bench; 4] = [Bench::Appends, Bench::Latency, Bench::Relay, Bench::Rebuild];
+    const ALL: [Bench; 6] =
+        [Bench::Appends, Bench::Latency, Bench::Relay, Bench::Rebuild, Bench::Queue, Bench::ClaimLatency];
 
     fn label(self) -> &'static str {
         match self {
@@ -84,6 +99,8 @@ impl Bench {
             Bench::Latency => "latency",
             Bench::Relay => "relay",
             Bench::Rebuild => "rebuild",
+            Bench::Queue => "queue",
+            Bench::ClaimLatency => "claim_latency",
         }
     }
 
@@ -93,6 +110,8 @@ impl Bench {
             Bench::Latency => latency(scratch, args).await,
             Bench::Relay => relay(scratch, args).await,
             Bench::Rebuild => rebuild(scratch, args).await,
+            Bench::Queue => queue(scratch, args).await,
+            Bench::ClaimLatency => claim_latency(scratch, args).await,
         }
     }
 }
@@ -172,6 +191,8 @@ enum Target {
     None,
     /// `figure / baseline` at least this.
     RatioAtLeast(f64),
+    /// `figure / baseline` at most this.
+    RatioAtMost(f64),
     AtLeast(f64),
     AtMost(f64),
 }
@@ -185,6 +206,7 @@ impl Row {
         match self.target {
             Target::None => None,
             Target::RatioAtLeast(min) => Some(self.ratio().is_some_and(|r| r >= min)),
+            Target::RatioAtMost(max) => Some(self.ratio().is_some_and(|r| r <= max)),
             Target::AtLeast(min) => Some(self.figure >= min),
             Target::AtMost(max) => Some(self.figure <= max),
         }
@@ -209,6 +231,7 @@ impl fmt::Display for Target {
         match self {
             Target::None => f.write_str("—"),
             Target::RatioAtLeast(min) => write!(f, "ratio ≥ {min:.2}"),
+            Target::RatioAtMost(max) => write!(f, "ratio ≤ {max:.2}"),
             Target::AtLeast(min) => write!(f, "≥ {}", number(*min)),
             Target::AtMost(max) => write!(f, "≤ {}", number(*max)),
         }
@@ -440,18 +463,18 @@ fn task_history(id: Uuid, events: usize) -> Vec<Event> {
     std::iter::once(created).chain(later).map(Event::Task).collect()
 }
 
-/// Runs `workers` copies of `worker` until a shared deadline `duration` away; returns the items
-/// they report per second of wall time.
+/// Runs `workers` copies of `worker` (each told its number, from 0) until a shared deadline
+/// `duration` away; returns the items they report per second of wall time.
 async fn throughput<F, Fut>(workers: usize, duration: Duration, worker: F) -> anyhow::Result<f64>
 where
-    F: Fn(Instant) -> Fut,
+    F: Fn(usize, Instant) -> Fut,
     Fut: Future<Output = anyhow::Result<u64>> + Send + 'static,
 {
     let started = Instant::now();
     let deadline = started + duration;
     let mut running = JoinSet::new();
-    for _ in 0..workers {
-        running.spawn(worker(deadline));
+    for i in 0..workers {
+        running.spawn(worker(i, deadline));
     }
     let mut items = 0;
     while let Some(done) = running.join_next().await {
@@ -545,14 +568,15 @@ async fn appends(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
     let duration = Duration::from_secs(args.duration_secs);
     // Opens every connection and warms both paths before anything is measured.
     let warm_up = Duration::from_millis(500);
-    throughput(32, warm_up, |deadline| insert_rows(scratch.pool.clone(), 1, deadline)).await?;
-    throughput(32, warm_up, |deadline| append_tasks(scratch.store.clone(), 1, deadline)).await?;
+    throughput(32, warm_up, |_, deadline| insert_rows(scratch.pool.clone(), 1, deadline)).await?;
+    throughput(32, warm_up, |_, deadline| append_tasks(scratch.store.clone(), 1, deadline)).await?;
 
     let mut rows = Vec::new();
     for (batch, writers) in APPEND_CASES {
-        let raw = throughput(writers, duration, |deadline| insert_rows(scratch.pool.clone(), batch, deadline)).await?;
+        let raw =
+            throughput(writers, duration, |_, deadline| insert_rows(scratch.pool.clone(), batch, deadline)).await?;
         let devart =
-            throughput(writers, duration, |deadline| append_tasks(scratch.store.clone(), batch, deadline)).await?;
+            throughput(writers, duration, |_, deadline| append_tasks(scratch.store.clone(), batch, deadline)).await?;
         let writers_named = if writers == 1 { "1 writer".to_owned() } else { format!("{writers} writers") };
         let (name, unit) = match batch {
             1 => (format!("append, {writers_named}"), "appends/s"),
@@ -614,7 +638,7 @@ const STRAGGLER_GRACE: Duration = Duration::from_secs(5);
 /// steady rate, with every role of devart in this process; against the HTTP round trip of a
 /// trivial query at the same rate.
 async fn latency(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
-    let devart = Devart::start(&scratch.config).await?;
+    let devart = Devart::start(&scratch.config, &[Role::Gateway, Role::Relay, Role::Projections]).await?;
     let mut socket = devart.subscribe_task_updates().await?;
     for i in 0..WARM_UP_COMMANDS {
         let title = format!("warm-up-{i}");
@@ -796,7 +820,7 @@ fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-/// devart with every role, running inside this process on a free port.
+/// devart with the given roles, running inside this process on a free port.
 struct Devart {
     addr: SocketAddr,
     api: Api,
@@ -805,20 +829,19 @@ struct Devart {
 }
 
 impl Devart {
-    async fn start(config: &Config) -> anyhow::Result<Devart> {
+    async fn start(config: &Config, roles: &[Role]) -> anyhow::Result<Devart> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a free port")?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let running = tokio::spawn({
-            let (config, shutdown) = (config.clone(), shutdown.clone());
-            async move {
-                crate::run(&config, &[Role::Gateway, Role::Relay, Role::Projections], Some(listener), shutdown).await
-            }
+            let (config, roles, shutdown) = (config.clone(), roles.to_vec(), shutdown.clone());
+            async move { crate::run(&config, &roles, Some(listener), shutdown).await }
         });
         let secret = config.jwt_secret.clone().context("the scratch config has a JWT secret")?;
+        // An administrator: registering agents needs one.
         let token = devart_gateway::SigningKey::new(secret.0.into_bytes()).issue(
             "bench",
-            devart_gateway::Role::Supervisor,
+            devart_gateway::Role::Admin,
             chrono::Duration::hours(1),
         );
         let api = Api {
@@ -899,7 +922,8 @@ async fn next_title(socket: &mut Socket) -> anyhow::Result<String> {
     }
 }
 
-/// GraphQL over HTTP with a supervisor's token; cheap to clone into each request's task.
+/// GraphQL over HTTP with an administrator's token, or an agent's API key; cheap to clone into
+/// each request's task. Clones share the client and so its keep-alive connections.
 #[derive(Clone)]
 struct Api {
     client: reqwest::Client,
@@ -908,17 +932,46 @@ struct Api {
 }
 
 impl Api {
+    /// The same API, called with another token (an agent's API key).
+    fn with_token(&self, token: &str) -> Api {
+        Api { token: token.into(), ..self.clone() }
+    }
+
     async fn create_task(&self, title: &str) -> anyhow::Result<()> {
         self.post("mutation($title: String!) { createTask(input: {title: $title}) { id } }", json!({ "title": title }))
             .await
+            .map(drop)
     }
 
     async fn me(&self) -> anyhow::Result<()> {
-        self.post("{ me { subject } }", json!({})).await
+        self.post("{ me { subject } }", json!({})).await.map(drop)
     }
 
-    async fn post(&self, query: &str, variables: Value) -> anyhow::Result<()> {
-        let response: Value = self
+    /// Registers an agent able to do `capabilities`; returns its API key.
+    async fn register_agent(&self, name: &str, capabilities: &[&str]) -> anyhow::Result<String> {
+        let data = self
+            .post(
+                "mutation($name: String!, $capabilities: [String!]!) { \
+                   registerAgent(input: {name: $name, capabilities: $capabilities}) { apiKey } }",
+                json!({ "name": name, "capabilities": capabilities }),
+            )
+            .await?;
+        data["registerAgent"]["apiKey"].as_str().map(str::to_owned).with_context(|| format!("no API key in {data}"))
+    }
+
+    /// Claims a task as the agent whose key this is; its id, or `None` when nothing is pending.
+    async fn claim_task(&self) -> anyhow::Result<Option<String>> {
+        let data = self.post("mutation { claimTask(leaseSeconds: 30) { id } }", json!({})).await?;
+        Ok(data["claimTask"]["id"].as_str().map(str::to_owned))
+    }
+
+    async fn complete_task(&self, id: &str) -> anyhow::Result<()> {
+        self.post("mutation($id: ID!) { completeTask(taskId: $id) { id } }", json!({ "id": id })).await.map(drop)
+    }
+
+    /// The response's `data`.
+    async fn post(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let mut response: Value = self
             .client
             .post(&*self.url)
             .bearer_auth(&self.token)
@@ -930,7 +983,7 @@ impl Api {
             .await?;
         match response.get("errors") {
             Some(errors) => bail!("GraphQL errors: {errors}"),
-            None => Ok(()),
+            None => Ok(response["data"].take()),
         }
     }
 }
@@ -1072,4 +1125,415 @@ async fn raw_copy_rate(pool: &PgPool) -> anyhow::Result<f64> {
     .context("copying events into bench_tasks")?
     .rows_affected();
     Ok(copied as f64 / started.elapsed().as_secs_f64())
+}
+
+// --- 5. Task queue ------------------------------------------------------------------------------
+
+/// Concurrent agents claiming and completing.
+const QUEUE_AGENTS: [usize; 3] = [1, 16, 64];
+/// Pending tasks in devart's queue when a measurement starts, at least: far more than one takes.
+const QUEUE_PENDING_MIN: u64 = 20_000;
+/// The same for the baseline's queue, which drains faster.
+const RAW_QUEUE_PENDING_MIN: u64 = 100_000;
+/// Commands in flight while filling the queue or registering agents.
+const QUEUE_SEEDERS: usize = 8;
+/// What the benchmark's agents can do; the tasks they claim require nothing, or this.
+const AGENT_CAPABILITIES: [&str; 1] = ["rust"];
+const QUEUED_TITLE: &str = "Queued by devart bench";
+const RAN_DRY: &str = "the queue ran dry during the measurement";
+
+/// Tasks per second claimed and completed by 1, 16 and 64 concurrent agents, through the command
+/// layer (`Commands::claim_task`, then `TaskCommand::Complete`) and through GraphQL over HTTP
+/// (`claimTask`, then `completeTask`, with each agent's API key, against the gateway alone); each
+/// against a plain SQL queue (`UPDATE … FOR UPDATE SKIP LOCKED`, then `DELETE`) on a table of its
+/// own, with as many agents. All three share a pool of as many connections as devart's (16 by
+/// default), so 64 agents wait for connections, as they would.
+async fn queue(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
+    let duration = Duration::from_secs(args.duration_secs);
+    let connections = scratch.config.db_connections;
+    let pool = devart_commands::db::connect(&scratch.config.database_url, connections).await?;
+    let commands = Commands::new(EventStore::new(pool.clone()), Nudge::default(), Some(scratch.bus.clone()));
+    create_raw_queue(&pool).await?;
+    let agents = register_agents(&commands, QUEUE_AGENTS[QUEUE_AGENTS.len() - 1]).await?;
+    let devart = Devart::start(&scratch.config, &[Role::Gateway]).await?;
+
+    // Opens every connection and warms both paths before anything is measured.
+    let warm_up = Duration::from_millis(500);
+    fill_raw_queue(&pool, RAW_QUEUE_PENDING_MIN).await?;
+    fill_queue(&commands, QUEUE_PENDING_MIN).await?;
+    throughput(agents.len(), warm_up, |_, deadline| raw_claims(pool.clone(), deadline)).await?;
+    throughput(agents.len(), warm_up, |i, deadline| command_claims(commands.clone(), agents[i], deadline)).await?;
+
+    // The fastest rates so far size the queues of the measurements that follow.
+    let (mut raw_fastest, mut devart_fastest) = (0.0_f64, 0.0_f64);
+    let pending = |min: u64, fastest: f64| min.max((2.0 * fastest * duration.as_secs_f64()) as u64);
+    let (mut by_commands, mut by_graphql) = (Vec::new(), Vec::new());
+    for count in QUEUE_AGENTS {
+        fill_raw_queue(&pool, pending(RAW_QUEUE_PENDING_MIN, raw_fastest)).await?;
+        settle_queue(&pool, "bench_raw_queue").await?;
+        let raw = throughput(count, duration, |_, deadline| raw_claims(pool.clone(), deadline)).await?;
+
+        fill_queue(&commands, pending(QUEUE_PENDING_MIN, devart_fastest)).await?;
+        settle_queue(&pool, "task_queue").await?;
+        let command =
+            throughput(count, duration, |i, deadline| command_claims(commands.clone(), agents[i], deadline)).await?;
+
+        // Agents of their own: the gateway remembers a verified key for a minute only, and a
+        // measurement must not pay for verifying it again (argon2) part of the way through.
+        let callers = register_agents_over_http(&devart.api, count).await?;
+        futures::future::try_join_all(callers.iter().map(Api::me)).await?;
+        throughput(count, warm_up, |i, deadline| graphql_claims(callers[i].clone(), deadline)).await?;
+        fill_queue(&commands, pending(QUEUE_PENDING_MIN, devart_fastest.max(command))).await?;
+        settle_queue(&pool, "task_queue").await?;
+        let graphql = throughput(count, duration, |i, deadline| graphql_claims(callers[i].clone(), deadline)).await?;
+
+        tracing::info!(agents = count, raw, command, graphql, "measured");
+        raw_fastest = raw_fastest.max(raw);
+        devart_fastest = devart_fastest.max(command).max(graphql);
+        let agents_named = if count == 1 { "1 agent".to_owned() } else { format!("{count} agents") };
+        let row = |path: &str, figure: f64, min: f64| Row {
+            name: format!("claim+complete, {agents_named}, pool {connections} ({path})"),
+            figure,
+            unit: "tasks/s",
+            baseline: Some(raw),
+            target: Target::RatioAtLeast(min),
+        };
+        by_commands.push(row("command layer", command, 0.5));
+        by_graphql.push(row("GraphQL", graphql, 0.25));
+    }
+    devart.stop().await?;
+    pool.close().await;
+    by_commands.extend(by_graphql);
+    Ok(by_commands)
+}
+
+/// The baseline's queue: the columns a claim needs, the same storage settings and claim order
+/// index as `task_queue`.
+async fn create_raw_queue(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query(
+        "create table bench_raw_queue (id uuid primary key, priority smallint not null, \
+                                       created_at timestamptz not null, state text not null, agent_id uuid, \
+                                       lease_expires_at timestamptz) \
+         with (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000)",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "create index bench_raw_queue_next on bench_raw_queue (priority desc, created_at, id) \
+         where state = 'pending'",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Inserts pending rows into the baseline's queue until `pending` wait there.
+async fn fill_raw_queue(pool: &PgPool, pending: u64) -> anyhow::Result<()> {
+    let queued: i64 =
+        sqlx::query_scalar("select count(*) from bench_raw_queue where state = 'pending'").fetch_one(pool).await?;
+    sqlx::query(
+        "insert into bench_raw_queue (id, priority, created_at, state) \
+         select gen_random_uuid(), 3, clock_timestamp(), 'pending' from generate_series(1, $1)",
+    )
+    .bind(pending.saturating_sub(queued as u64) as i64)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Creates tasks through `Commands::create_task`, from a few concurrent writers, until `pending`
+/// wait in the queue.
+async fn fill_queue(commands: &Commands, pending: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let queued: i64 = sqlx::query_scalar("select count(*) from task_queue where state = 'pending'")
+        .fetch_one(commands.store().pool())
+        .await?;
+    let missing = pending.saturating_sub(queued as u64);
+    let writers = QUEUE_SEEDERS as u64;
+    let mut creating = JoinSet::new();
+    for w in 0..writers {
+        let (commands, share) = (commands.clone(), missing / writers + u64::from(w < missing % writers));
+        creating.spawn(async move {
+            for _ in 0..share {
+                create_queued_task(&commands).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = creating.join_next().await {
+        done.context("a seeding writer panicked")??;
+    }
+    tracing::info!(tasks = missing, elapsed = ?started.elapsed(), "queue filled");
+    Ok(())
+}
+
+async fn create_queued_task(commands: &Commands) -> anyhow::Result<()> {
+    let command = CreateTask::new(Uuid::now_v7(), Title::parse(QUEUED_TITLE)?);
+    commands.create_task(command, &CommandContext::new(bench_actor())).await?;
+    Ok(())
+}
+
+/// Vacuums a queue (each claim leaves dead rows behind) and checkpoints, so that neither lands
+/// in the measurement that follows.
+async fn settle_queue(pool: &PgPool, table: &str) -> anyhow::Result<()> {
+    sqlx::query(&format!("vacuum (analyze) {table}"))
+        .execute(pool)
+        .await
+        .with_context(|| format!("vacuuming {table}"))?;
+    sqlx::query("checkpoint").execute(pool).await.context("checkpointing")?;
+    Ok(())
+}
+
+/// Registers `count` agents through the command layer, a few at a time (each key is hashed with
+/// argon2); returns their ids.
+async fn register_agents(commands: &Commands, count: usize) -> anyhow::Result<Vec<Uuid>> {
+    futures::stream::iter(0..count)
+        .map(|i| async move {
+            let name = AgentName::parse(&format!("bench-agent-{i}"))?;
+            let capabilities = Capabilities::parse(&AGENT_CAPABILITIES)?;
+            let context = CommandContext::new(bench_actor());
+            let (agent, _key) = commands.register_agent(name, capabilities, &context).await?;
+            anyhow::Ok(agent.state.id)
+        })
+        .buffer_unordered(QUEUE_SEEDERS)
+        .try_collect()
+        .await
+}
+
+/// Registers `count` agents through `registerAgent`; returns the API as each of them.
+async fn register_agents_over_http(api: &Api, count: usize) -> anyhow::Result<Vec<Api>> {
+    futures::stream::iter(0..count)
+        .map(|i| async move {
+            let key = api.register_agent(&format!("bench-agent-{i}"), &AGENT_CAPABILITIES).await?;
+            anyhow::Ok(api.with_token(&key))
+        })
+        .buffer_unordered(QUEUE_SEEDERS)
+        .try_collect()
+        .await
+}
+
+/// The baseline agent: claims the next pending row and deletes it, until `deadline`; returns the
+/// rows done.
+async fn raw_claims(pool: PgPool, deadline: Instant) -> anyhow::Result<u64> {
+    let agent_id = Uuid::now_v7();
+    let mut done = 0;
+    while Instant::now() < deadline {
+        let claimed: Uuid = sqlx::query_scalar(
+            "update bench_raw_queue set state = 'claimed', agent_id = $1, lease_expires_at = now() + interval '30 s' \
+             where id = (select id from bench_raw_queue where state = 'pending' \
+                         order by priority desc, created_at, id limit 1 for update skip locked) \
+             returning id",
+        )
+        .bind(agent_id)
+        .fetch_optional(&pool)
+        .await?
+        .context(RAN_DRY)?;
+        sqlx::query("delete from bench_raw_queue where id = $1 and agent_id = $2")
+            .bind(claimed)
+            .bind(agent_id)
+            .execute(&pool)
+            .await?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// One agent claiming through the command layer and completing what it claimed, until `deadline`;
+/// returns the tasks completed.
+async fn command_claims(commands: Commands, agent_id: Uuid, deadline: Instant) -> anyhow::Result<u64> {
+    let mut done = 0;
+    while Instant::now() < deadline {
+        claim_and_complete(&commands, agent_id).await?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// One claim and the completion of the claimed task; returns how long the claim took.
+async fn claim_and_complete(commands: &Commands, agent_id: Uuid) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let request =
+        ClaimRequest { agent_id, capabilities: AGENT_CAPABILITIES.map(str::to_owned).to_vec(), lease: LEASE_DEFAULT };
+    // A command id per command: a reused one would only replay the first command's outcome.
+    let context = || CommandContext::new(Actor::agent(agent_id.to_string()));
+    let claimed = commands.claim_task(&request, &context()).await?.context(RAN_DRY)?;
+    let claim_took = started.elapsed();
+    let complete = TaskCommand::Complete { agent_id, result: None };
+    commands.execute::<Task>(claimed.state.id, complete, &context(), None).await?;
+    Ok(claim_took)
+}
+
+/// One agent claiming and completing over HTTP, until `deadline`; returns the tasks completed.
+async fn graphql_claims(agent: Api, deadline: Instant) -> anyhow::Result<u64> {
+    let mut done = 0;
+    while Instant::now() < deadline {
+        let id = agent.claim_task().await?.context(RAN_DRY)?;
+        agent.complete_task(&id).await?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+// --- 6. Claim latency against queue depth -------------------------------------------------------
+
+/// Pending tasks in the shallow queue the deep one is compared with.
+const SHALLOW_QUEUE: u64 = 1_000;
+/// Claims before the timed ones: connections, caches and the head of the queue's index warm up.
+const CLAIM_WARM_UP: u64 = 300;
+/// Tasks per statement when queueing in bulk.
+const BULK_TASKS: u64 = 10_000;
+
+/// Milliseconds one agent's `Commands::claim_task` takes with 1,000 tasks pending, and with
+/// `--claim-pending` (a million): a claim must not slow down as the queue grows. Claims follow
+/// each other; each claimed task is completed, then replaced by a new one (not timed), so the
+/// depth holds.
+async fn claim_latency(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
+    let commands = Commands::new(scratch.store.clone(), Nudge::default(), Some(scratch.bus.clone()));
+    let agent_id = register_agents(&commands, 1).await?[0];
+    queue_in_bulk(scratch, SHALLOW_QUEUE).await?;
+    let (shallow, shallow_pairs) = claim_samples(&commands, agent_id, args.claim_samples).await?;
+    queue_in_bulk(scratch, args.claim_pending - SHALLOW_QUEUE).await?;
+    let (deep, deep_pairs) = claim_samples(&commands, agent_id, args.claim_samples).await?;
+
+    let depths = format!("{} pending (baseline: {})", number(args.claim_pending as f64), number(SHALLOW_QUEUE as f64));
+    let ms = |name: &str, figure: Duration, baseline: Duration, target| Row {
+        name: format!("{name}, {depths}"),
+        figure: millis(figure),
+        unit: "ms",
+        baseline: Some(millis(baseline)),
+        target,
+    };
+    Ok(vec![
+        ms("claim p50", deep.p50, shallow.p50, Target::RatioAtMost(1.5)),
+        // Context only: the slowest 1% of claims on a shared machine is mostly interference
+        // (checkpoints, autovacuum, other processes), and swing either way between runs.
+        ms("claim p99", deep.p99, shallow.p99, Target::None),
+        ms("claim+complete p50", deep_pairs.p50, shallow_pairs.p50, Target::None),
+    ])
+}
+
+/// Times `samples` claims (after [`CLAIM_WARM_UP`] untimed ones), each followed by the completion
+/// of the claimed task and the creation of another; returns the claims' and the claim-and-complete
+/// pairs' latencies.
+async fn claim_samples(commands: &Commands, agent_id: Uuid, samples: u64) -> anyhow::Result<(Stats, Stats)> {
+    let mut claims = Vec::with_capacity(samples as usize);
+    let mut pairs = Vec::with_capacity(samples as usize);
+    for i in 0..CLAIM_WARM_UP + samples {
+        let started = Instant::now();
+        let claim = claim_and_complete(commands, agent_id).await?;
+        let pair = started.elapsed();
+        if i >= CLAIM_WARM_UP {
+            claims.push(claim);
+            pairs.push(pair);
+        }
+        create_queued_task(commands).await?;
+    }
+    Ok((Stats::of(claims), Stats::of(pairs)))
+}
+
+/// Queues `count` pending tasks in bulk, stored exactly as `Commands::create_task` stores them: a
+/// `TaskCreated` event at version 1 of `task-<id>` (sequenced, as the relay would have done), its
+/// command's record, and the task's queue row; only many to a statement, since the command layer
+/// would take minutes for a million. Vacuums and checkpoints afterwards.
+async fn queue_in_bulk(scratch: &Scratch, count: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // The new events take positions after the last one, so what is stored already goes first.
+    while scratch.store.sequence(SEQUENCE_BATCH).await.context("sequencing the stored events")?.is_some() {}
+    let head = scratch.store.head().await?.0;
+    let batches = count.div_ceil(BULK_TASKS);
+    let mut writers = JoinSet::new();
+    for w in 0..SEED_WRITERS {
+        let pool = scratch.pool.clone();
+        writers.spawn(async move {
+            for batch in (w..batches).step_by(SEED_WRITERS as usize) {
+                let first = batch * BULK_TASKS;
+                insert_queued_tasks(&pool, head + first, BULK_TASKS.min(count - first)).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.context("a seeding writer panicked")??;
+    }
+    tracing::info!(tasks = count, elapsed = ?started.elapsed(), "queued in bulk");
+    for table in ["task_queue", "commands"] {
+        sqlx::query(&format!("vacuum (analyze) {table}"))
+            .execute(&scratch.pool)
+            .await
+            .with_context(|| format!("vacuuming {table}"))?;
+    }
+    settle(&scratch.pool).await
+}
+
+/// The event `Commands::create_task` decides on for a new task titled [`QUEUED_TITLE`].
+fn queued_task_created(id: Uuid) -> anyhow::Result<TaskEvent> {
+    let command = TaskCommand::Create(CreateTask::new(id, Title::parse(QUEUED_TITLE)?));
+    Task::decide(&TaskState::default(), &command)?.pop().context("creating a task decides on no event")
+}
+
+/// `count` new pending tasks, their events at the positions after `after`, in one transaction.
+async fn insert_queued_tasks(pool: &PgPool, after: u64, count: u64) -> anyhow::Result<()> {
+    let context = CommandContext::new(bench_actor());
+    let occurred_at = Utc::now();
+    let count = count as usize;
+    let (mut tasks, mut streams, mut events) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut positions, mut command_ids, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..count {
+        let id = Uuid::now_v7();
+        let command_id = Uuid::now_v7();
+        let (_, _, payload) = devart_commands::codec::encode(&Event::Task(queued_task_created(id)?));
+        tasks.push(id);
+        streams.push(StreamId::new(Task::KIND, id).as_str().to_owned());
+        events.push(Uuid::now_v7());
+        positions.push((after + 1 + i as u64) as i64);
+        command_ids.push(command_id);
+        payloads.push(payload);
+    }
+    // Every task alike but for its id: one of them gives the event's type and the queue row.
+    let created = queued_task_created(Uuid::nil())?;
+    let (event_type, schema_version, _) = devart_commands::codec::encode(&Event::Task(created.clone()));
+    let queued = Task::evolve(TaskState::default(), &created);
+    let mut tx = pool.begin().await?;
+    // Each command records its outcome as `append_with` does: one event, stream version 1.
+    sqlx::query(
+        "insert into commands (command_id, stream_id, stream_version, event_count) \
+         select c, s, 1, 1 from unnest($1::uuid[], $2::text[]) as t(c, s)",
+    )
+    .bind(&command_ids)
+    .bind(&streams)
+    .execute(&mut *tx)
+    .await?;
+    // A context of its own per command: correlation and causation are the command's id.
+    sqlx::query(
+        "insert into events (event_id, stream_id, stream_version, position, event_type, schema_version, payload, \
+                             occurred_at, actor_kind, actor_id, correlation_id, causation_id, command_id) \
+         select e.id, e.stream, 1, e.position, $4, $5, e.payload, $6, $7, $8, e.command, e.command, e.command \
+         from unnest($1::uuid[], $2::text[], $3::bigint[], $9::bytea[], $10::uuid[]) \
+              as e(id, stream, position, payload, command)",
+    )
+    .bind(&events)
+    .bind(&streams)
+    .bind(&positions)
+    .bind(event_type)
+    .bind(schema_version as i16)
+    .bind(occurred_at)
+    .bind(context.actor.kind.as_str())
+    .bind(&context.actor.id)
+    .bind(&payloads)
+    .bind(&command_ids)
+    .execute(&mut *tx)
+    .await?;
+    // The row `queue::sync` writes for a new task: pending, runnable at once.
+    sqlx::query(
+        "insert into task_queue (task_id, priority, created_at, run_after, required_capabilities, state, failures) \
+         select t, $2, $3, '-infinity', $4, 'pending', 0 from unnest($1::uuid[]) as t",
+    )
+    .bind(&tasks)
+    .bind(i16::from(queued.priority))
+    .bind(occurred_at)
+    .bind(&queued.required_capabilities)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
