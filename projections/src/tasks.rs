@@ -212,7 +212,12 @@ async fn apply(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut rows: HashMap<Uuid, TaskRow> = rows_by_id(conn, &table, COLUMNS, &ids).await?;
+    // Each row's state is folded over the whole batch and written back to the row once.
+    let mut rows: HashMap<Uuid, (TaskState, TaskRow)> = rows_by_id::<TaskRow>(conn, &table, COLUMNS, &ids)
+        .await?
+        .into_iter()
+        .map(|(id, row)| (id, (row.state(), row)))
+        .collect();
     // In first-change order, for notifications; `seen` keeps the check O(1) per event.
     let mut changed: Vec<Uuid> = Vec::new();
     let mut seen: HashSet<Uuid> = HashSet::new();
@@ -221,9 +226,11 @@ async fn apply(
             continue;
         };
         let meta = &recorded.meta;
-        let row = rows.entry(id).or_insert_with(|| TaskRow::empty(id, meta.occurred_at, meta.actor.to_string()));
-        let state = Task::evolve(row.state(), event);
-        row.set_state(state);
+        let (state, row) = rows.entry(id).or_insert_with(|| {
+            let row = TaskRow::empty(id, meta.occurred_at, meta.actor.to_string());
+            (row.state(), row)
+        });
+        *state = Task::evolve(std::mem::take(state), event);
         row.version = meta.stream_version as i64;
         row.position = meta.position.map_or(row.position, |p| p.0 as i64);
         row.updated_at = meta.occurred_at;
@@ -231,6 +238,14 @@ async fn apply(
             changed.push(id);
         }
     }
+    let rows: HashMap<Uuid, TaskRow> = rows
+        .into_iter()
+        .filter(|(id, _)| seen.contains(id))
+        .map(|(id, (state, mut row))| {
+            row.set_state(state);
+            (id, row)
+        })
+        .collect();
     let (deleted, live): (Vec<&TaskRow>, Vec<&TaskRow>) =
         changed.iter().map(|id| &rows[id]).partition(|r| r.status == TaskStatus::Deleted.as_str());
     if !deleted.is_empty() {
