@@ -5,10 +5,13 @@
 //! - `commands/` (`devart-commands`): the event store, command handling, the relay, the bus.
 //! - `projections/` (`devart-projections`): read models and their workers.
 //! - `gateway/` (`devart-gateway`): GraphQL over HTTP and WebSocket.
-//! - here: [`Config`], [`Role`] and [`run`], which starts the chosen roles until shutdown.
+//! - here: [`Config`], [`Role`] and [`run`], which starts the chosen roles until shutdown;
+//!   [`alerts`], the channels budget alerts go to and the loop that delivers them.
 
 pub mod agent;
+pub mod alerts;
 pub mod bench;
+pub mod portable;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -39,6 +42,12 @@ pub struct Config {
     /// Postgres connections this process may open.
     #[arg(long, env = "DEVART_DB_CONNECTIONS", default_value_t = 16, global = true)]
     pub db_connections: u32,
+    /// The gateway's rate limits, CORS origins, introspection and request time limit.
+    #[command(flatten)]
+    pub limits: devart_gateway::Limits,
+    /// Where budget alerts go (Telegram, a webhook); off until configured.
+    #[command(flatten)]
+    pub alerts: alerts::AlertConfig,
 }
 
 /// A value that is never printed.
@@ -93,7 +102,7 @@ pub enum Role {
     Gateway,
     /// The sequencer and the JetStream publisher.
     Relay,
-    /// The projection workers.
+    /// The projection workers, the workflow orchestrator and the cost-outlier detector.
     Projections,
 }
 
@@ -120,6 +129,8 @@ pub async fn run(
     listener: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Checked before anything starts: a half-configured channel is a mistake to hear about now.
+    let channels = if roles.contains(&Role::Projections) { Some(config.alerts.channels()?) } else { None };
     let pool = config.pool().await?;
     let bus = config.bus().await?;
     let store = EventStore::new(pool.clone());
@@ -128,6 +139,11 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     // Every process reaps expired leases, so tasks come back while any part of devart is alive.
     tasks.spawn(devart_commands::queue::run_lease_reaper(commands.clone(), shutdown.clone()));
+    // Settings changed anywhere are in effect here within a second.
+    commands.settings().refresh(&store).await.context("reading the settings")?;
+    tasks.spawn(devart_commands::settings::watch(commands.settings().clone(), store.clone(), shutdown.clone()));
+    // Likewise reservations expire and budget periods turn over.
+    tasks.spawn(devart_commands::budgets::run_budget_clock(commands.clone(), shutdown.clone()));
     if roles.contains(&Role::Relay) {
         let sequenced = Nudge::default();
         tasks.spawn(devart_commands::relay::run_sequencer(
@@ -149,10 +165,40 @@ pub async fn run(
                 shutdown.clone(),
             ));
         }
+        tasks.spawn(devart_projections::worker::run(
+            pool.clone(),
+            store.clone(),
+            bus.clone(),
+            std::sync::Arc::new(devart_projections::orchestrator::Orchestrator::new(commands.clone())),
+            shutdown.clone(),
+        ));
+        tasks.spawn(devart_projections::worker::run(
+            pool.clone(),
+            store.clone(),
+            bus.clone(),
+            std::sync::Arc::new(devart_projections::outliers::OutlierDetector::new(commands.clone())),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(channels) = channels {
+        // Alerts are recorded from the global order like a projection, even with no channel
+        // configured (its checkpoint keeps up, so a channel added later starts from then), and
+        // delivered by a loop of their own, away from every command.
+        tasks.spawn(devart_projections::worker::run(
+            pool.clone(),
+            store.clone(),
+            bus.clone(),
+            std::sync::Arc::new(devart_projections::alerts::Alerts::new(channels.enabled())),
+            shutdown.clone(),
+        ));
+        if !channels.enabled().is_empty() {
+            tasks.spawn(alerts::run_delivery(pool.clone(), channels, shutdown.clone()));
+        }
     }
     if roles.contains(&Role::Gateway) {
         let listener = listener.context("the gateway needs a listener")?;
-        let services = Services::new(pool.clone(), commands, bus.clone(), config.signing_key(&pool).await?);
+        let services = Services::new(pool.clone(), commands, bus.clone(), config.signing_key(&pool).await?)
+            .with_limits(config.limits.clone());
         let addr: SocketAddr = listener.local_addr()?;
         tracing::info!(%addr, "gateway listening");
         let shutdown = shutdown.clone();

@@ -55,6 +55,42 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Checks the hash chain over the event history: prints OK, or the first position where the
+    /// history was modified, removed, inserted or reordered (and exits with 1).
+    Verify {
+        /// First position to check (default: the first).
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Last position to check (default: the last chained).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Writes events as CloudEvents JSON, one per line, in global order (to stdout).
+    Export {
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Reads an export (from stdin) into an instance that holds no events yet, then rebuilds the
+    /// write side and every read model from it. Agents' API keys do not travel: rotate them.
+    Import,
+    /// Rebuilds every read model as of a position or a time into a separate schema, for
+    /// investigation, without touching the live ones.
+    Replay {
+        /// A position, or an RFC 3339 time.
+        #[arg(long)]
+        until: String,
+        /// The schema to fill (created, or emptied if it exists).
+        #[arg(long)]
+        schema: String,
+    },
+    /// Prints a checksum of every read model table (of `--schema`, default the live ones), to
+    /// compare instances or a replay with the source.
+    Checksum {
+        #[arg(long)]
+        schema: Option<String>,
+    },
     /// Prints the GraphQL schema (SDL).
     Schema,
     /// Measures devart against raw baselines on the same database and prints a table.
@@ -145,6 +181,61 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Projections { command: ProjectionsCommand::Rebuild { name, all } } => {
             rebuild(&config, name, all).await
+        }
+        Command::Verify { from, to } => {
+            let pool = config.pool().await?;
+            match devart_commands::chain::verify(&pool, Position(from), to.map(Position)).await? {
+                devart_commands::chain::Verdict::Intact { from, to, events } => {
+                    println!("OK: {events} events from position {from} to {to} are as they were written");
+                    Ok(())
+                }
+                devart_commands::chain::Verdict::Broken { position, kind, detail } => {
+                    println!("{} at position {position}: {detail}", kind.as_str());
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Export { from, to } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let written = devart::portable::export(&config, from, to, &mut out).await?;
+            eprintln!("exported {written} events");
+            Ok(())
+        }
+        Command::Import => {
+            let imported = devart::portable::import(&config, std::io::stdin().lock()).await?;
+            eprintln!("imported {imported} events; write side and read models rebuilt");
+            Ok(())
+        }
+        Command::Replay { until, schema } => {
+            let until = devart_commands::history::At::parse(&until).map_err(anyhow::Error::msg)?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "replay [{bar:40}] {pos}/{len} positions ({per_sec}, eta {eta})",
+                )
+                .expect("template")
+                .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            let replayed = devart::portable::replay(&config, until, &schema, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+            bar.finish();
+            eprintln!(
+                "replayed {} events into schema {schema} in {:.2?} ({:.0} events/s)",
+                replayed.events,
+                replayed.elapsed,
+                replayed.events as f64 / replayed.elapsed.as_secs_f64().max(1e-9)
+            );
+            Ok(())
+        }
+        Command::Checksum { schema } => {
+            for (table, sum) in devart::portable::checksums(&config, schema.as_deref()).await? {
+                println!("{table:<24} {sum}");
+            }
+            Ok(())
         }
         Command::Schema => {
             print!("{}", devart_gateway::schema::build(None).sdl());

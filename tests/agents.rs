@@ -40,7 +40,9 @@ async fn an_agent_key_is_shown_once_stored_hashed_rotated_and_refused_when_deact
     assert_eq!(body["data"]["me"]["role"], "VIEWER");
 
     // The secret is nowhere but in the caller's hands: not in events, not in the key table.
-    let secret = key.rsplit('_').next().unwrap();
+    // The key is `dva_<key id>_<secret>`; the secret itself may contain `_`.
+    let prefix = format!("dva_{}_", registration["agent"]["keyId"].as_str().unwrap());
+    let secret = key.strip_prefix(&prefix).unwrap();
     let payloads: Vec<Vec<u8>> = sqlx::query_scalar("select payload from events").fetch_all(&env.pool).await.unwrap();
     assert!(payloads.iter().all(|p| !p.windows(secret.len()).any(|w| w == secret.as_bytes())));
     let hash: String = sqlx::query_scalar("select secret_hash from agent_keys").fetch_one(&env.pool).await.unwrap();

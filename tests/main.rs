@@ -6,12 +6,21 @@
 mod support;
 
 mod agents;
+mod alerts;
+mod analytics;
+mod budgets;
 mod cli;
 mod crash;
 mod event_store;
 mod gateway;
+mod hardening;
+mod integrity;
+mod portable;
 mod projections;
 mod queue;
 mod reference_agent;
 mod relay;
 mod schema;
+mod settings;
+mod time_travel;
+mod workflows;

@@ -112,7 +112,22 @@ impl Bus {
                 self.jetstream.update_stream(&config).await?;
                 Ok(self.jetstream.get_stream(&config.name).await?)
             }
-            Err(_) => Ok(self.jetstream.create_stream(config).await?),
+            Err(_) => {
+                // The server may refuse a create for a moment (its storage directory is removed as
+                // the last other stream is deleted); a few short retries ride that out.
+                let mut delay = std::time::Duration::from_millis(50);
+                loop {
+                    match self.jetstream.create_stream(config.clone()).await {
+                        Ok(stream) => return Ok(stream),
+                        Err(error) if delay < std::time::Duration::from_secs(1) => {
+                            tracing::warn!(%error, "creating the JetStream stream: retrying");
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+            }
         }
     }
 
@@ -251,4 +266,41 @@ pub fn cloudevent_json(recorded: &Recorded) -> serde_json::Value {
         "causationid": m.causation_id,
         "data": codec::to_json(&recorded.event),
     })
+}
+
+/// Reads a structured-mode CloudEvent (as [`cloudevent_json`] writes it) back into an event.
+pub fn from_cloudevent_json(value: &serde_json::Value) -> Result<Recorded, MessageError> {
+    let field = |name: &str| value.get(name).ok_or_else(|| MessageError(format!("missing `{name}`")));
+    let text = |name: &str| {
+        field(name)?.as_str().map(str::to_owned).ok_or_else(|| MessageError(format!("`{name}` is not a string")))
+    };
+    let uuid = |name: &str| {
+        text(name).and_then(|v| Uuid::parse_str(&v).map_err(|_| MessageError(format!("`{name}` is not a uuid"))))
+    };
+    let (event_type, schema_version) =
+        parse_ce_type(&text("type")?).ok_or_else(|| MessageError("`type` is not devart's".into()))?;
+    let data = serde_json::to_vec(field("data")?).map_err(|e| MessageError(e.to_string()))?;
+    let event = codec::from_json(&event_type, schema_version, &data).map_err(|e| MessageError(e.to_string()))?;
+    let position = match value.get("position").and_then(|p| p.as_str()) {
+        Some(p) => Some(p.parse::<Position>().map_err(MessageError)?),
+        None => None,
+    };
+    let meta = EventMeta {
+        event_id: uuid("id")?,
+        stream_id: StreamId::parse(&text("subject")?).map_err(MessageError)?,
+        stream_version: field("streamversion")?.as_u64().ok_or_else(|| MessageError("bad `streamversion`".into()))?,
+        position,
+        event_type,
+        schema_version,
+        occurred_at: DateTime::parse_from_rfc3339(&text("time")?)
+            .map_err(|_| MessageError("bad `time`".into()))?
+            .with_timezone(&Utc),
+        actor: Actor {
+            kind: ActorKind::parse(&text("actorkind")?).ok_or_else(|| MessageError("bad `actorkind`".into()))?,
+            id: text("actorid")?,
+        },
+        correlation_id: uuid("correlationid")?,
+        causation_id: value.get("causationid").and_then(|v| v.as_str()).and_then(|v| Uuid::parse_str(v).ok()),
+    };
+    Ok(Recorded { meta, event })
 }

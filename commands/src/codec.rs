@@ -5,7 +5,12 @@
 //! its JSON. Reading an older version upcasts it, so replay never meets a layout it cannot read.
 
 use devart_domain::agent::AgentEvent;
+use devart_domain::money::Money;
+use devart_domain::outliers::CostOutlier;
+use devart_domain::service::ServiceEvent;
+use devart_domain::settings::SettingsEvent;
 use devart_domain::task::{StageLink, TaskEvent};
+use devart_domain::workflow::{RunEvent, StageSpec, WorkflowEvent};
 use devart_domain::Event;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -181,6 +186,53 @@ pub mod wire {
 
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         pub struct TaskRetried {}
+
+        /// A statistic: a JSON number (at most six decimals) where people read it, integer
+        /// millionths in the store, so that it decodes to exactly what was encoded.
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct Figure(pub devart_domain::outliers::Score);
+
+        impl Serialize for Figure {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_f64(self.0.get())
+                } else {
+                    s.serialize_i64(self.0.micros())
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for Figure {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                use devart_domain::outliers::Score;
+                if d.is_human_readable() {
+                    f64::deserialize(d).map(|x| Figure(Score::from_f64(x)))
+                } else {
+                    i64::deserialize(d).map(|m| Figure(Score::from_micros(m)))
+                }
+            }
+        }
+
+        /// The figures a task's cost was judged on (see `devart_domain::outliers`): its cost, the
+        /// comparable tasks' median and spread, the robust z-score, the threshold it passed, how
+        /// many tasks it was compared with and which group they form.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct TaskFlaggedAsCostOutlier {
+            pub cost: super::service::Amount,
+            pub median: super::service::Amount,
+            pub mad: Figure,
+            pub z_score: Figure,
+            pub threshold: Figure,
+            pub comparable: u32,
+            pub group: String,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct TaskOutlierAcknowledged {
+            pub note: String,
+        }
     }
 
     pub mod agent {
@@ -208,6 +260,248 @@ pub mod wire {
 
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         pub struct AgentDeactivated {}
+    }
+
+    pub mod workflow {
+        use serde::{Deserialize, Serialize};
+        use uuid::Uuid;
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct Stage {
+            pub key: String,
+            pub title: String,
+            pub description: String,
+            pub priority: u8,
+            pub required_capabilities: Vec<String>,
+            pub depends_on: Vec<String>,
+            pub max_attempts: u32,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct WorkflowDefined {
+            pub workflow_id: Uuid,
+            pub version: u32,
+            pub name: String,
+            pub description: String,
+            pub stages: Vec<Stage>,
+        }
+
+        /// Carries the stages of the version it runs, so the run never depends on the template.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct WorkflowRunStarted {
+            pub run_id: Uuid,
+            pub workflow_id: Uuid,
+            pub workflow_name: String,
+            pub workflow_version: u32,
+            pub stages: Vec<Stage>,
+            /// A JSON document, as text.
+            pub input: Option<String>,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct WorkflowStageStarted {
+            pub stage_key: String,
+            pub task_id: Uuid,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct WorkflowStageCompleted {
+            pub stage_key: String,
+            pub task_id: Uuid,
+            pub result: Option<String>,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct WorkflowStageFailed {
+            pub stage_key: String,
+            pub task_id: Uuid,
+            pub error: String,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct WorkflowRunCompleted {}
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct WorkflowRunFailed {
+            pub reason: String,
+        }
+    }
+
+    pub mod settings {
+        use serde::{Deserialize, Serialize};
+
+        /// `value` and `previous` are JSON documents, as text.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct SettingChanged {
+            pub key: String,
+            pub value: String,
+            pub previous: String,
+        }
+    }
+
+    pub mod service {
+        use std::collections::BTreeMap;
+
+        use chrono::{DateTime, Utc};
+        use devart_domain::money::Money;
+        use devart_domain::service::Period;
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+        use uuid::Uuid;
+
+        /// Amounts travel as decimal strings (`"12.50"`), exact in every language.
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct Amount(pub Money);
+
+        impl Serialize for Amount {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for Amount {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                Money::parse("amount", &text).map(Amount).map_err(serde::de::Error::custom)
+            }
+        }
+
+        /// A budget period travels as `"2026-11"`.
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct Month(pub Period);
+
+        impl Serialize for Month {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for Month {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                Period::parse(&text)
+                    .map(Month)
+                    .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a month")))
+            }
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct ServiceRegistered {
+            pub service_id: Uuid,
+            pub name: String,
+            pub currency: String,
+            pub monthly_budget: Amount,
+            pub fallback_service_id: Option<Uuid>,
+            pub unit_prices: BTreeMap<String, Amount>,
+            pub period: Month,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct ServiceUpdated {
+            pub name: Option<String>,
+            /// Present when the fallback changed; `fallbackServiceId` is then the new one, or none.
+            pub fallback_changed: bool,
+            pub fallback_service_id: Option<Uuid>,
+            pub unit_prices: Option<BTreeMap<String, Amount>>,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct ServiceBudgetChanged {
+            pub from: Amount,
+            pub to: Amount,
+            pub reason: String,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct ServiceActivated {}
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct ServiceDeactivated {}
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct UsageAuthorized {
+            pub reservation_id: Uuid,
+            pub amount: Amount,
+            pub task_id: Option<Uuid>,
+            pub agent_id: Option<Uuid>,
+            pub requested_service_id: Option<Uuid>,
+            pub expires_at: DateTime<Utc>,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct UsageRefused {
+            pub amount: Amount,
+            pub task_id: Option<Uuid>,
+            pub agent_id: Option<Uuid>,
+            pub reason: String,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct Units {
+            pub unit: String,
+            pub count: u64,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct UsageCharged {
+            pub charge_id: Uuid,
+            pub reservation_id: Option<Uuid>,
+            pub amount: Amount,
+            pub released: Amount,
+            pub units: Option<Units>,
+            pub task_id: Option<Uuid>,
+            pub agent_id: Option<Uuid>,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct ReservationExpired {
+            pub reservation_id: Uuid,
+            pub amount: Amount,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct BudgetThresholdCrossed {
+            pub threshold: u32,
+            pub period: Month,
+            pub spent: Amount,
+            pub budget: Amount,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct ServiceSuspended {
+            pub period: Month,
+            pub spent: Amount,
+            pub budget: Amount,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct ServiceReactivated {
+            pub reason: String,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct ServicePeriodStarted {
+            pub period: Month,
+        }
     }
 }
 
@@ -239,6 +533,9 @@ macro_rules! wire_events {
             }
         }
 
+        /// Every event type devart writes.
+        pub const EVENT_TYPES: &[&str] = &[$(stringify!($event)),*];
+
         /// The newest schema version of every event type; what `encode` writes.
         pub fn schema_version(event_type: &str) -> Option<u16> {
             match event_type {
@@ -264,10 +561,33 @@ wire_events! {
     TaskFailed(1): wire::task::TaskFailed,
     TaskCancelled(1): wire::task::TaskCancelled,
     TaskRetried(1): wire::task::TaskRetried,
+    TaskFlaggedAsCostOutlier(1): wire::task::TaskFlaggedAsCostOutlier,
+    TaskOutlierAcknowledged(1): wire::task::TaskOutlierAcknowledged,
     AgentRegistered(1): wire::agent::AgentRegistered,
     AgentKeyRotated(1): wire::agent::AgentKeyRotated,
     AgentActivated(1): wire::agent::AgentActivated,
     AgentDeactivated(1): wire::agent::AgentDeactivated,
+    WorkflowDefined(1): wire::workflow::WorkflowDefined,
+    WorkflowRunStarted(1): wire::workflow::WorkflowRunStarted,
+    WorkflowStageStarted(1): wire::workflow::WorkflowStageStarted,
+    WorkflowStageCompleted(1): wire::workflow::WorkflowStageCompleted,
+    WorkflowStageFailed(1): wire::workflow::WorkflowStageFailed,
+    WorkflowRunCompleted(1): wire::workflow::WorkflowRunCompleted,
+    WorkflowRunFailed(1): wire::workflow::WorkflowRunFailed,
+    ServiceRegistered(1): wire::service::ServiceRegistered,
+    ServiceUpdated(1): wire::service::ServiceUpdated,
+    ServiceBudgetChanged(1): wire::service::ServiceBudgetChanged,
+    ServiceActivated(1): wire::service::ServiceActivated,
+    ServiceDeactivated(1): wire::service::ServiceDeactivated,
+    UsageAuthorized(1): wire::service::UsageAuthorized,
+    UsageRefused(1): wire::service::UsageRefused,
+    UsageCharged(1): wire::service::UsageCharged,
+    ReservationExpired(1): wire::service::ReservationExpired,
+    BudgetThresholdCrossed(1): wire::service::BudgetThresholdCrossed,
+    ServiceSuspended(1): wire::service::ServiceSuspended,
+    ServiceReactivated(1): wire::service::ServiceReactivated,
+    ServicePeriodStarted(1): wire::service::ServicePeriodStarted,
+    SettingChanged(1): wire::settings::SettingChanged,
 }
 
 /// Older layouts still readable, each upcast to the newest.
@@ -334,6 +654,18 @@ fn to_wire(event: &Event) -> Wire {
             TaskEvent::Failed { failures } => Wire::TaskFailed(t::TaskFailed { failures }),
             TaskEvent::Cancelled { reason } => Wire::TaskCancelled(t::TaskCancelled { reason }),
             TaskEvent::Retried => Wire::TaskRetried(t::TaskRetried {}),
+            TaskEvent::FlaggedAsCostOutlier(o) => Wire::TaskFlaggedAsCostOutlier(t::TaskFlaggedAsCostOutlier {
+                cost: wire::service::Amount(o.cost),
+                median: wire::service::Amount(o.median),
+                mad: t::Figure(o.mad),
+                z_score: t::Figure(o.z_score),
+                threshold: t::Figure(o.threshold),
+                comparable: o.comparable,
+                group: o.group,
+            }),
+            TaskEvent::OutlierAcknowledged { note } => {
+                Wire::TaskOutlierAcknowledged(t::TaskOutlierAcknowledged { note })
+            }
         },
         Event::Agent(e) => {
             use wire::agent as a;
@@ -346,6 +678,209 @@ fn to_wire(event: &Event) -> Wire {
                 AgentEvent::Deactivated => Wire::AgentDeactivated(a::AgentDeactivated {}),
             }
         }
+        Event::Service(e) => service_to_wire(e),
+        Event::Settings(SettingsEvent::Changed { key, value, previous }) => {
+            Wire::SettingChanged(wire::settings::SettingChanged { key, value, previous })
+        }
+        Event::Workflow(WorkflowEvent::Defined { id, version, name, description, stages }) => {
+            Wire::WorkflowDefined(wire::workflow::WorkflowDefined {
+                workflow_id: id,
+                version,
+                name,
+                description,
+                stages: stages.into_iter().map(stage_to_wire).collect(),
+            })
+        }
+        Event::WorkflowRun(e) => {
+            use wire::workflow as w;
+            match e {
+                RunEvent::Started { id, workflow_id, workflow_name, workflow_version, stages, input } => {
+                    Wire::WorkflowRunStarted(w::WorkflowRunStarted {
+                        run_id: id,
+                        workflow_id,
+                        workflow_name,
+                        workflow_version,
+                        stages: stages.into_iter().map(stage_to_wire).collect(),
+                        input,
+                    })
+                }
+                RunEvent::StageStarted { key, task_id } => {
+                    Wire::WorkflowStageStarted(w::WorkflowStageStarted { stage_key: key, task_id })
+                }
+                RunEvent::StageCompleted { key, task_id, result } => {
+                    Wire::WorkflowStageCompleted(w::WorkflowStageCompleted { stage_key: key, task_id, result })
+                }
+                RunEvent::StageFailed { key, task_id, error } => {
+                    Wire::WorkflowStageFailed(w::WorkflowStageFailed { stage_key: key, task_id, error })
+                }
+                RunEvent::Completed => Wire::WorkflowRunCompleted(w::WorkflowRunCompleted {}),
+                RunEvent::Failed { reason } => Wire::WorkflowRunFailed(w::WorkflowRunFailed { reason }),
+            }
+        }
+    }
+}
+
+fn service_to_wire(e: ServiceEvent) -> Wire {
+    use w::{Amount as A, Month as M};
+    use wire::service as w;
+    let prices = |p: std::collections::BTreeMap<String, Money>| p.into_iter().map(|(k, v)| (k, A(v))).collect();
+    match e {
+        ServiceEvent::Registered { id, name, currency, monthly_budget, fallback_service_id, unit_prices, period } => {
+            Wire::ServiceRegistered(w::ServiceRegistered {
+                service_id: id,
+                name,
+                currency,
+                monthly_budget: A(monthly_budget),
+                fallback_service_id,
+                unit_prices: prices(unit_prices),
+                period: M(period),
+            })
+        }
+        ServiceEvent::Updated { name, fallback_service_id, unit_prices } => Wire::ServiceUpdated(w::ServiceUpdated {
+            name,
+            fallback_changed: fallback_service_id.is_some(),
+            fallback_service_id: fallback_service_id.flatten(),
+            unit_prices: unit_prices.map(prices),
+        }),
+        ServiceEvent::BudgetChanged { from, to, reason } => {
+            Wire::ServiceBudgetChanged(w::ServiceBudgetChanged { from: A(from), to: A(to), reason })
+        }
+        ServiceEvent::Activated => Wire::ServiceActivated(w::ServiceActivated {}),
+        ServiceEvent::Deactivated => Wire::ServiceDeactivated(w::ServiceDeactivated {}),
+        ServiceEvent::UsageAuthorized {
+            reservation_id,
+            amount,
+            task_id,
+            agent_id,
+            requested_service_id,
+            expires_at,
+        } => Wire::UsageAuthorized(w::UsageAuthorized {
+            reservation_id,
+            amount: A(amount),
+            task_id,
+            agent_id,
+            requested_service_id,
+            expires_at,
+        }),
+        ServiceEvent::UsageRefused { amount, task_id, agent_id, reason } => {
+            Wire::UsageRefused(w::UsageRefused { amount: A(amount), task_id, agent_id, reason })
+        }
+        ServiceEvent::UsageCharged { charge_id, reservation_id, amount, released, units, task_id, agent_id } => {
+            Wire::UsageCharged(w::UsageCharged {
+                charge_id,
+                reservation_id,
+                amount: A(amount),
+                released: A(released),
+                units: units.map(|(unit, count)| w::Units { unit, count }),
+                task_id,
+                agent_id,
+            })
+        }
+        ServiceEvent::ReservationExpired { reservation_id, amount } => {
+            Wire::ReservationExpired(w::ReservationExpired { reservation_id, amount: A(amount) })
+        }
+        ServiceEvent::BudgetThresholdCrossed { threshold, period, spent, budget } => {
+            Wire::BudgetThresholdCrossed(w::BudgetThresholdCrossed {
+                threshold,
+                period: M(period),
+                spent: A(spent),
+                budget: A(budget),
+            })
+        }
+        ServiceEvent::Suspended { period, spent, budget } => {
+            Wire::ServiceSuspended(w::ServiceSuspended { period: M(period), spent: A(spent), budget: A(budget) })
+        }
+        ServiceEvent::Reactivated { reason } => Wire::ServiceReactivated(w::ServiceReactivated { reason }),
+        ServiceEvent::PeriodStarted { period } => {
+            Wire::ServicePeriodStarted(w::ServicePeriodStarted { period: M(period) })
+        }
+    }
+}
+
+/// The service event a wire value holds, if it holds one.
+fn service_from_wire(wire: Wire) -> Option<ServiceEvent> {
+    let prices =
+        |p: std::collections::BTreeMap<String, wire::service::Amount>| p.into_iter().map(|(k, v)| (k, v.0)).collect();
+    Some(match wire {
+        Wire::ServiceRegistered(w) => ServiceEvent::Registered {
+            id: w.service_id,
+            name: w.name,
+            currency: w.currency,
+            monthly_budget: w.monthly_budget.0,
+            fallback_service_id: w.fallback_service_id,
+            unit_prices: prices(w.unit_prices),
+            period: w.period.0,
+        },
+        Wire::ServiceUpdated(w) => ServiceEvent::Updated {
+            name: w.name,
+            fallback_service_id: w.fallback_changed.then_some(w.fallback_service_id),
+            unit_prices: w.unit_prices.map(prices),
+        },
+        Wire::ServiceBudgetChanged(w) => ServiceEvent::BudgetChanged { from: w.from.0, to: w.to.0, reason: w.reason },
+        Wire::ServiceActivated(_) => ServiceEvent::Activated,
+        Wire::ServiceDeactivated(_) => ServiceEvent::Deactivated,
+        Wire::UsageAuthorized(w) => ServiceEvent::UsageAuthorized {
+            reservation_id: w.reservation_id,
+            amount: w.amount.0,
+            task_id: w.task_id,
+            agent_id: w.agent_id,
+            requested_service_id: w.requested_service_id,
+            expires_at: w.expires_at,
+        },
+        Wire::UsageRefused(w) => ServiceEvent::UsageRefused {
+            amount: w.amount.0,
+            task_id: w.task_id,
+            agent_id: w.agent_id,
+            reason: w.reason,
+        },
+        Wire::UsageCharged(w) => ServiceEvent::UsageCharged {
+            charge_id: w.charge_id,
+            reservation_id: w.reservation_id,
+            amount: w.amount.0,
+            released: w.released.0,
+            units: w.units.map(|u| (u.unit, u.count)),
+            task_id: w.task_id,
+            agent_id: w.agent_id,
+        },
+        Wire::ReservationExpired(w) => {
+            ServiceEvent::ReservationExpired { reservation_id: w.reservation_id, amount: w.amount.0 }
+        }
+        Wire::BudgetThresholdCrossed(w) => ServiceEvent::BudgetThresholdCrossed {
+            threshold: w.threshold,
+            period: w.period.0,
+            spent: w.spent.0,
+            budget: w.budget.0,
+        },
+        Wire::ServiceSuspended(w) => {
+            ServiceEvent::Suspended { period: w.period.0, spent: w.spent.0, budget: w.budget.0 }
+        }
+        Wire::ServiceReactivated(w) => ServiceEvent::Reactivated { reason: w.reason },
+        Wire::ServicePeriodStarted(w) => ServiceEvent::PeriodStarted { period: w.period.0 },
+        _ => return None,
+    })
+}
+
+fn stage_to_wire(s: StageSpec) -> wire::workflow::Stage {
+    wire::workflow::Stage {
+        key: s.key,
+        title: s.title,
+        description: s.description,
+        priority: s.priority,
+        required_capabilities: s.required_capabilities,
+        depends_on: s.depends_on,
+        max_attempts: s.max_attempts,
+    }
+}
+
+fn stage_from_wire(s: wire::workflow::Stage) -> StageSpec {
+    StageSpec {
+        key: s.key,
+        title: s.title,
+        description: s.description,
+        priority: s.priority,
+        required_capabilities: s.required_capabilities,
+        depends_on: s.depends_on,
+        max_attempts: s.max_attempts,
     }
 }
 
@@ -403,6 +938,16 @@ fn from_wire(wire: Wire) -> Event {
         Wire::TaskFailed(w) => task(TaskEvent::Failed { failures: w.failures }),
         Wire::TaskCancelled(w) => task(TaskEvent::Cancelled { reason: w.reason }),
         Wire::TaskRetried(_) => task(TaskEvent::Retried),
+        Wire::TaskFlaggedAsCostOutlier(w) => task(TaskEvent::FlaggedAsCostOutlier(CostOutlier {
+            cost: w.cost.0,
+            median: w.median.0,
+            mad: w.mad.0,
+            z_score: w.z_score.0,
+            threshold: w.threshold.0,
+            comparable: w.comparable,
+            group: w.group,
+        })),
+        Wire::TaskOutlierAcknowledged(w) => task(TaskEvent::OutlierAcknowledged { note: w.note }),
         Wire::AgentRegistered(w) => Event::Agent(AgentEvent::Registered {
             id: w.agent_id,
             name: w.name,
@@ -412,6 +957,36 @@ fn from_wire(wire: Wire) -> Event {
         Wire::AgentKeyRotated(w) => Event::Agent(AgentEvent::KeyRotated { key_id: w.key_id }),
         Wire::AgentActivated(_) => Event::Agent(AgentEvent::Activated),
         Wire::AgentDeactivated(_) => Event::Agent(AgentEvent::Deactivated),
+        Wire::WorkflowDefined(w) => Event::Workflow(WorkflowEvent::Defined {
+            id: w.workflow_id,
+            version: w.version,
+            name: w.name,
+            description: w.description,
+            stages: w.stages.into_iter().map(stage_from_wire).collect(),
+        }),
+        Wire::WorkflowRunStarted(w) => Event::WorkflowRun(RunEvent::Started {
+            id: w.run_id,
+            workflow_id: w.workflow_id,
+            workflow_name: w.workflow_name,
+            workflow_version: w.workflow_version,
+            stages: w.stages.into_iter().map(stage_from_wire).collect(),
+            input: w.input,
+        }),
+        Wire::WorkflowStageStarted(w) => {
+            Event::WorkflowRun(RunEvent::StageStarted { key: w.stage_key, task_id: w.task_id })
+        }
+        Wire::WorkflowStageCompleted(w) => {
+            Event::WorkflowRun(RunEvent::StageCompleted { key: w.stage_key, task_id: w.task_id, result: w.result })
+        }
+        Wire::WorkflowStageFailed(w) => {
+            Event::WorkflowRun(RunEvent::StageFailed { key: w.stage_key, task_id: w.task_id, error: w.error })
+        }
+        Wire::WorkflowRunCompleted(_) => Event::WorkflowRun(RunEvent::Completed),
+        Wire::WorkflowRunFailed(w) => Event::WorkflowRun(RunEvent::Failed { reason: w.reason }),
+        Wire::SettingChanged(w) => {
+            Event::Settings(SettingsEvent::Changed { key: w.key, value: w.value, previous: w.previous })
+        }
+        other => Event::Service(service_from_wire(other).expect("every other wire type is matched above")),
     }
 }
 
@@ -477,6 +1052,8 @@ pub fn created_task_id(event: &Event) -> Option<Uuid> {
 
 #[cfg(test)]
 mod tests {
+    use devart_domain::outliers::Score;
+
     use super::*;
 
     fn at() -> chrono::DateTime<chrono::Utc> {
@@ -524,6 +1101,16 @@ mod tests {
             Event::Task(TaskEvent::Failed { failures: 3 }),
             Event::Task(TaskEvent::Cancelled { reason: Some("no".into()) }),
             Event::Task(TaskEvent::Retried),
+            Event::Task(TaskEvent::FlaggedAsCostOutlier(CostOutlier {
+                cost: Money::parse("cost", "31.25").unwrap(),
+                median: Money::parse("median", "0.875").unwrap(),
+                mad: Score::from_micros(481_225),
+                z_score: Score::from_micros(7_438_112),
+                threshold: Score::from_micros(3_500_000),
+                comparable: 40,
+                group: "stage:release/build".into(),
+            })),
+            Event::Task(TaskEvent::OutlierAcknowledged { note: "a one-off migration".into() }),
             Event::Agent(AgentEvent::Registered {
                 id: Uuid::from_u128(3),
                 name: "builder".into(),
@@ -533,7 +1120,104 @@ mod tests {
             Event::Agent(AgentEvent::KeyRotated { key_id: "k2".into() }),
             Event::Agent(AgentEvent::Deactivated),
             Event::Agent(AgentEvent::Activated),
+            Event::Workflow(WorkflowEvent::Defined {
+                id: Uuid::from_u128(4),
+                version: 2,
+                name: "release".into(),
+                description: "ship it".into(),
+                stages: vec![stage("a", &[]), stage("b", &["a"])],
+            }),
+            Event::WorkflowRun(RunEvent::Started {
+                id: Uuid::from_u128(5),
+                workflow_id: Uuid::from_u128(4),
+                workflow_name: "release".into(),
+                workflow_version: 2,
+                stages: vec![stage("a", &[])],
+                input: Some("{}".into()),
+            }),
+            Event::WorkflowRun(RunEvent::StageStarted { key: "a".into(), task_id: Uuid::from_u128(6) }),
+            Event::WorkflowRun(RunEvent::StageCompleted {
+                key: "a".into(),
+                task_id: Uuid::from_u128(6),
+                result: Some("1".into()),
+            }),
+            Event::WorkflowRun(RunEvent::StageFailed {
+                key: "b".into(),
+                task_id: Uuid::from_u128(7),
+                error: "boom".into(),
+            }),
+            Event::WorkflowRun(RunEvent::Completed),
+            Event::WorkflowRun(RunEvent::Failed { reason: "stage `b` failed: boom".into() }),
         ]
+        .into_iter()
+        .chain(service_samples())
+        .chain([Event::Settings(SettingsEvent::Changed {
+            key: "queue.defaultLeaseSeconds".into(),
+            value: "60".into(),
+            previous: "30".into(),
+        })])
+        .collect()
+    }
+
+    fn service_samples() -> Vec<Event> {
+        use devart_domain::service::Period;
+        let m = |s: &str| Money::parse("amount", s).unwrap();
+        let period = Period { year: 2026, month: 11 };
+        let prices: std::collections::BTreeMap<String, Money> = [("token".to_owned(), m("0.000015"))].into();
+        [
+            ServiceEvent::Registered {
+                id: Uuid::from_u128(8),
+                name: "llm".into(),
+                currency: "USD".into(),
+                monthly_budget: m("100"),
+                fallback_service_id: Some(Uuid::from_u128(9)),
+                unit_prices: prices.clone(),
+                period,
+            },
+            ServiceEvent::Updated { name: None, fallback_service_id: Some(None), unit_prices: Some(prices) },
+            ServiceEvent::Updated { name: Some("x".into()), fallback_service_id: None, unit_prices: None },
+            ServiceEvent::BudgetChanged { from: m("100"), to: m("150.5"), reason: "why".into() },
+            ServiceEvent::Activated,
+            ServiceEvent::Deactivated,
+            ServiceEvent::UsageAuthorized {
+                reservation_id: Uuid::from_u128(10),
+                amount: m("1.25"),
+                task_id: Some(Uuid::from_u128(1)),
+                agent_id: Some(agent()),
+                requested_service_id: Some(Uuid::from_u128(9)),
+                expires_at: at(),
+            },
+            ServiceEvent::UsageRefused { amount: m("2"), task_id: None, agent_id: None, reason: "full".into() },
+            ServiceEvent::UsageCharged {
+                charge_id: Uuid::from_u128(11),
+                reservation_id: Some(Uuid::from_u128(10)),
+                amount: m("1"),
+                released: m("0.25"),
+                units: Some(("token".into(), 66_666)),
+                task_id: None,
+                agent_id: Some(agent()),
+            },
+            ServiceEvent::ReservationExpired { reservation_id: Uuid::from_u128(10), amount: m("1.25") },
+            ServiceEvent::BudgetThresholdCrossed { threshold: 80, period, spent: m("80"), budget: m("100") },
+            ServiceEvent::Suspended { period, spent: m("100"), budget: m("100") },
+            ServiceEvent::Reactivated { reason: "new month".into() },
+            ServiceEvent::PeriodStarted { period },
+        ]
+        .into_iter()
+        .map(Event::Service)
+        .collect()
+    }
+
+    fn stage(key: &str, depends_on: &[&str]) -> StageSpec {
+        StageSpec {
+            key: key.into(),
+            title: format!("stage {key}"),
+            description: String::new(),
+            priority: 3,
+            required_capabilities: vec!["rust".into()],
+            depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+            max_attempts: 2,
+        }
     }
 
     #[test]
@@ -572,6 +1256,26 @@ mod tests {
         for event in samples() {
             assert!(schema_version(event.event_type()).is_some(), "{}", event.event_type());
         }
+    }
+
+    #[test]
+    fn amounts_travel_as_decimal_strings() {
+        let json = to_json(&service_samples()[3]);
+        assert_eq!(json, serde_json::json!({ "from": "100.00", "to": "150.50", "reason": "why" }));
+        let bad = br#"{"from": 1.5, "to": "2", "reason": ""}"#;
+        assert!(from_json("ServiceBudgetChanged", 1, bad).is_err());
+    }
+
+    #[test]
+    fn statistics_are_json_numbers_and_amounts_strings() {
+        let flagged = samples().into_iter().find(|e| e.event_type() == "TaskFlaggedAsCostOutlier").unwrap();
+        assert_eq!(
+            to_json(&flagged),
+            serde_json::json!({
+                "cost": "31.25", "median": "0.875", "mad": 0.481225, "zScore": 7.438112, "threshold": 3.5,
+                "comparable": 40, "group": "stage:release/build"
+            })
+        );
     }
 
     #[test]

@@ -145,11 +145,18 @@ pub struct Commands {
     nudge: Nudge,
     /// Wakes sequencers elsewhere.
     bus: Option<Bus>,
+    /// The settings in effect, kept current by [`crate::settings::watch`].
+    settings: crate::settings::LiveSettings,
 }
 
 impl Commands {
     pub fn new(store: EventStore, nudge: Nudge, bus: Option<Bus>) -> Commands {
-        Commands { store, nudge, bus }
+        Commands { store, nudge, bus, settings: crate::settings::LiveSettings::default() }
+    }
+
+    /// The settings in effect in this process.
+    pub fn settings(&self) -> &crate::settings::LiveSettings {
+        &self.settings
     }
 
     pub fn store(&self) -> &EventStore {

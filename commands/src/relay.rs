@@ -75,10 +75,11 @@ pub async fn run_sequencer(
             Ok(Some((first, last))) => {
                 tracing::debug!(%first, %last, "sequenced");
                 sequenced.notify();
+                extend_chain(&store).await;
                 delay = Duration::from_millis(50);
                 continue;
             }
-            Ok(None) => {}
+            Ok(None) => extend_chain(&store).await,
             Err(error) => {
                 tracing::warn!(%error, "sequencer: retrying");
                 tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(delay) => {} }
@@ -87,6 +88,20 @@ pub async fn run_sequencer(
             }
         }
         tokio::select! { _ = shutdown.cancelled() => return, _ = appended.wait(IDLE_POLL) => {} }
+    }
+}
+
+/// Hashes what was sequenced (see [`crate::chain`]); a failure is retried on the next round.
+async fn extend_chain(store: &EventStore) {
+    loop {
+        match store.chain().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "chainer: retrying");
+                return;
+            }
+        }
     }
 }
 

@@ -313,3 +313,17 @@ impl EventStore {
         rows.iter().map(decode_row).collect()
     }
 }
+
+impl EventStore {
+    /// The first event of each of these streams that has one, in no particular order: what
+    /// created each aggregate.
+    pub async fn first_events(&self, stream_ids: &[StreamId]) -> Result<Vec<Recorded>, StoreError> {
+        let ids: Vec<&str> = stream_ids.iter().map(StreamId::as_str).collect();
+        let rows =
+            sqlx::query(&format!("select {COLUMNS} from events where stream_id = any($1) and stream_version = 1"))
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(decode_row).collect()
+    }
+}

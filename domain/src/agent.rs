@@ -25,7 +25,8 @@ impl AgentName {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AgentStatus {
     #[default]
     Absent,
@@ -33,7 +34,7 @@ pub enum AgentStatus {
     Inactive,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct AgentState {
     pub id: Uuid,
     pub status: AgentStatus,

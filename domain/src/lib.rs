@@ -6,6 +6,11 @@
 //!   `evolve(State, &Event) -> State`, and a given/when/then harness for specifications.
 //! - [`task`]: the task aggregate and the validated value types its commands carry.
 //! - [`agent`]: the agent aggregate: registration, key rotation, activation.
+//! - [`service`]: external services with monthly budgets: reservations, charges, thresholds,
+//!   suspension, periods. [`money`]: exact amounts.
+//! - [`outliers`]: robust statistics that tell an unusual task cost from its peers' spread.
+//! - [`settings`]: live settings: typed keys, validated values, changes as events.
+//! - [`workflow`]: workflow templates (validated DAGs of stages, versioned) and their runs.
 //! - [`Event`]: every domain event of every aggregate, the unit the store, the bus and the
 //!   projections move around.
 //!
@@ -15,7 +20,12 @@
 pub mod agent;
 pub mod aggregate;
 pub mod envelope;
+pub mod money;
+pub mod outliers;
+pub mod service;
+pub mod settings;
 pub mod task;
+pub mod workflow;
 
 pub use aggregate::{Aggregate, DomainError};
 pub use envelope::{Actor, ActorKind, EventMeta, Position, StreamId};
@@ -25,6 +35,10 @@ pub use envelope::{Actor, ActorKind, EventMeta, Position, StreamId};
 pub enum Event {
     Task(task::TaskEvent),
     Agent(agent::AgentEvent),
+    Workflow(workflow::WorkflowEvent),
+    WorkflowRun(workflow::RunEvent),
+    Service(service::ServiceEvent),
+    Settings(settings::SettingsEvent),
 }
 
 impl Event {
@@ -33,6 +47,10 @@ impl Event {
         match self {
             Event::Task(e) => e.event_type(),
             Event::Agent(e) => e.event_type(),
+            Event::Workflow(e) => e.event_type(),
+            Event::WorkflowRun(e) => e.event_type(),
+            Event::Service(e) => e.event_type(),
+            Event::Settings(e) => e.event_type(),
         }
     }
 
@@ -41,6 +59,10 @@ impl Event {
         match self {
             Event::Task(_) => task::Task::KIND,
             Event::Agent(_) => agent::Agent::KIND,
+            Event::Workflow(_) => workflow::Workflow::KIND,
+            Event::WorkflowRun(_) => workflow::WorkflowRun::KIND,
+            Event::Service(_) => service::Service::KIND,
+            Event::Settings(_) => settings::Settings::KIND,
         }
     }
 }
@@ -48,6 +70,30 @@ impl Event {
 impl From<agent::AgentEvent> for Event {
     fn from(e: agent::AgentEvent) -> Self {
         Event::Agent(e)
+    }
+}
+
+impl From<workflow::WorkflowEvent> for Event {
+    fn from(e: workflow::WorkflowEvent) -> Self {
+        Event::Workflow(e)
+    }
+}
+
+impl From<workflow::RunEvent> for Event {
+    fn from(e: workflow::RunEvent) -> Self {
+        Event::WorkflowRun(e)
+    }
+}
+
+impl From<service::ServiceEvent> for Event {
+    fn from(e: service::ServiceEvent) -> Self {
+        Event::Service(e)
+    }
+}
+
+impl From<settings::SettingsEvent> for Event {
+    fn from(e: settings::SettingsEvent) -> Self {
+        Event::Settings(e)
     }
 }
 

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, DomainError};
+use crate::outliers::CostOutlier;
 
 /// A task's priority: 1 (lowest) to 5 (highest). Always in range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -134,6 +135,7 @@ impl Capabilities {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskStatus {
     /// Not created yet: the state before a stream's first event.
     #[default]
@@ -263,14 +265,14 @@ impl Percent {
 }
 
 /// The workflow run stage a task carries out.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct StageLink {
     pub run_id: Uuid,
     pub stage_key: String,
 }
 
 /// The agent working a task, and until when.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Lease {
     pub agent_id: Uuid,
     pub attempt: u32,
@@ -278,7 +280,7 @@ pub struct Lease {
 }
 
 /// Why an attempt ended without completing the task.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct AttemptError {
     pub attempt: u32,
     pub agent_id: Uuid,
@@ -286,10 +288,18 @@ pub struct AttemptError {
 }
 
 /// The last progress an agent reported.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Progress {
     pub message: String,
     pub percent: Option<u8>,
+}
+
+/// A task's cost as flagged, and whether a supervisor acknowledged the flag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct OutlierMark {
+    pub outlier: CostOutlier,
+    /// The supervisor's note, once acknowledged.
+    pub acknowledged: Option<String>,
 }
 
 /// The first delay before a retry; each failure doubles it, up to [`BACKOFF_MAX`].
@@ -310,7 +320,7 @@ pub fn backoff(failures: u32, jitter: f64) -> chrono::TimeDelta {
 }
 
 /// A task as its events leave it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct TaskState {
     pub id: Uuid,
     pub status: TaskStatus,
@@ -333,6 +343,8 @@ pub struct TaskState {
     /// Every failed attempt's error, oldest first.
     pub errors: Vec<AttemptError>,
     pub result: Option<String>,
+    /// The last cost-outlier flag.
+    pub cost_outlier: Option<OutlierMark>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -427,6 +439,14 @@ pub enum TaskCommand {
     },
     /// A failed task gets a fresh set of attempts.
     Retry,
+    /// The task's cost is unusual against comparable tasks; the detector judged it (see
+    /// [`crate::outliers`]). A task is flagged once: again only after the flag was acknowledged and
+    /// its cost has grown since.
+    FlagCostOutlier(CostOutlier),
+    /// A supervisor has looked at the flagged cost.
+    AcknowledgeOutlier {
+        note: Message,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -502,6 +522,12 @@ pub enum TaskEvent {
         reason: Option<String>,
     },
     Retried,
+    /// The task's cost stands out against comparable tasks: the figures say by how much. Changes
+    /// nothing about the task's work.
+    FlaggedAsCostOutlier(CostOutlier),
+    OutlierAcknowledged {
+        note: String,
+    },
 }
 
 impl TaskEvent {
@@ -521,6 +547,8 @@ impl TaskEvent {
             TaskEvent::Failed { .. } => "TaskFailed",
             TaskEvent::Cancelled { .. } => "TaskCancelled",
             TaskEvent::Retried => "TaskRetried",
+            TaskEvent::FlaggedAsCostOutlier(_) => "TaskFlaggedAsCostOutlier",
+            TaskEvent::OutlierAcknowledged { .. } => "TaskOutlierAcknowledged",
         }
     }
 
@@ -566,6 +594,24 @@ impl Aggregate for Task {
             }]),
             (_, C::Create(c)) => Err(DomainError::Conflict(format!("task {} already exists", c.id))),
             (S::Absent | S::Deleted, _) => Err(DomainError::NotFound(format!("task {id}"))),
+            (S::Completed, C::FlagCostOutlier(outlier)) => match &state.cost_outlier {
+                // Flagged and not looked at yet: once is enough.
+                Some(OutlierMark { acknowledged: None, .. }) => Ok(vec![]),
+                // Acknowledged at this cost: only more spending makes it news again.
+                Some(mark) if outlier.cost <= mark.outlier.cost => Ok(vec![]),
+                _ => Ok(vec![TaskEvent::FlaggedAsCostOutlier(outlier.clone())]),
+            },
+            (status, C::FlagCostOutlier(_)) => Err(DomainError::Conflict(format!(
+                "task {id} is {}; only a completed task's cost is judged",
+                status.as_str()
+            ))),
+            (_, C::AcknowledgeOutlier { note }) => match &state.cost_outlier {
+                Some(OutlierMark { acknowledged: None, .. }) => {
+                    Ok(vec![TaskEvent::OutlierAcknowledged { note: note.as_str().to_owned() }])
+                }
+                Some(_) => Err(DomainError::Conflict(format!("task {id}'s cost outlier is acknowledged already"))),
+                None => Err(DomainError::Conflict(format!("task {id} is not flagged as a cost outlier"))),
+            },
             (status, C::Update(_) | C::Reprioritize(_)) if status.is_final() => {
                 Err(DomainError::Conflict(format!("task {id} is {} and can no longer change", status.as_str())))
             }
@@ -747,6 +793,14 @@ impl Aggregate for Task {
                 state.status = TaskStatus::Pending;
                 state.failures = 0;
                 state.run_after = None;
+            }
+            TaskEvent::FlaggedAsCostOutlier(outlier) => {
+                state.cost_outlier = Some(OutlierMark { outlier: outlier.clone(), acknowledged: None });
+            }
+            TaskEvent::OutlierAcknowledged { note } => {
+                if let Some(mark) = &mut state.cost_outlier {
+                    mark.acknowledged = Some(note.clone());
+                }
             }
         }
         state
@@ -953,6 +1007,59 @@ mod tests {
         given::<Task>([created()])
             .when(TaskCommand::Retry)
             .then_error(DomainError::Conflict(format!("task {} is PENDING; only a failed task can be retried", id())));
+    }
+
+    fn outlier(cost: &str) -> CostOutlier {
+        let money = |s: &str| crate::money::Money::parse("amount", s).unwrap();
+        CostOutlier {
+            cost: money(cost),
+            median: money("1"),
+            mad: crate::outliers::Score::from_f64(0.5),
+            z_score: crate::outliers::Score::from_f64(6.2),
+            threshold: crate::outliers::Score::from_f64(3.5),
+            comparable: 12,
+            group: "capabilities:docs".into(),
+        }
+    }
+
+    #[test]
+    fn a_costly_task_is_flagged_once_until_acknowledged_and_then_only_if_it_cost_more() {
+        let completed = TaskEvent::Completed { agent_id: ADA, attempt: 1, result: None };
+        let done = [created(), claimed(1), completed];
+        let flag = |cost: &str| TaskCommand::FlagCostOutlier(outlier(cost));
+        let flagged = TaskEvent::FlaggedAsCostOutlier(outlier("30"));
+        given::<Task>(done.clone()).when(flag("30")).then([flagged.clone()]);
+        let history = [done.to_vec(), vec![flagged.clone()]].concat();
+        given::<Task>(history.clone()).when(flag("35")).then([]);
+
+        let acknowledge =
+            || TaskCommand::AcknowledgeOutlier { note: Message::parse("note", "a big refactor").unwrap() };
+        let acknowledged = TaskEvent::OutlierAcknowledged { note: "a big refactor".into() };
+        given::<Task>(history.clone()).when(acknowledge()).then([acknowledged.clone()]);
+        let history = [history, vec![acknowledged]].concat();
+        given::<Task>(history.clone()).when(flag("30")).then([]);
+        given::<Task>(history.clone()).when(flag("31")).then([TaskEvent::FlaggedAsCostOutlier(outlier("31"))]);
+        given::<Task>(history.clone())
+            .when(acknowledge())
+            .then_error(DomainError::Conflict(format!("task {}'s cost outlier is acknowledged already", id())));
+
+        // Flags change nothing about the work.
+        let state = Task::fold(&history);
+        assert_eq!(state.status, TaskStatus::Completed);
+        assert_eq!(state.cost_outlier.unwrap().acknowledged.as_deref(), Some("a big refactor"));
+    }
+
+    #[test]
+    fn only_completed_tasks_are_flagged_and_only_flagged_ones_acknowledged() {
+        given::<Task>([created(), claimed(1)]).when(TaskCommand::FlagCostOutlier(outlier("30"))).then_error(
+            DomainError::Conflict(format!("task {} is IN_PROGRESS; only a completed task's cost is judged", id())),
+        );
+        given::<Task>([created()])
+            .when(TaskCommand::AcknowledgeOutlier { note: Message::parse("note", "ok").unwrap() })
+            .then_error(DomainError::Conflict(format!("task {} is not flagged as a cost outlier", id())));
+        given::<Task>([created(), TaskEvent::Deleted])
+            .when(TaskCommand::FlagCostOutlier(outlier("30")))
+            .then_error(DomainError::NotFound(format!("task {}", id())));
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub enum Code {
     Forbidden,
     Conflict,
     NotFound,
+    /// Too many mutations from one identity (HTTP 429).
+    RateLimited,
     Internal,
 }
 
@@ -22,6 +24,7 @@ impl Code {
             Code::Forbidden => "FORBIDDEN",
             Code::Conflict => "CONFLICT",
             Code::NotFound => "NOT_FOUND",
+            Code::RateLimited => "RATE_LIMITED",
             Code::Internal => "INTERNAL",
         }
     }

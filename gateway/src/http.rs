@@ -28,14 +28,54 @@ use crate::{App, Services};
 pub const BODY_BYTES_MAX: usize = 1 << 20;
 
 pub fn router(app: App) -> Router {
+    let limits = app.services.limits.clone();
+    let origins: Vec<HeaderValue> =
+        limits.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            "idempotency-key".parse().expect("header name"),
+            "x-correlation-id".parse().expect("header name"),
+        ])
+        .max_age(std::time::Duration::from_secs(600));
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_secs(limits.request_timeout_secs.max(1)),
+        ))
+        .layer(cors)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app)
+}
+
+/// 429 for an identity over its mutation rate, with when to come back.
+fn too_many(media: &'static str, wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = respond(
+        StatusCode::TOO_MANY_REQUESTS,
+        media,
+        &json!({ "errors": [{ "message": format!("too many mutations from this identity; retry in {seconds} s"), "extensions": { "code": Code::RateLimited.as_str(), "retryAfterSeconds": seconds } }] }),
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// Whether the request would run a mutation (the operation it names, or its only one).
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else { return false };
+    let name = request.operation_name.as_deref();
+    document.operations.iter().any(|(op_name, op)| {
+        op.node.ty == OperationType::Mutation && (name.is_none() || op_name.map(|n| n.as_str()) == name)
+    })
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
@@ -149,7 +189,7 @@ async fn graphql_get(
     }
     let headers = parts.headers;
     let wants_html = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
-    if query.is_empty() && wants_html {
+    if query.is_empty() && wants_html && app.services.limits.introspection {
         return Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").finish())
             .into_response();
     }
@@ -245,6 +285,16 @@ async fn execute(
         Ok(m) => m,
         Err(m) => return bad_request(media, &m),
     };
+    if is_mutation(&request) {
+        if let Err(wait) = app.services.mutations.check(&caller.subject) {
+            app.services
+                .metrics
+                .graphql_errors
+                .get_or_create(&crate::metrics::OutcomeLabel { code: Code::RateLimited.as_str().into() })
+                .inc();
+            return too_many(media, wait);
+        }
+    }
     let response = app.schema.execute(request.data(caller).data(meta)).await;
     app.services.metrics.graphql_requests.inc();
     // A request error (unparsable or invalid document, bad variables) has no data and no paths.

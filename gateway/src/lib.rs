@@ -5,11 +5,13 @@
 //! - [`http`]: the axum router: GraphQL over HTTP and WebSocket, `/healthz`, `/readyz`, `/metrics`.
 //! - [`auth`]: JWT bearer tokens and roles.
 //! - [`error`]: the one client error shape: a message and an `extensions.code`.
+//! - [`limits`]: mutation rate limits per identity, CORS, introspection, time limits.
 //! - [`metrics`]: Prometheus counters and scrape-time gauges.
 
 pub mod auth;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod schema;
 
@@ -17,7 +19,9 @@ use std::sync::Arc;
 
 use devart_commands::agents::KeyVerifier;
 use devart_commands::{Bus, Commands, EventStore};
+use devart_projections::services::ServiceRow;
 use devart_projections::tasks::TaskRow;
+use devart_projections::workflows::WorkflowRunRow;
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -25,9 +29,10 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{Role, SigningKey};
+pub use limits::Limits;
 
-/// How many task-board changes a slow subscriber may fall behind before it skips some.
-const TASK_UPDATES_BUFFER: usize = 4_096;
+/// How many read-model changes a slow subscriber may fall behind before it skips some.
+const UPDATES_BUFFER: usize = 4_096;
 
 /// Everything a request may need; cheap to clone.
 #[derive(Clone)]
@@ -39,14 +44,22 @@ pub struct Services {
     pub signing_key: SigningKey,
     /// Task-board changes, fanned out to `taskUpdates` subscribers in this process.
     pub task_updates: broadcast::Sender<TaskRow>,
+    /// Workflow-run changes, fanned out to `workflowRunUpdates` subscribers in this process.
+    pub run_updates: broadcast::Sender<WorkflowRunRow>,
+    /// Service budget changes, fanned out to `serviceUpdates` subscribers in this process.
+    pub service_updates: broadcast::Sender<ServiceRow>,
     pub metrics: Arc<metrics::Metrics>,
     /// Verifies agents' API keys.
     pub keys: Arc<KeyVerifier>,
+    pub limits: Limits,
+    pub mutations: Arc<limits::RateLimiter>,
 }
 
 impl Services {
     pub fn new(pool: PgPool, commands: Commands, bus: Bus, signing_key: SigningKey) -> Services {
-        let (task_updates, _) = broadcast::channel(TASK_UPDATES_BUFFER);
+        let (task_updates, _) = broadcast::channel(UPDATES_BUFFER);
+        let (run_updates, _) = broadcast::channel(UPDATES_BUFFER);
+        let (service_updates, _) = broadcast::channel(UPDATES_BUFFER);
         Services {
             store: commands.store().clone(),
             keys: Arc::new(KeyVerifier::new(pool.clone())),
@@ -55,8 +68,19 @@ impl Services {
             bus,
             signing_key,
             task_updates,
+            run_updates,
+            service_updates,
             metrics: Arc::new(metrics::Metrics::default()),
+            mutations: Arc::new(limits::RateLimiter::new(Limits::default().mutations_per_second)),
+            limits: Limits::default(),
         }
+    }
+
+    /// These services with `limits` in force instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Services {
+        self.mutations = Arc::new(limits::RateLimiter::new(limits.mutations_per_second));
+        self.limits = limits;
+        self
     }
 }
 
@@ -75,19 +99,26 @@ impl App {
 
 /// Serves the gateway on `listener` until `shutdown`, then finishes the requests in flight.
 pub async fn serve(listener: TcpListener, services: Services, shutdown: CancellationToken) -> std::io::Result<()> {
-    tokio::spawn(forward_task_updates(services.clone(), shutdown.clone()));
+    tokio::spawn(forward_updates(services.clone(), "tasks", services.task_updates.clone(), shutdown.clone()));
+    tokio::spawn(forward_updates(services.clone(), "workflows", services.run_updates.clone(), shutdown.clone()));
+    tokio::spawn(forward_updates(services.clone(), "services", services.service_updates.clone(), shutdown.clone()));
     let app = http::router(App::new(services));
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
-/// Feeds `taskUpdates` from the projection's change notifications on the bus.
-async fn forward_task_updates(services: Services, shutdown: CancellationToken) {
-    let subject = services.bus.names.readmodel("tasks");
+/// Feeds `sender` from a projection's change notifications on the bus.
+async fn forward_updates<T: serde::de::DeserializeOwned>(
+    services: Services,
+    projection: &'static str,
+    sender: broadcast::Sender<T>,
+    shutdown: CancellationToken,
+) {
+    let subject = services.bus.names.readmodel(projection);
     loop {
         let mut subscription = match services.bus.client.subscribe(subject.clone()).await {
             Ok(s) => s,
             Err(error) => {
-                tracing::warn!(%error, "taskUpdates: cannot subscribe; retrying");
+                tracing::warn!(projection, %error, "updates: cannot subscribe; retrying");
                 tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue }
             }
         };
@@ -97,11 +128,11 @@ async fn forward_task_updates(services: Services, shutdown: CancellationToken) {
                 m = subscription.next() => m,
             };
             let Some(message) = message else { break };
-            match serde_json::from_slice::<TaskRow>(&message.payload) {
+            match serde_json::from_slice::<T>(&message.payload) {
                 Ok(row) => {
-                    let _ = services.task_updates.send(row);
+                    let _ = sender.send(row);
                 }
-                Err(error) => tracing::warn!(%error, "taskUpdates: unreadable notification"),
+                Err(error) => tracing::warn!(projection, %error, "updates: unreadable notification"),
             }
         }
     }

@@ -3,7 +3,13 @@
 //! # Layout
 //! - [`Projection`]: what a read model is: a name, the tables it owns, and how a batch of events
 //!   changes them. [`tasks::TasksProjection`] is the task board, [`agents::AgentsProjection`] the
-//!   roster of agents.
+//!   roster of agents, [`workflows::WorkflowsProjection`] the workflows and their runs,
+//!   [`services::ServicesProjection`] the services and their budgets,
+//!   [`analytics::AnalyticsProjection`] the facts behind cost, throughput and queue charts.
+//! - [`orchestrator`]: the workflow orchestrator, a process manager that rides on the same worker.
+//! - [`alerts`]: the consumer that records budget alerts in the `alert_deliveries` outbox, on the
+//!   same worker too.
+//! - [`outliers`]: the cost-outlier detector, another process manager on the same worker.
 //! - [`worker`]: the live worker, fed by the projection's durable JetStream consumer.
 //! - [`rebuild`]: rebuilding a read model from the event store, aside, then swapped in.
 //! - [`status`]: where each projection is, and how far behind.
@@ -13,10 +19,16 @@
 //! missing one is read from the store. So each event is applied exactly once, in order.
 
 pub mod agents;
+pub mod alerts;
+pub mod analytics;
+pub mod orchestrator;
+pub mod outliers;
 pub mod rebuild;
+pub mod services;
 pub mod status;
 pub mod tasks;
 pub mod worker;
+pub mod workflows;
 
 use std::sync::Arc;
 
@@ -59,7 +71,13 @@ pub trait Projection: Send + Sync + 'static {
 
 /// Every projection devart runs.
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(tasks::TasksProjection), Arc::new(agents::AgentsProjection)]
+    vec![
+        Arc::new(tasks::TasksProjection),
+        Arc::new(agents::AgentsProjection),
+        Arc::new(workflows::WorkflowsProjection),
+        Arc::new(services::ServicesProjection),
+        Arc::new(analytics::AnalyticsProjection),
+    ]
 }
 
 pub fn by_name(name: &str) -> Option<Arc<dyn Projection>> {

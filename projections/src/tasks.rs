@@ -137,6 +137,8 @@ impl TaskRow {
                 .map(|e| AttemptError { attempt: e.attempt, agent_id: e.agent_id, error: e.error })
                 .collect(),
             result: self.result.as_ref().map(|v| v.to_string()),
+            // Cost outliers are the analytics read model's concern; the board does not keep them.
+            cost_outlier: None,
         }
     }
 

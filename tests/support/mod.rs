@@ -1,5 +1,6 @@
 //! Test environments: a database, a bus prefix, and optionally a running devart.
 
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,8 @@ impl TestEnv {
             nats_prefix: prefix,
             jwt_secret: Some(devart::Secret("test-secret-test-secret-test-secret!".into())),
             db_connections: 16,
+            limits: devart_gateway::Limits::default(),
+            alerts: devart::alerts::AlertConfig::default(),
         };
         let pool = config.pool().await.unwrap();
         let bus = config.bus().await.unwrap();
@@ -111,10 +114,15 @@ impl TestEnv {
 
     /// Starts devart with `roles` in this process; the gateway on a free port.
     pub async fn start(&self, roles: &[Role]) -> Running {
+        self.start_with(&self.config, roles).await
+    }
+
+    /// [`TestEnv::start`] with settings of the test's choosing (same database and bus).
+    pub async fn start_with(&self, config: &Config, roles: &[Role]) -> Running {
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = self.config.clone();
+        let config = config.clone();
         let roles_have_gateway = roles.contains(&Role::Gateway);
         let roles = roles.to_vec();
         let stop = shutdown.clone();
@@ -214,6 +222,14 @@ impl Running {
         self.shutdown.cancel();
         if let Some(handle) = self.handle.take() {
             handle.await.unwrap();
+        }
+    }
+
+    /// Kills devart as a crash would: its tasks are dropped wherever they are, nothing is finished.
+    pub async fn abort(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+            assert!(handle.await.unwrap_err().is_cancelled());
         }
     }
 }

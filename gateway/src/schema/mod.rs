@@ -23,16 +23,37 @@ use crate::Services;
 
 pub type Schema = async_graphql::Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
+mod analytics;
+mod audit;
+mod budgets;
+mod settings;
 mod work;
+mod workflows;
 
 #[derive(async_graphql::MergedObject, Default)]
-pub struct QueryRoot(CoreQuery, work::WorkQuery);
+pub struct QueryRoot(
+    CoreQuery,
+    work::WorkQuery,
+    workflows::WorkflowsQuery,
+    budgets::BudgetsQuery,
+    settings::SettingsQuery,
+    audit::AuditQuery,
+    audit::TimeTravelQuery,
+    analytics::AnalyticsQuery,
+);
 
 #[derive(async_graphql::MergedObject, Default)]
-pub struct MutationRoot(CoreMutation, work::WorkMutation);
+pub struct MutationRoot(
+    CoreMutation,
+    work::WorkMutation,
+    workflows::WorkflowsMutation,
+    budgets::BudgetsMutation,
+    settings::SettingsMutation,
+    analytics::AnalyticsMutation,
+);
 
 #[derive(async_graphql::MergedSubscription, Default)]
-pub struct SubscriptionRoot(CoreSubscription);
+pub struct SubscriptionRoot(CoreSubscription, workflows::WorkflowsSubscription, budgets::BudgetsSubscription);
 
 pub fn build(services: Option<Services>) -> Schema {
     let builder =
@@ -40,6 +61,7 @@ pub fn build(services: Option<Services>) -> Schema {
             .limit_depth(32)
             .limit_complexity(5_000);
     match services {
+        Some(s) if !s.limits.introspection => builder.disable_introspection().data(s).finish(),
         Some(s) => builder.data(s).finish(),
         None => builder.finish(),
     }
@@ -242,6 +264,11 @@ impl Task {
         .map_err(gql)?;
         Ok(rows.into_iter().map(Task::from).collect())
     }
+
+    /// The task's last cost-outlier flag, if its cost was ever flagged as unusual (see `outliers`).
+    async fn cost_outlier(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<analytics::CostOutlier>> {
+        analytics::outlier_of(ctx, parse_id("id", &self.id)?).await
+    }
 }
 
 pub(crate) async fn task_by_id(ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Task>> {
@@ -393,9 +420,9 @@ pub struct CreateTaskInput {
     /// The task this one continues (task chaining). An agent may create tasks only as successors
     /// of a task it holds.
     pub parent_task_id: Option<ID>,
-    /// Attempts before the task fails for good: 1 to 100.
-    #[graphql(default = 3)]
-    pub max_attempts: i32,
+    /// Attempts before the task fails for good: 1 to 100; by default the
+    /// `queue.defaultMaxAttempts` setting (3 unless changed).
+    pub max_attempts: Option<i32>,
     /// Not claimable before this time.
     pub run_after: Option<DateTime<Utc>>,
     /// Any JSON document the agent doing the task needs.
@@ -674,7 +701,10 @@ impl CoreMutation {
             priority: domain(Priority::parse(i64::from(input.priority)))?,
             required_capabilities: domain(Capabilities::parse(&input.required_capabilities))?,
             parent_task_id: input.parent_task_id.map(|p| parse_id("parentTaskId", &p)).transpose()?,
-            max_attempts: domain(MaxAttempts::parse(i64::from(input.max_attempts)))?,
+            max_attempts: match input.max_attempts {
+                Some(n) => domain(MaxAttempts::parse(i64::from(n)))?,
+                None => services(ctx).commands.settings().current().default_max_attempts(),
+            },
             run_after: input.run_after,
             input: input.input.map(|j| document("input", &j.0)).transpose()?,
             stage: None,
@@ -806,21 +836,23 @@ impl CoreSubscription {
     async fn task_updates(&self, ctx: &Context<'_>, id: Option<ID>) -> async_graphql::Result<impl Stream<Item = Task>> {
         caller(ctx)?;
         let id = id.map(|i| parse_id("id", &i)).transpose()?;
-        let updates = tokio_stream_from(services(ctx).task_updates.subscribe());
+        let updates = broadcast_stream(services(ctx).task_updates.subscribe());
         Ok(updates
             .filter_map(move |row| futures::future::ready(id.is_none_or(|id| id == row.id).then(|| Task::from(row)))))
     }
 }
 
 /// A broadcast receiver as a stream; a subscriber that falls behind skips what it missed.
-fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<TaskRow>) -> impl Stream<Item = TaskRow> {
+pub(crate) fn broadcast_stream<T: Clone + Send + 'static>(
+    rx: tokio::sync::broadcast::Receiver<T>,
+) -> impl Stream<Item = T> {
     use tokio::sync::broadcast::error::RecvError;
     futures::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
                 Ok(row) => return Some((row, rx)),
                 Err(RecvError::Lagged(skipped)) => {
-                    tracing::warn!(skipped, "taskUpdates subscriber fell behind")
+                    tracing::warn!(skipped, "a subscriber fell behind")
                 }
                 Err(RecvError::Closed) => return None,
             }

@@ -3,7 +3,7 @@
 
 use async_graphql::{Context, Json, Object, SimpleObject, ID};
 use chrono::{DateTime, TimeDelta, Utc};
-use devart_commands::queue::{ClaimRequest, LEASE_DEFAULT, LEASE_MAX, LEASE_MIN};
+use devart_commands::queue::{ClaimRequest, LEASE_MAX, LEASE_MIN};
 use devart_domain::task::{Message, Percent, Task as TaskAggregate, TaskCommand, TaskStatus as DomainTaskStatus};
 use rand::Rng;
 use uuid::Uuid;
@@ -21,8 +21,9 @@ fn agent(ctx: &Context<'_>) -> async_graphql::Result<(Caller, Uuid)> {
     }
 }
 
-fn lease(seconds: Option<i32>) -> async_graphql::Result<TimeDelta> {
-    let Some(seconds) = seconds else { return Ok(LEASE_DEFAULT) };
+/// The lease asked for, or the `queue.defaultLeaseSeconds` setting.
+fn lease(ctx: &Context<'_>, seconds: Option<i32>) -> async_graphql::Result<TimeDelta> {
+    let Some(seconds) = seconds else { return Ok(services(ctx).commands.settings().current().default_lease()) };
     let lease = TimeDelta::seconds(i64::from(seconds));
     if (LEASE_MIN..=LEASE_MAX).contains(&lease) {
         Ok(lease)
@@ -160,7 +161,7 @@ impl WorkMutation {
                 asked
             }
         };
-        let request = ClaimRequest { agent_id, capabilities, lease: lease(lease_seconds)? };
+        let request = ClaimRequest { agent_id, capabilities, lease: lease(ctx, lease_seconds)? };
         let context = command_context(ctx, &caller);
         let claimed = services(ctx).commands.claim_task(&request, &context).await.map_err(gql)?;
         Ok(claimed.map(Task::from))
@@ -175,7 +176,7 @@ impl WorkMutation {
     ) -> async_graphql::Result<Heartbeat> {
         let (caller, agent_id) = agent(ctx)?;
         let id = parse_id("taskId", &task_id)?;
-        let command = TaskCommand::Heartbeat { agent_id, lease_expires_at: Utc::now() + lease(lease_seconds)? };
+        let command = TaskCommand::Heartbeat { agent_id, lease_expires_at: Utc::now() + lease(ctx, lease_seconds)? };
         let context = command_context(ctx, &caller);
         let folded = services(ctx).commands.execute::<TaskAggregate>(id, command, &context, None).await.map_err(gql)?;
         let cancelled = folded.state.status == DomainTaskStatus::Cancelled;

@@ -1,0 +1,538 @@
+//! Budgets on the write side: services, and the authorizations and charges against them.
+//!
+//! A service's stream can grow by thousands of events a month, so its state is not folded from the
+//! stream on every command: `service_budgets` keeps it as a snapshot, written in the transaction of
+//! every append to the stream (all of which go through [`Commands::apply_service`]), so it is never
+//! behind. A command locks the snapshot rows it decides on (`FOR UPDATE`, in id order, so that two
+//! commands walking fallback chains in opposite directions cannot deadlock), decides, appends,
+//! and rewrites the snapshot. That lock is what makes concurrent authorizations unable to
+//! overspend: each one sees every reservation committed before it.
+//!
+//! Authorizations and charges carry an idempotency key. The command id is derived from it, and the
+//! answer is kept in `usage_answers` in the same transaction: a repeated key gets the first
+//! answer and changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use devart_domain::money::Money;
+use devart_domain::service::{RegisterService, Service, ServiceCommand, ServiceState, ServiceStatus, UpdateService};
+use devart_domain::{Aggregate, DomainError, Event, StreamId};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::handler::{CommandError, Commands};
+use crate::store::{self, CommandContext, StoreError};
+
+/// Fallback chains longer than this are cut: a loop, or a configuration nobody means.
+const CHAIN_MAX: usize = 16;
+/// How often every process releases expired reservations and starts new periods.
+pub const CLOCK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The answer to `authorizeUsage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorization {
+    pub approved: bool,
+    /// The service whose budget holds the reservation: the one asked, or the fallback it delegated
+    /// to; the one asked when refused.
+    pub service_id: Uuid,
+    pub reservation_id: Option<Uuid>,
+    /// Why it was refused, or why it was delegated.
+    pub reason: Option<String>,
+    /// What that service's budget has left to reserve after this answer.
+    pub remaining: Money,
+}
+
+/// The answer to `recordCharge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub charge_id: Uuid,
+    pub service_id: Uuid,
+    pub amount: Money,
+    /// What the reservation held beyond the charge, released.
+    pub released: Money,
+    pub spent: Money,
+    pub remaining: Money,
+    pub suspended: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageRequest {
+    pub service_id: Uuid,
+    pub amount: Money,
+    pub task_id: Option<Uuid>,
+    pub agent_id: Option<Uuid>,
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChargeRequest {
+    pub service_id: Uuid,
+    pub amount: Money,
+    pub reservation_id: Option<Uuid>,
+    pub units: Option<(String, u64)>,
+    pub task_id: Option<Uuid>,
+    pub agent_id: Option<Uuid>,
+    pub idempotency_key: String,
+}
+
+/// A service's state as its snapshot holds it, with the stream version it reflects.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state: ServiceState,
+    pub version: u64,
+}
+
+impl crate::handler::Stored for Service {
+    fn wrap(event: devart_domain::service::ServiceEvent) -> Event {
+        Event::Service(event)
+    }
+    fn unwrap(event: &Event) -> Option<&devart_domain::service::ServiceEvent> {
+        match event {
+            Event::Service(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+const KEY_NAMESPACE: Uuid = Uuid::from_u128(0x6465_7661_7274_2d75_7361_6765_2d6b_6579);
+
+/// The command context of a keyed request: its id derived from who asks, what, and the key.
+fn keyed(context: &CommandContext, what: &str, key: &str) -> CommandContext {
+    let mut keyed = context.clone();
+    let name = format!("{}\u{0}{what}\u{0}{key}", context.actor);
+    keyed.command_id = Uuid::new_v5(&KEY_NAMESPACE, name.as_bytes());
+    keyed
+}
+
+async fn lock(conn: &mut PgConnection, ids: &[Uuid]) -> Result<BTreeMap<Uuid, Snapshot>, CommandError> {
+    let mut sorted: Vec<Uuid> = ids.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let rows: Vec<(Uuid, i64, sqlx::types::Json<ServiceState>)> = sqlx::query_as(
+        "select service_id, version, state from service_budgets where service_id = any($1) order by service_id \
+         for update",
+    )
+    .bind(&sorted)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|(id, v, s)| (id, Snapshot { state: s.0, version: v as u64 })).collect())
+}
+
+/// Writes service `id`'s snapshot at stream version `version`.
+pub(crate) async fn write_snapshot<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    id: Uuid,
+    version: u64,
+    state: &ServiceState,
+) -> Result<(), sqlx::Error> {
+    let next_expiry = state.reservations.values().map(|r| r.expires_at).min();
+    sqlx::query(
+        "insert into service_budgets (service_id, version, state, period, next_expiry, updated_at) \
+         values ($1, $2, $3, $4, $5, now()) \
+         on conflict (service_id) do update set version = excluded.version, state = excluded.state, \
+             period = excluded.period, next_expiry = excluded.next_expiry, updated_at = now()",
+    )
+    .bind(id)
+    .bind(version as i64)
+    .bind(sqlx::types::Json(state))
+    .bind(state.period.to_string())
+    .bind(next_expiry)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+impl Commands {
+    /// A service's current state, from its snapshot; `None` if it does not exist.
+    pub async fn service(&self, id: Uuid) -> Result<Option<Snapshot>, CommandError> {
+        let row: Option<(i64, sqlx::types::Json<ServiceState>)> =
+            sqlx::query_as("select version, state from service_budgets where service_id = $1")
+                .bind(id)
+                .fetch_optional(self.store().pool())
+                .await?;
+        Ok(row.map(|(v, s)| Snapshot { state: s.0, version: v as u64 }))
+    }
+
+    /// Decides `command` against a locked snapshot and appends the outcome, rewriting the snapshot,
+    /// in `conn`'s transaction. Returns the state after it.
+    async fn apply_service(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        snapshot: &Snapshot,
+        command: &ServiceCommand,
+        context: &CommandContext,
+    ) -> Result<ServiceState, CommandError> {
+        let events = Service::decide(&snapshot.state, command)?;
+        if events.is_empty() {
+            return Ok(snapshot.state.clone());
+        }
+        let after = events.iter().fold(snapshot.state.clone(), Service::evolve);
+        let wrapped: Vec<Event> = events.into_iter().map(Event::Service).collect();
+        let stream = StreamId::new(Service::KIND, id);
+        let appended = store::append_with(&mut *conn, &stream, snapshot.version, &wrapped, context).await?;
+        write_snapshot(&mut *conn, id, appended.stream_version, &after).await?;
+        Ok(after)
+    }
+
+    /// Runs one command on service `id` in its own transaction.
+    async fn execute_service(
+        &self,
+        id: Uuid,
+        command: ServiceCommand,
+        context: &CommandContext,
+    ) -> Result<ServiceState, CommandError> {
+        let mut tx = self.store().pool().begin().await?;
+        let locked = lock(&mut tx, &[id]).await?;
+        let Some(snapshot) = locked.get(&id) else {
+            return Err(DomainError::NotFound(format!("service {id}")).into());
+        };
+        let after = self.apply_service(&mut tx, id, snapshot, &command, context).await?;
+        tx.commit().await?;
+        self.appended().await;
+        Ok(after)
+    }
+
+    pub async fn register_service(
+        &self,
+        service: RegisterService,
+        context: &CommandContext,
+    ) -> Result<ServiceState, CommandError> {
+        if let Some(fallback) = service.fallback_service_id {
+            self.require_service("fallbackServiceId", fallback).await?;
+        }
+        let id = service.id;
+        let mut tx = self.store().pool().begin().await?;
+        let command = ServiceCommand::Register { service, now: Utc::now() };
+        let empty = Snapshot { state: ServiceState::default(), version: 0 };
+        let after = match self.apply_service(&mut tx, id, &empty, &command, context).await {
+            Ok(after) => after,
+            Err(CommandError::Store(StoreError::Conflict { .. } | StoreError::DuplicateCommand(_))) => {
+                drop(tx);
+                // A retried registration (same command id) answers with the service it registered.
+                let outcome = self.store().command_outcome(context.command_id).await?;
+                let stream = StreamId::new(Service::KIND, id);
+                return match (outcome, self.service(id).await?) {
+                    (Some(o), Some(snapshot)) if o.stream_id == stream.as_str() => Ok(snapshot.state),
+                    _ => Err(DomainError::Conflict(format!("service {id} already exists")).into()),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        tx.commit().await?;
+        self.appended().await;
+        Ok(after)
+    }
+
+    async fn require_service(&self, field: &'static str, id: Uuid) -> Result<(), CommandError> {
+        match self.service(id).await? {
+            Some(_) => Ok(()),
+            None => Err(DomainError::invalid(field, format!("service {id} does not exist")).into()),
+        }
+    }
+
+    /// Changes a service's name, fallback or prices. A fallback may lead back to the service (a
+    /// cycle): authorizations walk each service at most once.
+    pub async fn update_service(
+        &self,
+        id: Uuid,
+        update: UpdateService,
+        context: &CommandContext,
+    ) -> Result<ServiceState, CommandError> {
+        if let Some(Some(fallback)) = update.fallback_service_id {
+            self.require_service("fallbackServiceId", fallback).await?;
+        }
+        self.execute_service(id, ServiceCommand::Update { update, now: Utc::now() }, context).await
+    }
+
+    /// Adds `amount` to the monthly budget; a suspended service with room again is reactivated.
+    pub async fn increase_budget(
+        &self,
+        id: Uuid,
+        amount: Money,
+        reason: String,
+        context: &CommandContext,
+    ) -> Result<ServiceState, CommandError> {
+        let mut tx = self.store().pool().begin().await?;
+        let locked = lock(&mut tx, &[id]).await?;
+        let Some(snapshot) = locked.get(&id) else {
+            return Err(DomainError::NotFound(format!("service {id}")).into());
+        };
+        let budget = snapshot.state.monthly_budget.saturating_add(amount);
+        if budget > Money::MAX {
+            return Err(DomainError::invalid("amount", format!("the budget would pass {}", Money::MAX)).into());
+        }
+        let command = ServiceCommand::ChangeBudget { budget, reason, now: Utc::now() };
+        let after = self.apply_service(&mut tx, id, snapshot, &command, context).await?;
+        tx.commit().await?;
+        self.appended().await;
+        Ok(after)
+    }
+
+    pub async fn set_service_active(
+        &self,
+        id: Uuid,
+        active: bool,
+        context: &CommandContext,
+    ) -> Result<ServiceState, CommandError> {
+        self.execute_service(id, ServiceCommand::SetActive { active, now: Utc::now() }, context).await
+    }
+
+    /// The services an authorization may try, in order: the one asked, then its fallbacks, each
+    /// once, read without locks.
+    async fn fallback_chain(&self, first: Uuid) -> Result<Vec<Uuid>, CommandError> {
+        let mut chain = vec![first];
+        let mut seen = BTreeSet::from([first]);
+        let mut at = first;
+        while chain.len() < CHAIN_MAX {
+            let Some(snapshot) = self.service(at).await? else {
+                if at == first {
+                    return Err(DomainError::NotFound(format!("service {first}")).into());
+                }
+                break;
+            };
+            match snapshot.state.fallback_service_id {
+                Some(next) if seen.insert(next) => {
+                    chain.push(next);
+                    at = next;
+                }
+                _ => break,
+            }
+        }
+        Ok(chain)
+    }
+
+    /// Reserves `request.amount` on the service asked or, when it has no room (or is suspended or
+    /// inactive), on the first fallback along its chain that has; else refuses. Either way the
+    /// answer is an event, and a repeated idempotency key gets the first answer.
+    pub async fn authorize_usage(
+        &self,
+        request: &UsageRequest,
+        context: &CommandContext,
+    ) -> Result<Authorization, CommandError> {
+        let context = keyed(context, "authorize", &request.idempotency_key);
+        if let Some(answer) = self.answer(context.command_id).await? {
+            return Ok(answer);
+        }
+        let now = Utc::now();
+        let reservation_id = Uuid::new_v5(&context.command_id, b"reservation");
+        for _ in 0..3 {
+            let chain = self.fallback_chain(request.service_id).await?;
+            let mut tx = self.store().pool().begin().await?;
+            let locked = lock(&mut tx, &chain).await?;
+            // The chain again, from the locked rows: if a fallback changed meanwhile, start over.
+            let mut walk = vec![request.service_id];
+            while let Some(next) = locked.get(walk.last().expect("not empty")).and_then(|s| s.state.fallback_service_id)
+            {
+                if walk.contains(&next) || walk.len() >= CHAIN_MAX {
+                    break;
+                }
+                walk.push(next);
+            }
+            if walk.iter().any(|id| !locked.contains_key(id)) {
+                continue;
+            }
+            let original = locked[&request.service_id].state.at(now);
+            let refusal = original.admits(request.amount).err();
+            let chosen = walk.iter().copied().find(|id| locked[id].state.at(now).admits(request.amount).is_ok());
+            let (target, command, answer) = match chosen {
+                Some(id) => {
+                    let command = ServiceCommand::Authorize {
+                        reservation_id,
+                        amount: request.amount,
+                        task_id: request.task_id,
+                        agent_id: request.agent_id,
+                        requested_service_id: (id != request.service_id).then_some(request.service_id),
+                        expires_at: now + self.settings().current().reservation_ttl(),
+                        now,
+                    };
+                    let answer = Authorization {
+                        approved: true,
+                        service_id: id,
+                        reservation_id: Some(reservation_id),
+                        reason: refusal.map(|r| format!("delegated to service {id}: {r}")),
+                        remaining: Money::ZERO,
+                    };
+                    (id, command, answer)
+                }
+                None => {
+                    let reason = match (refusal, walk.len()) {
+                        (Some(r), 1) => r.to_string(),
+                        (Some(r), n) => format!("{r}, and none of its {} fallback(s) has room", n - 1),
+                        (None, _) => unreachable!("a service that admits the amount is chosen"),
+                    };
+                    let command = ServiceCommand::Refuse {
+                        amount: request.amount,
+                        task_id: request.task_id,
+                        agent_id: request.agent_id,
+                        reason: reason.clone(),
+                        now,
+                    };
+                    let answer = Authorization {
+                        approved: false,
+                        service_id: request.service_id,
+                        reservation_id: None,
+                        reason: Some(reason),
+                        remaining: Money::ZERO,
+                    };
+                    (request.service_id, command, answer)
+                }
+            };
+            let applied = self.apply_service(&mut tx, target, &locked[&target], &command, &context).await;
+            let after = match applied {
+                Err(CommandError::Store(StoreError::DuplicateCommand(_))) => {
+                    drop(tx);
+                    return self
+                        .answer(context.command_id)
+                        .await?
+                        .ok_or(CommandError::CommandIdReused(context.command_id));
+                }
+                other => other?,
+            };
+            let answer = Authorization { remaining: after.room(), ..answer };
+            self.keep_answer(&mut tx, context.command_id, &answer).await?;
+            tx.commit().await?;
+            self.appended().await;
+            return Ok(answer);
+        }
+        Err(DomainError::Conflict("the fallback chain keeps changing; try again".into()).into())
+    }
+
+    /// Settles a charge against its reservation (or directly), releasing what the reservation held
+    /// beyond it. Refused when it would pass the budget.
+    pub async fn record_charge(
+        &self,
+        request: &ChargeRequest,
+        context: &CommandContext,
+    ) -> Result<Receipt, CommandError> {
+        let context = keyed(context, "charge", &request.idempotency_key);
+        if let Some(receipt) = self.answer(context.command_id).await? {
+            return Ok(receipt);
+        }
+        let charge_id = Uuid::new_v5(&context.command_id, b"charge");
+        let mut tx = self.store().pool().begin().await?;
+        let locked = lock(&mut tx, &[request.service_id]).await?;
+        let Some(snapshot) = locked.get(&request.service_id) else {
+            return Err(DomainError::NotFound(format!("service {}", request.service_id)).into());
+        };
+        let command = ServiceCommand::Charge {
+            charge_id,
+            reservation_id: request.reservation_id,
+            amount: request.amount,
+            units: request.units.clone(),
+            task_id: request.task_id,
+            agent_id: request.agent_id,
+            thresholds: self.settings().current().alert_thresholds(),
+            now: Utc::now(),
+        };
+        let held =
+            request.reservation_id.and_then(|r| snapshot.state.reservations.get(&r)).map_or(Money::ZERO, |r| r.amount);
+        let after = match self.apply_service(&mut tx, request.service_id, snapshot, &command, &context).await {
+            Err(CommandError::Store(StoreError::DuplicateCommand(_))) => {
+                drop(tx);
+                return self.answer(context.command_id).await?.ok_or(CommandError::CommandIdReused(context.command_id));
+            }
+            other => other?,
+        };
+        let receipt = Receipt {
+            charge_id,
+            service_id: request.service_id,
+            amount: request.amount,
+            released: held.saturating_sub(request.amount),
+            spent: after.spent,
+            remaining: after.room(),
+            suspended: after.status == ServiceStatus::Suspended,
+        };
+        self.keep_answer(&mut tx, context.command_id, &receipt).await?;
+        tx.commit().await?;
+        self.appended().await;
+        Ok(receipt)
+    }
+
+    async fn answer<T: for<'de> Deserialize<'de>>(&self, command_id: Uuid) -> Result<Option<T>, CommandError> {
+        let row: Option<sqlx::types::Json<serde_json::Value>> =
+            sqlx::query_scalar("select answer from usage_answers where command_id = $1")
+                .bind(command_id)
+                .fetch_optional(self.store().pool())
+                .await?;
+        match row {
+            // An answer of another kind under the same key: the key was reused for something else.
+            Some(json) => {
+                serde_json::from_value(json.0).map(Some).map_err(|_| CommandError::CommandIdReused(command_id))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn keep_answer<T: Serialize>(
+        &self,
+        conn: &mut PgConnection,
+        command_id: Uuid,
+        answer: &T,
+    ) -> Result<(), CommandError> {
+        sqlx::query("insert into usage_answers (command_id, answer) values ($1, $2)")
+            .bind(command_id)
+            .bind(sqlx::types::Json(answer))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Releases reservations that ran out by `now` and starts new periods, for every service that
+    /// needs it; returns how many services changed.
+    pub async fn tick_services(&self, now: DateTime<Utc>) -> Result<usize, CommandError> {
+        let period = devart_domain::service::Period::of(now).to_string();
+        let due: Vec<Uuid> = sqlx::query_scalar(
+            "select service_id from service_budgets where next_expiry <= $1 or period < $2 order by service_id limit 1000",
+        )
+        .bind(now)
+        .bind(&period)
+        .fetch_all(self.store().pool())
+        .await?;
+        let mut changed = 0;
+        for id in due {
+            let context = CommandContext::new(devart_domain::Actor::system("budget-clock"));
+            let mut tx = self.store().pool().begin().await?;
+            let locked = lock(&mut tx, &[id]).await?;
+            let Some(snapshot) = locked.get(&id) else { continue };
+            let after = self.apply_service(&mut tx, id, snapshot, &ServiceCommand::Tick { now }, &context).await?;
+            tx.commit().await?;
+            if after != snapshot.state {
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            self.appended().await;
+        }
+        Ok(changed)
+    }
+}
+
+/// Releases expired reservations and starts new periods every [`CLOCK_INTERVAL`] until `shutdown`;
+/// every process runs it, and they cannot double-apply: each tick is a command on a locked row.
+pub async fn run_budget_clock(commands: Commands, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(CLOCK_INTERVAL) => {}
+        }
+        if let Err(error) = commands.tick_services(Utc::now()).await {
+            tracing::warn!(%error, "budget clock: retrying");
+        }
+    }
+}
+
+impl Commands {
+    /// Every service's current state, from the snapshots, by name.
+    pub async fn services(&self) -> Result<Vec<Snapshot>, CommandError> {
+        let rows: Vec<(i64, sqlx::types::Json<ServiceState>)> =
+            sqlx::query_as("select version, state from service_budgets order by state->>'name', service_id")
+                .fetch_all(self.store().pool())
+                .await?;
+        Ok(rows.into_iter().map(|(v, s)| Snapshot { state: s.0, version: v as u64 }).collect())
+    }
+}

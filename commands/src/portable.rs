@@ -1,0 +1,116 @@
+//! Moving a history between instances: importing exported events into an empty instance, and
+//! bringing the write-side tables (the task queue, the budget snapshots) in step with them.
+
+use devart_domain::service::Service;
+use devart_domain::task::Task;
+use devart_domain::{Aggregate, StreamId};
+use uuid::Uuid;
+
+use crate::handler::{fold, CommandError, Commands};
+use crate::store::{EventStore, Recorded, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("the instance already holds events; import only into an empty one")]
+    NotEmpty,
+    #[error("event {0} has no position; export sequenced events only")]
+    Unsequenced(Uuid),
+    #[error("events must come in position order without gaps: expected position {expected}, got {got}")]
+    OutOfOrder { expected: u64, got: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ImportError {
+    fn from(e: sqlx::Error) -> Self {
+        ImportError::Store(StoreError::Db(e))
+    }
+}
+
+/// Writes exported events into an empty store, each at its original position, stream version,
+/// time, actor and correlation; `next` is the position the batch must start at. Returns the next
+/// position expected.
+pub async fn import_batch(store: &EventStore, batch: &[Recorded], next: u64) -> Result<u64, ImportError> {
+    if next == 1 && store.head().await?.0 > 0 {
+        return Err(ImportError::NotEmpty);
+    }
+    let mut expected = next;
+    let (mut ids, mut streams, mut versions, mut positions, mut types, mut schemas, mut payloads) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut times, mut kinds, mut actors, mut correlations, mut causations, mut commands) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for recorded in batch {
+        let m = &recorded.meta;
+        let position = m.position.ok_or(ImportError::Unsequenced(m.event_id))?.0;
+        if position != expected {
+            return Err(ImportError::OutOfOrder { expected, got: position });
+        }
+        expected += 1;
+        let (event_type, schema_version, payload) = crate::codec::encode(&recorded.event);
+        ids.push(m.event_id);
+        streams.push(m.stream_id.as_str().to_owned());
+        versions.push(m.stream_version as i64);
+        positions.push(position as i64);
+        types.push(event_type);
+        schemas.push(schema_version as i16);
+        payloads.push(payload);
+        times.push(m.occurred_at);
+        kinds.push(m.actor.kind.as_str());
+        actors.push(m.actor.id.clone());
+        correlations.push(m.correlation_id);
+        causations.push(m.causation_id);
+        // The original command ids do not travel; one derived from the event stands in.
+        commands.push(Uuid::new_v5(&m.event_id, b"imported"));
+    }
+    sqlx::query(
+        "insert into events (event_id, stream_id, stream_version, position, event_type, schema_version, payload, \
+                             occurred_at, actor_kind, actor_id, correlation_id, causation_id, command_id) \
+         select * from unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::smallint[], \
+                              $7::bytea[], $8::timestamptz[], $9::text[], $10::text[], $11::uuid[], $12::uuid[], \
+                              $13::uuid[])",
+    )
+    .bind(&ids)
+    .bind(&streams)
+    .bind(&versions)
+    .bind(&positions)
+    .bind(&types)
+    .bind(&schemas)
+    .bind(&payloads)
+    .bind(&times)
+    .bind(&kinds)
+    .bind(&actors)
+    .bind(&correlations)
+    .bind(&causations)
+    .bind(&commands)
+    .execute(store.pool())
+    .await?;
+    Ok(expected)
+}
+
+impl Commands {
+    /// Rebuilds the write-side tables derived from the events: the task queue and the budget
+    /// snapshots. API keys are not in the events (secrets never are): imported agents need new
+    /// keys (`rotateAgentKey`).
+    pub async fn restore_write_side(&self) -> Result<(usize, usize), CommandError> {
+        let pool = self.store().pool();
+        let streams = |kind: &'static str| {
+            sqlx::query_scalar::<_, String>("select distinct stream_id from events where stream_id like $1 || '-%'")
+                .bind(kind)
+                .fetch_all(pool)
+        };
+        let tasks = streams(Task::KIND).await?;
+        for stream in &tasks {
+            let Ok(stream) = StreamId::parse(stream) else { continue };
+            let folded = fold::<Task>(&self.store().read_stream(&stream, None).await?);
+            let mut conn = pool.acquire().await?;
+            crate::queue::sync(&mut conn, &folded.state, folded.created_at.unwrap_or_default()).await?;
+        }
+        let services = streams(Service::KIND).await?;
+        for stream in &services {
+            let Some(id) = StreamId::parse(stream).ok().and_then(|s| s.id_of(Service::KIND)) else { continue };
+            let folded = fold::<Service>(&self.store().read_stream(&StreamId::new(Service::KIND, id), None).await?);
+            crate::budgets::write_snapshot(pool, id, folded.version, &folded.state).await?;
+        }
+        Ok((tasks.len(), services.len()))
+    }
+}

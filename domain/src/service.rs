@@ -1,0 +1,849 @@
+//! The service aggregate: an external service agents spend money on, with a monthly budget.
+//!
+//! Spending is two steps. An authorization reserves an estimate (`UsageAuthorized`), so concurrent
+//! requests cannot together pass the budget: the room left is the budget minus what is settled and
+//! what is reserved. A charge settles a reservation (`UsageCharged`) and releases what it did not
+//! use; a reservation nobody settles expires. Settled spend crossing an alert threshold raises
+//! `BudgetThresholdCrossed` once per threshold and period; reaching the budget suspends the service.
+//! Periods are calendar months in UTC; a new one resets the spend and reactivates a suspended
+//! service.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::aggregate::{Aggregate, DomainError};
+use crate::money::Money;
+
+/// A calendar month in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Period {
+    pub year: i32,
+    /// 1 to 12.
+    pub month: u32,
+}
+
+impl Period {
+    pub fn of(at: DateTime<Utc>) -> Period {
+        Period { year: at.year(), month: at.month() }
+    }
+
+    pub fn next(self) -> Period {
+        if self.month == 12 {
+            Period { year: self.year + 1, month: 1 }
+        } else {
+            Period { year: self.year, month: self.month + 1 }
+        }
+    }
+
+    pub fn start(self) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(self.year, self.month, 1, 0, 0, 0).single().unwrap_or_default()
+    }
+
+    pub fn end(self) -> DateTime<Utc> {
+        self.next().start()
+    }
+
+    /// Parses `2026-11`.
+    pub fn parse(s: &str) -> Option<Period> {
+        let (year, month) = s.split_once('-')?;
+        let period = Period { year: year.parse().ok()?, month: month.parse().ok()? };
+        (1..=12).contains(&period.month).then_some(period)
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+/// A service's display name: trimmed, 1 to 100 printable characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    pub fn parse(value: &str) -> Result<ServiceName, DomainError> {
+        let value = value.trim();
+        if value.is_empty() || value.chars().count() > 100 || value.chars().any(char::is_control) {
+            return Err(DomainError::invalid("name", "must be 1 to 100 printable characters"));
+        }
+        Ok(ServiceName(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An ISO 4217 currency code: three capital letters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn parse(value: &str) -> Result<Currency, DomainError> {
+        let value = value.trim();
+        if value.len() == 3 && value.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(Currency(value.to_owned()))
+        } else {
+            Err(DomainError::invalid("currency", format!("`{value}` is not a currency code like USD")))
+        }
+    }
+
+    pub fn usd() -> Currency {
+        Currency("USD".into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Alert thresholds in percent of the budget: 1 to 1,000, ascending, no repeats.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Thresholds(Vec<u32>);
+
+impl Thresholds {
+    pub fn parse(values: &[i64]) -> Result<Thresholds, DomainError> {
+        let mut set = BTreeSet::new();
+        for v in values {
+            if !(1..=1_000).contains(v) {
+                return Err(DomainError::invalid("thresholds", format!("{v} is not a percentage from 1 to 1000")));
+            }
+            set.insert(*v as u32);
+        }
+        Ok(Thresholds(set.into_iter().collect()))
+    }
+
+    pub fn as_slice(&self) -> &[u32] {
+        &self.0
+    }
+}
+
+impl Default for Thresholds {
+    /// 50%, 80% and 100%.
+    fn default() -> Self {
+        Thresholds(vec![50, 80, 100])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServiceStatus {
+    #[default]
+    Absent,
+    Active,
+    /// Its budget for the period is spent; a new period or a budget increase reactivates it.
+    Suspended,
+    /// Switched off by a supervisor.
+    Inactive,
+}
+
+impl ServiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Absent => "ABSENT",
+            ServiceStatus::Active => "ACTIVE",
+            ServiceStatus::Suspended => "SUSPENDED",
+            ServiceStatus::Inactive => "INACTIVE",
+        }
+    }
+}
+
+/// Money set aside for one authorized request until it is charged or expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub amount: Money,
+    pub expires_at: DateTime<Utc>,
+    pub task_id: Option<Uuid>,
+    pub agent_id: Option<Uuid>,
+}
+
+/// Serializable, so that the write side can keep it as a snapshot beside the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub id: Uuid,
+    pub status: ServiceStatus,
+    pub name: String,
+    pub currency: String,
+    pub monthly_budget: Money,
+    pub fallback_service_id: Option<Uuid>,
+    /// Price per unit, by unit name (`input_token`, `minute`, …).
+    pub unit_prices: BTreeMap<String, Money>,
+    pub period: Period,
+    /// Settled this period.
+    pub spent: Money,
+    /// Held by open reservations.
+    pub reserved: Money,
+    pub reservations: BTreeMap<Uuid, Reservation>,
+    /// Thresholds already raised this period.
+    pub crossed: BTreeSet<u32>,
+}
+
+/// Why a request for money was not granted here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Inactive,
+    Suspended,
+    /// Settled plus reserved plus the request would pass the budget.
+    NoRoom,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::Inactive => "the service is inactive",
+            Refusal::Suspended => "the service is suspended: its budget for the period is spent",
+            Refusal::NoRoom => "the budget has no room for this amount",
+        })
+    }
+}
+
+impl ServiceState {
+    /// What is left to reserve: the budget minus settled and reserved spend.
+    pub fn room(&self) -> Money {
+        self.monthly_budget.saturating_sub(self.spent.saturating_add(self.reserved))
+    }
+
+    /// Whether `amount` could be reserved now (after any period change up to `now`).
+    pub fn admits(&self, amount: Money) -> Result<(), Refusal> {
+        match self.status {
+            ServiceStatus::Active if amount <= self.room() => Ok(()),
+            ServiceStatus::Active => Err(Refusal::NoRoom),
+            ServiceStatus::Suspended => Err(Refusal::Suspended),
+            ServiceStatus::Inactive | ServiceStatus::Absent => Err(Refusal::Inactive),
+        }
+    }
+
+    /// Where spend is heading at its rate so far this period: the projected spend at the period's
+    /// end, and when the budget would run out if before then. `None` in the first hour of a period
+    /// (too little to go on) or for a period not current at `now`.
+    pub fn forecast(&self, now: DateTime<Utc>) -> Option<Forecast> {
+        let (start, end) = (self.period.start(), self.period.end());
+        let elapsed = (now - start).num_seconds();
+        if now >= end || elapsed < 3_600 {
+            return None;
+        }
+        let length = (end - start).num_seconds();
+        let projected = i128::from(self.spent.micros()) * i128::from(length) / i128::from(elapsed);
+        let projected = Money::from_micros(projected.min(i128::from(Money::MAX.micros())) as i64);
+        let runs_out_at = (!self.spent.is_zero() && projected > self.monthly_budget).then(|| {
+            let seconds =
+                i128::from(self.monthly_budget.micros()) * i128::from(elapsed) / i128::from(self.spent.micros());
+            start + chrono::TimeDelta::seconds(seconds as i64)
+        });
+        Some(Forecast { projected_spend: projected, runs_out_at })
+    }
+
+    /// The state as of `now`: a later period starts with nothing spent and the service active.
+    pub fn at(&self, now: DateTime<Utc>) -> ServiceState {
+        Service::rollover(self, now).iter().fold(self.clone(), Service::evolve)
+    }
+}
+
+/// Spend projected from its rate so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forecast {
+    pub projected_spend: Money,
+    /// When the budget runs out at this rate, if before the period ends.
+    pub runs_out_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterService {
+    pub id: Uuid,
+    pub name: ServiceName,
+    pub currency: Currency,
+    pub monthly_budget: Money,
+    pub fallback_service_id: Option<Uuid>,
+    pub unit_prices: BTreeMap<String, Money>,
+}
+
+/// A change to a service's settings; `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpdateService {
+    pub name: Option<ServiceName>,
+    /// `Some(None)` removes the fallback.
+    pub fallback_service_id: Option<Option<Uuid>>,
+    pub unit_prices: Option<BTreeMap<String, Money>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceCommand {
+    Register {
+        service: RegisterService,
+        now: DateTime<Utc>,
+    },
+    Update {
+        update: UpdateService,
+        now: DateTime<Utc>,
+    },
+    /// Sets the monthly budget (an increase or a cut), saying why.
+    ChangeBudget {
+        budget: Money,
+        reason: String,
+        now: DateTime<Utc>,
+    },
+    SetActive {
+        active: bool,
+        now: DateTime<Utc>,
+    },
+    /// Reserves `amount` until `expires_at`. `requested_service_id` is the service first asked, when
+    /// the request was delegated here.
+    Authorize {
+        reservation_id: Uuid,
+        amount: Money,
+        task_id: Option<Uuid>,
+        agent_id: Option<Uuid>,
+        requested_service_id: Option<Uuid>,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    },
+    /// Records a refused request, here and in the audit trail.
+    Refuse {
+        amount: Money,
+        task_id: Option<Uuid>,
+        agent_id: Option<Uuid>,
+        reason: String,
+        now: DateTime<Utc>,
+    },
+    /// Settles `amount`, against a reservation (releasing the rest of it) or directly.
+    Charge {
+        charge_id: Uuid,
+        reservation_id: Option<Uuid>,
+        amount: Money,
+        units: Option<(String, u64)>,
+        task_id: Option<Uuid>,
+        agent_id: Option<Uuid>,
+        thresholds: Thresholds,
+        now: DateTime<Utc>,
+    },
+    /// Releases the reservations that ran out by `now`, and starts a new period if one began.
+    Tick {
+        now: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceEvent {
+    Registered {
+        id: Uuid,
+        name: String,
+        currency: String,
+        monthly_budget: Money,
+        fallback_service_id: Option<Uuid>,
+        unit_prices: BTreeMap<String, Money>,
+        period: Period,
+    },
+    Updated {
+        name: Option<String>,
+        fallback_service_id: Option<Option<Uuid>>,
+        unit_prices: Option<BTreeMap<String, Money>>,
+    },
+    BudgetChanged {
+        from: Money,
+        to: Money,
+        reason: String,
+    },
+    Activated,
+    Deactivated,
+    UsageAuthorized {
+        reservation_id: Uuid,
+        amount: Money,
+        task_id: Option<Uuid>,
+        agent_id: Option<Uuid>,
+        requested_service_id: Option<Uuid>,
+        expires_at: DateTime<Utc>,
+    },
+    UsageRefused {
+        amount: Money,
+        task_id: Option<Uuid>,
+        agent_id: Option<Uuid>,
+        reason: String,
+    },
+    UsageCharged {
+        charge_id: Uuid,
+        reservation_id: Option<Uuid>,
+        amount: Money,
+        /// What the reservation held beyond the charge, now free again.
+        released: Money,
+        units: Option<(String, u64)>,
+        task_id: Option<Uuid>,
+        agent_id: Option<Uuid>,
+    },
+    ReservationExpired {
+        reservation_id: Uuid,
+        amount: Money,
+    },
+    BudgetThresholdCrossed {
+        threshold: u32,
+        period: Period,
+        spent: Money,
+        budget: Money,
+    },
+    Suspended {
+        period: Period,
+        spent: Money,
+        budget: Money,
+    },
+    Reactivated {
+        reason: String,
+    },
+    PeriodStarted {
+        period: Period,
+    },
+}
+
+impl ServiceEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            ServiceEvent::Registered { .. } => "ServiceRegistered",
+            ServiceEvent::Updated { .. } => "ServiceUpdated",
+            ServiceEvent::BudgetChanged { .. } => "ServiceBudgetChanged",
+            ServiceEvent::Activated => "ServiceActivated",
+            ServiceEvent::Deactivated => "ServiceDeactivated",
+            ServiceEvent::UsageAuthorized { .. } => "UsageAuthorized",
+            ServiceEvent::UsageRefused { .. } => "UsageRefused",
+            ServiceEvent::UsageCharged { .. } => "UsageCharged",
+            ServiceEvent::ReservationExpired { .. } => "ReservationExpired",
+            ServiceEvent::BudgetThresholdCrossed { .. } => "BudgetThresholdCrossed",
+            ServiceEvent::Suspended { .. } => "ServiceSuspended",
+            ServiceEvent::Reactivated { .. } => "ServiceReactivated",
+            ServiceEvent::PeriodStarted { .. } => "ServicePeriodStarted",
+        }
+    }
+}
+
+pub struct Service;
+
+impl Service {
+    /// The events that bring `state` to the period of `now`, if a new one began.
+    fn rollover(state: &ServiceState, now: DateTime<Utc>) -> Vec<ServiceEvent> {
+        let period = Period::of(now);
+        if state.status == ServiceStatus::Absent || period <= state.period {
+            return vec![];
+        }
+        let mut events = vec![ServiceEvent::PeriodStarted { period }];
+        if state.status == ServiceStatus::Suspended {
+            events.push(ServiceEvent::Reactivated { reason: format!("period {period} began") });
+        }
+        events
+    }
+
+    /// The thresholds newly crossed and the suspension that settled spend in `after` calls for.
+    fn consequences(after: &ServiceState, thresholds: &Thresholds) -> Vec<ServiceEvent> {
+        let (spent, budget) = (after.spent, after.monthly_budget);
+        let mut events: Vec<ServiceEvent> = thresholds
+            .as_slice()
+            .iter()
+            .filter(|t| !after.crossed.contains(t) && spent.reaches_percent(**t, budget))
+            .map(|t| ServiceEvent::BudgetThresholdCrossed { threshold: *t, period: after.period, spent, budget })
+            .collect();
+        if after.status == ServiceStatus::Active && spent >= budget {
+            events.push(ServiceEvent::Suspended { period: after.period, spent, budget });
+        }
+        events
+    }
+}
+
+impl Aggregate for Service {
+    const KIND: &'static str = "service";
+    type State = ServiceState;
+    type Command = ServiceCommand;
+    type Event = ServiceEvent;
+
+    fn decide(state: &ServiceState, command: &ServiceCommand) -> Result<Vec<ServiceEvent>, DomainError> {
+        use ServiceCommand as C;
+        if let C::Register { service: s, now } = command {
+            if state.status != ServiceStatus::Absent {
+                return Err(DomainError::Conflict(format!("service {} already exists", s.id)));
+            }
+            if s.fallback_service_id == Some(s.id) {
+                return Err(DomainError::invalid("fallbackServiceId", "a service cannot fall back on itself"));
+            }
+            return Ok(vec![ServiceEvent::Registered {
+                id: s.id,
+                name: s.name.as_str().to_owned(),
+                currency: s.currency.as_str().to_owned(),
+                monthly_budget: s.monthly_budget,
+                fallback_service_id: s.fallback_service_id,
+                unit_prices: s.unit_prices.clone(),
+                period: Period::of(*now),
+            }]);
+        }
+        if state.status == ServiceStatus::Absent {
+            return Err(DomainError::NotFound(format!("service {}", state.id)));
+        }
+        let now = match command {
+            C::Register { now, .. }
+            | C::Update { now, .. }
+            | C::ChangeBudget { now, .. }
+            | C::SetActive { now, .. }
+            | C::Authorize { now, .. }
+            | C::Refuse { now, .. }
+            | C::Charge { now, .. }
+            | C::Tick { now } => *now,
+        };
+        let mut events = Service::rollover(state, now);
+        let current = events.iter().fold(state.clone(), Service::evolve);
+        let more = match command {
+            C::Register { .. } => unreachable!("handled above"),
+            C::Update { update, .. } => {
+                if update.fallback_service_id == Some(Some(state.id)) {
+                    return Err(DomainError::invalid("fallbackServiceId", "a service cannot fall back on itself"));
+                }
+                let nothing =
+                    update.name.is_none() && update.fallback_service_id.is_none() && update.unit_prices.is_none();
+                if nothing {
+                    vec![]
+                } else {
+                    vec![ServiceEvent::Updated {
+                        name: update.name.as_ref().map(|n| n.as_str().to_owned()),
+                        fallback_service_id: update.fallback_service_id,
+                        unit_prices: update.unit_prices.clone(),
+                    }]
+                }
+            }
+            C::ChangeBudget { budget, reason, .. } => {
+                if *budget == current.monthly_budget {
+                    vec![]
+                } else {
+                    let mut more = vec![ServiceEvent::BudgetChanged {
+                        from: current.monthly_budget,
+                        to: *budget,
+                        reason: reason.clone(),
+                    }];
+                    let after = Service::evolve(current.clone(), &more[0]);
+                    if current.status == ServiceStatus::Suspended && after.spent < after.monthly_budget {
+                        more.push(ServiceEvent::Reactivated { reason: "the budget was increased".into() });
+                    } else {
+                        more.extend(Service::consequences(&after, &Thresholds(vec![])));
+                    }
+                    more
+                }
+            }
+            C::SetActive { active: true, .. } if current.status == ServiceStatus::Inactive => {
+                let mut more = vec![ServiceEvent::Activated];
+                let after = Service::evolve(current.clone(), &more[0]);
+                more.extend(Service::consequences(&after, &Thresholds(vec![])));
+                more
+            }
+            C::SetActive { active: false, .. } if current.status != ServiceStatus::Inactive => {
+                vec![ServiceEvent::Deactivated]
+            }
+            C::SetActive { .. } => vec![],
+            C::Authorize { reservation_id, amount, task_id, agent_id, requested_service_id, expires_at, .. } => {
+                if current.reservations.contains_key(reservation_id) {
+                    return Err(DomainError::Conflict(format!("reservation {reservation_id} exists")));
+                }
+                if let Err(refusal) = current.admits(*amount) {
+                    return Err(DomainError::Conflict(refusal.to_string()));
+                }
+                vec![ServiceEvent::UsageAuthorized {
+                    reservation_id: *reservation_id,
+                    amount: *amount,
+                    task_id: *task_id,
+                    agent_id: *agent_id,
+                    requested_service_id: *requested_service_id,
+                    expires_at: *expires_at,
+                }]
+            }
+            C::Refuse { amount, task_id, agent_id, reason, .. } => vec![ServiceEvent::UsageRefused {
+                amount: *amount,
+                task_id: *task_id,
+                agent_id: *agent_id,
+                reason: reason.clone(),
+            }],
+            C::Charge { charge_id, reservation_id, amount, units, task_id, agent_id, thresholds, .. } => {
+                let held = match reservation_id {
+                    Some(id) => match current.reservations.get(id) {
+                        Some(r) => r.amount,
+                        None => {
+                            return Err(DomainError::Conflict(format!(
+                                "reservation {id} is not open: it was settled, or it expired"
+                            )))
+                        }
+                    },
+                    None => Money::ZERO,
+                };
+                // A charge may use its reservation and whatever room the budget has besides.
+                if amount.saturating_sub(held) > current.room() {
+                    return Err(DomainError::Conflict(format!(
+                        "a charge of {amount} passes the budget: {} reserved for it, {} room besides",
+                        held,
+                        current.room()
+                    )));
+                }
+                let charged = ServiceEvent::UsageCharged {
+                    charge_id: *charge_id,
+                    reservation_id: *reservation_id,
+                    amount: *amount,
+                    released: held.saturating_sub(*amount),
+                    units: units.clone(),
+                    task_id: *task_id,
+                    agent_id: *agent_id,
+                };
+                let after = Service::evolve(current.clone(), &charged);
+                let mut more = vec![charged];
+                more.extend(Service::consequences(&after, thresholds));
+                more
+            }
+            C::Tick { now } => current
+                .reservations
+                .iter()
+                .filter(|(_, r)| r.expires_at <= *now)
+                .map(|(id, r)| ServiceEvent::ReservationExpired { reservation_id: *id, amount: r.amount })
+                .collect(),
+        };
+        events.extend(more);
+        Ok(events)
+    }
+
+    fn evolve(mut state: ServiceState, event: &ServiceEvent) -> ServiceState {
+        match event {
+            ServiceEvent::Registered {
+                id,
+                name,
+                currency,
+                monthly_budget,
+                fallback_service_id,
+                unit_prices,
+                period,
+            } => {
+                state = ServiceState {
+                    id: *id,
+                    status: ServiceStatus::Active,
+                    name: name.clone(),
+                    currency: currency.clone(),
+                    monthly_budget: *monthly_budget,
+                    fallback_service_id: *fallback_service_id,
+                    unit_prices: unit_prices.clone(),
+                    period: *period,
+                    ..ServiceState::default()
+                };
+            }
+            ServiceEvent::Updated { name, fallback_service_id, unit_prices } => {
+                if let Some(name) = name {
+                    state.name = name.clone();
+                }
+                if let Some(fallback) = fallback_service_id {
+                    state.fallback_service_id = *fallback;
+                }
+                if let Some(prices) = unit_prices {
+                    state.unit_prices = prices.clone();
+                }
+            }
+            ServiceEvent::BudgetChanged { to, .. } => state.monthly_budget = *to,
+            ServiceEvent::Activated | ServiceEvent::Reactivated { .. } => state.status = ServiceStatus::Active,
+            ServiceEvent::Deactivated => state.status = ServiceStatus::Inactive,
+            ServiceEvent::Suspended { .. } => state.status = ServiceStatus::Suspended,
+            ServiceEvent::UsageAuthorized { reservation_id, amount, task_id, agent_id, expires_at, .. } => {
+                state.reserved = state.reserved.saturating_add(*amount);
+                state.reservations.insert(
+                    *reservation_id,
+                    Reservation { amount: *amount, expires_at: *expires_at, task_id: *task_id, agent_id: *agent_id },
+                );
+            }
+            ServiceEvent::UsageRefused { .. } => {}
+            ServiceEvent::UsageCharged { reservation_id, amount, .. } => {
+                if let Some(r) = reservation_id.and_then(|id| state.reservations.remove(&id)) {
+                    state.reserved = state.reserved.saturating_sub(r.amount);
+                }
+                state.spent = state.spent.saturating_add(*amount);
+            }
+            ServiceEvent::ReservationExpired { reservation_id, .. } => {
+                if let Some(r) = state.reservations.remove(reservation_id) {
+                    state.reserved = state.reserved.saturating_sub(r.amount);
+                }
+            }
+            ServiceEvent::BudgetThresholdCrossed { threshold, .. } => {
+                state.crossed.insert(*threshold);
+            }
+            ServiceEvent::PeriodStarted { period } => {
+                state.period = *period;
+                state.spent = Money::ZERO;
+                state.crossed.clear();
+            }
+        }
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::given;
+
+    const ID: Uuid = Uuid::from_u128(1);
+
+    fn money(s: &str) -> Money {
+        Money::parse("amount", s).unwrap()
+    }
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, 12, 0, 0).unwrap()
+    }
+
+    fn registered() -> ServiceEvent {
+        ServiceEvent::Registered {
+            id: ID,
+            name: "llm".into(),
+            currency: "USD".into(),
+            monthly_budget: money("100"),
+            fallback_service_id: None,
+            unit_prices: BTreeMap::new(),
+            period: Period { year: 2026, month: 11 },
+        }
+    }
+
+    fn authorized(n: u128, amount: &str) -> ServiceEvent {
+        ServiceEvent::UsageAuthorized {
+            reservation_id: Uuid::from_u128(n),
+            amount: money(amount),
+            task_id: None,
+            agent_id: None,
+            requested_service_id: None,
+            expires_at: at(2),
+        }
+    }
+
+    fn authorize(n: u128, amount: &str) -> ServiceCommand {
+        ServiceCommand::Authorize {
+            reservation_id: Uuid::from_u128(n),
+            amount: money(amount),
+            task_id: None,
+            agent_id: None,
+            requested_service_id: None,
+            expires_at: at(2),
+            now: at(1),
+        }
+    }
+
+    fn charge(n: u128, amount: &str) -> ServiceCommand {
+        ServiceCommand::Charge {
+            charge_id: Uuid::from_u128(100 + n),
+            reservation_id: Some(Uuid::from_u128(n)),
+            amount: money(amount),
+            units: None,
+            task_id: None,
+            agent_id: None,
+            thresholds: Thresholds::default(),
+            now: at(1),
+        }
+    }
+
+    fn charged(n: u128, amount: &str, released: &str) -> ServiceEvent {
+        ServiceEvent::UsageCharged {
+            charge_id: Uuid::from_u128(100 + n),
+            reservation_id: Some(Uuid::from_u128(n)),
+            amount: money(amount),
+            released: money(released),
+            units: None,
+            task_id: None,
+            agent_id: None,
+        }
+    }
+
+    #[test]
+    fn reservations_count_against_the_budget() {
+        given::<Service>([registered(), authorized(1, "60")]).when(authorize(2, "40")).then([authorized(2, "40")]);
+        given::<Service>([registered(), authorized(1, "60")])
+            .when(authorize(2, "40.000001"))
+            .then_error(DomainError::Conflict("the budget has no room for this amount".into()));
+    }
+
+    #[test]
+    fn a_charge_settles_its_reservation_and_crosses_thresholds_once() {
+        given::<Service>([registered(), authorized(1, "60")]).when(charge(1, "55")).then([
+            charged(1, "55", "5"),
+            ServiceEvent::BudgetThresholdCrossed {
+                threshold: 50,
+                period: Period { year: 2026, month: 11 },
+                spent: money("55"),
+                budget: money("100"),
+            },
+        ]);
+        let history = [
+            registered(),
+            authorized(1, "60"),
+            charged(1, "55", "5"),
+            ServiceEvent::BudgetThresholdCrossed {
+                threshold: 50,
+                period: Period { year: 2026, month: 11 },
+                spent: money("55"),
+                budget: money("100"),
+            },
+            authorized(2, "10"),
+        ];
+        given::<Service>(history).when(charge(2, "10")).then([charged(2, "10", "0")]);
+    }
+
+    #[test]
+    fn reaching_the_budget_suspends_and_an_increase_reactivates() {
+        let history = [registered(), authorized(1, "100")];
+        let events = Service::decide(&Service::fold(&history), &charge(1, "100")).unwrap();
+        assert_eq!(
+            events.last().unwrap(),
+            &ServiceEvent::Suspended {
+                period: Period { year: 2026, month: 11 },
+                spent: money("100"),
+                budget: money("100"),
+            }
+        );
+        assert_eq!(events.iter().filter(|e| matches!(e, ServiceEvent::BudgetThresholdCrossed { .. })).count(), 3);
+        let mut all = history.to_vec();
+        all.extend(events);
+        let suspended = Service::fold(&all);
+        assert_eq!(suspended.admits(money("0.01")), Err(Refusal::Suspended));
+        given::<Service>(all.clone())
+            .when(ServiceCommand::ChangeBudget { budget: money("150"), reason: "more work".into(), now: at(3) })
+            .then([
+                ServiceEvent::BudgetChanged { from: money("100"), to: money("150"), reason: "more work".into() },
+                ServiceEvent::Reactivated { reason: "the budget was increased".into() },
+            ]);
+        // A new month starts afresh.
+        let december = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 1).unwrap();
+        given::<Service>(all).when(ServiceCommand::Tick { now: december }).then([
+            ServiceEvent::PeriodStarted { period: Period { year: 2026, month: 12 } },
+            ServiceEvent::Reactivated { reason: "period 2026-12 began".into() },
+        ]);
+    }
+
+    #[test]
+    fn a_charge_beyond_its_reservation_needs_room_and_unknown_reservations_are_refused() {
+        given::<Service>([registered(), authorized(1, "60"), authorized(2, "30")])
+            .when(charge(1, "70.000001"))
+            .then_error(DomainError::Conflict(
+                "a charge of 70.000001 passes the budget: 60.00 reserved for it, 10.00 room besides".into(),
+            ));
+        given::<Service>([registered()]).when(charge(9, "1")).then_error(DomainError::Conflict(format!(
+            "reservation {} is not open: it was settled, or it expired",
+            Uuid::from_u128(9)
+        )));
+    }
+
+    #[test]
+    fn the_forecast_extrapolates_the_rate_so_far() {
+        let mut state = Service::fold(&[registered()]);
+        state.spent = money("40");
+        // 40 spent in the first 6 days of a 30-day month: 200 by its end, out of 100 on day 16.
+        let forecast = state.forecast(Utc.with_ymd_and_hms(2026, 11, 7, 0, 0, 0).unwrap()).unwrap();
+        assert_eq!(forecast.projected_spend, money("200"));
+        assert_eq!(forecast.runs_out_at, Some(Utc.with_ymd_and_hms(2026, 11, 16, 0, 0, 0).unwrap()));
+        state.spent = money("10");
+        assert_eq!(state.forecast(at(7)).unwrap().runs_out_at, None);
+        assert_eq!(state.forecast(Utc.with_ymd_and_hms(2026, 11, 1, 0, 30, 0).unwrap()), None);
+    }
+
+    #[test]
+    fn expired_reservations_free_their_room() {
+        let history = [registered(), authorized(1, "60")];
+        given::<Service>(history.clone()).when(ServiceCommand::Tick { now: at(1) }).then([]);
+        given::<Service>(history)
+            .when(ServiceCommand::Tick { now: at(2) })
+            .then([ServiceEvent::ReservationExpired { reservation_id: Uuid::from_u128(1), amount: money("60") }]);
+    }
+}

@@ -1,0 +1,442 @@
+//! Workflows: templates of stages that depend on each other, and their runs.
+
+use async_graphql::{Context, Enum, InputObject, Json, Object, SimpleObject, Subscription, ID};
+use chrono::{DateTime, Utc};
+use devart_commands::Folded;
+use devart_domain::task::{Capabilities, Description, MaxAttempts, Priority, Title};
+use devart_domain::workflow::{RunState, RunStatus, StageSpec, StageStatus, Stages, WorkflowName, WorkflowState};
+use devart_projections::workflows::{
+    StageDefinition, StageProgress, WorkflowRow, WorkflowRunRow, RUN_COLUMNS, WORKFLOW_COLUMNS,
+};
+use futures::{Stream, StreamExt};
+
+use super::{
+    broadcast_stream, caller, command_context, document, domain, new_aggregate_id, page_size, parse_id, require,
+    services, task_by_id, Task,
+};
+use crate::auth::Role;
+use crate::error::gql;
+
+#[derive(Debug, Clone, InputObject)]
+pub struct DefineWorkflowInput {
+    /// Names ignore case: defining a name again makes the workflow's next version.
+    pub name: String,
+    #[graphql(default)]
+    pub description: String,
+    /// 1 to 100 stages; their dependencies must form a DAG.
+    pub stages: Vec<StageInput>,
+}
+
+#[derive(Debug, Clone, InputObject)]
+pub struct StageInput {
+    /// Unique in the workflow: 1 to 64 of `A-Z a-z 0-9 _ -`.
+    pub key: String,
+    /// The title of the stage's task.
+    pub title: String,
+    #[graphql(default)]
+    pub description: String,
+    /// 1 (lowest) to 5 (highest).
+    #[graphql(default = 3)]
+    pub priority: i32,
+    #[graphql(default)]
+    pub required_capabilities: Vec<String>,
+    /// Keys of the stages that must complete first; their results are in this stage's task input.
+    #[graphql(default)]
+    pub depends_on: Vec<String>,
+    #[graphql(default = 3)]
+    pub max_attempts: i32,
+}
+
+/// A workflow template, at its newest version.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Workflow {
+    pub id: ID,
+    pub name: String,
+    pub description: String,
+    /// 1 for the first definition; each changed definition adds one. Runs keep their version.
+    pub version: i32,
+    pub stages: Vec<WorkflowStage>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct WorkflowStage {
+    pub key: String,
+    pub title: String,
+    pub description: String,
+    pub priority: i32,
+    pub required_capabilities: Vec<String>,
+    pub depends_on: Vec<String>,
+    pub max_attempts: i32,
+}
+
+impl From<StageDefinition> for WorkflowStage {
+    fn from(s: StageDefinition) -> Self {
+        WorkflowStage {
+            key: s.key,
+            title: s.title,
+            description: s.description,
+            priority: i32::from(s.priority),
+            required_capabilities: s.required_capabilities,
+            depends_on: s.depends_on,
+            max_attempts: s.max_attempts as i32,
+        }
+    }
+}
+
+impl From<&StageSpec> for WorkflowStage {
+    fn from(s: &StageSpec) -> Self {
+        StageDefinition::from(s).into()
+    }
+}
+
+impl From<WorkflowRow> for Workflow {
+    fn from(r: WorkflowRow) -> Self {
+        Workflow {
+            id: ID(r.id.to_string()),
+            name: r.name,
+            description: r.description,
+            version: r.version,
+            stages: r.stages.0.into_iter().map(WorkflowStage::from).collect(),
+            created_at: Some(r.created_at),
+            updated_at: Some(r.updated_at),
+        }
+    }
+}
+
+impl From<Folded<WorkflowState>> for Workflow {
+    fn from(f: Folded<WorkflowState>) -> Self {
+        let s = f.state;
+        Workflow {
+            id: ID(s.id.to_string()),
+            name: s.name,
+            description: s.description,
+            version: s.version as i32,
+            stages: s.stages.iter().map(WorkflowStage::from).collect(),
+            created_at: f.created_at,
+            updated_at: f.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum WorkflowRunStatus {
+    Running,
+    Completed,
+    Failed,
+}
+
+impl WorkflowRunStatus {
+    fn parse(s: &str) -> WorkflowRunStatus {
+        match s {
+            "COMPLETED" => WorkflowRunStatus::Completed,
+            "FAILED" => WorkflowRunStatus::Failed,
+            _ => WorkflowRunStatus::Running,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            WorkflowRunStatus::Running => RunStatus::Running.as_str(),
+            WorkflowRunStatus::Completed => RunStatus::Completed.as_str(),
+            WorkflowRunStatus::Failed => RunStatus::Failed.as_str(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum StageRunStatus {
+    /// A dependency has not completed yet.
+    Waiting,
+    /// Its task waits for an agent (first time, or for another attempt).
+    Pending,
+    InProgress,
+    Completed,
+    Failed,
+    /// Its task was cancelled: by a supervisor, or because the run failed.
+    Cancelled,
+    /// The run failed before the stage could start.
+    Skipped,
+}
+
+impl StageRunStatus {
+    fn parse(s: &str) -> StageRunStatus {
+        match s {
+            "PENDING" => StageRunStatus::Pending,
+            "IN_PROGRESS" => StageRunStatus::InProgress,
+            "COMPLETED" => StageRunStatus::Completed,
+            "FAILED" => StageRunStatus::Failed,
+            "CANCELLED" => StageRunStatus::Cancelled,
+            "SKIPPED" => StageRunStatus::Skipped,
+            _ => StageRunStatus::Waiting,
+        }
+    }
+}
+
+/// One run of a workflow version.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct WorkflowRun {
+    pub id: ID,
+    pub workflow_id: ID,
+    pub workflow_name: String,
+    pub workflow_version: i32,
+    pub status: WorkflowRunStatus,
+    pub input: Option<Json<serde_json::Value>>,
+    /// Why the run failed.
+    pub failure: Option<String>,
+    /// In the workflow's order.
+    pub stages: Vec<WorkflowRunStage>,
+    pub created_by: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+#[graphql(complex)]
+pub struct WorkflowRunStage {
+    pub key: String,
+    pub title: String,
+    pub depends_on: Vec<String>,
+    pub required_capabilities: Vec<String>,
+    pub status: StageRunStatus,
+    /// The task that carries the stage out, once the stage has started.
+    pub task_id: Option<ID>,
+    /// The attempt its task is on.
+    pub attempt: i32,
+    /// What its task returned.
+    pub result: Option<Json<serde_json::Value>>,
+    /// Its last error: of a failed attempt, or why it failed.
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[async_graphql::ComplexObject]
+impl WorkflowRunStage {
+    /// The stage's task, as the task board holds it.
+    async fn task(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Task>> {
+        let Some(id) = &self.task_id else { return Ok(None) };
+        task_by_id(ctx, parse_id("taskId", id)?).await
+    }
+}
+
+impl From<StageProgress> for WorkflowRunStage {
+    fn from(s: StageProgress) -> Self {
+        WorkflowRunStage {
+            key: s.definition.key,
+            title: s.definition.title,
+            depends_on: s.definition.depends_on,
+            required_capabilities: s.definition.required_capabilities,
+            status: StageRunStatus::parse(&s.status),
+            task_id: s.task_id.map(|t| ID(t.to_string())),
+            attempt: s.attempt as i32,
+            result: s.result.map(Json),
+            error: s.error,
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+        }
+    }
+}
+
+impl From<WorkflowRunRow> for WorkflowRun {
+    fn from(r: WorkflowRunRow) -> Self {
+        WorkflowRun {
+            id: ID(r.id.to_string()),
+            workflow_id: ID(r.workflow_id.to_string()),
+            workflow_name: r.workflow_name,
+            workflow_version: r.workflow_version,
+            status: WorkflowRunStatus::parse(&r.status),
+            input: r.input.map(|j| Json(j.0)),
+            failure: r.failure,
+            stages: r.stages.0.into_iter().map(WorkflowRunStage::from).collect(),
+            created_by: Some(r.created_by),
+            created_at: Some(r.created_at),
+            updated_at: Some(r.updated_at),
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// A run as the write side just left it (its tasks exist, none has been claimed yet).
+impl From<Folded<RunState>> for WorkflowRun {
+    fn from(f: Folded<RunState>) -> Self {
+        let s = f.state;
+        let json = |text: &Option<String>| text.as_deref().and_then(|t| serde_json::from_str(t).ok()).map(Json);
+        let finished = matches!(s.status, RunStatus::Completed | RunStatus::Failed);
+        WorkflowRun {
+            id: ID(s.id.to_string()),
+            workflow_id: ID(s.workflow_id.to_string()),
+            workflow_name: s.workflow_name,
+            workflow_version: s.workflow_version as i32,
+            status: WorkflowRunStatus::parse(s.status.as_str()),
+            input: json(&s.input),
+            failure: s.failure,
+            stages: s
+                .stages
+                .iter()
+                .map(|stage| WorkflowRunStage {
+                    key: stage.spec.key.clone(),
+                    title: stage.spec.title.clone(),
+                    depends_on: stage.spec.depends_on.clone(),
+                    required_capabilities: stage.spec.required_capabilities.clone(),
+                    status: match stage.status {
+                        StageStatus::Waiting => StageRunStatus::Waiting,
+                        StageStatus::Started => StageRunStatus::Pending,
+                        StageStatus::Completed => StageRunStatus::Completed,
+                        StageStatus::Failed => StageRunStatus::Failed,
+                        StageStatus::Skipped => StageRunStatus::Skipped,
+                    },
+                    task_id: stage.task_id.map(|t| ID(t.to_string())),
+                    attempt: 0,
+                    result: json(&stage.result),
+                    error: stage.error.clone(),
+                    started_at: None,
+                    finished_at: None,
+                })
+                .collect(),
+            created_by: f.created_by,
+            created_at: f.created_at,
+            updated_at: f.updated_at,
+            finished_at: finished.then_some(f.updated_at).flatten(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct WorkflowsQuery;
+
+#[Object]
+impl WorkflowsQuery {
+    /// Every workflow at its newest version, by name.
+    async fn workflows(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Workflow>> {
+        caller(ctx)?;
+        let rows: Vec<WorkflowRow> =
+            sqlx::query_as(&format!("select {WORKFLOW_COLUMNS} from workflows order by lower(name), id"))
+                .fetch_all(&services(ctx).pool)
+                .await
+                .map_err(gql)?;
+        Ok(rows.into_iter().map(Workflow::from).collect())
+    }
+
+    async fn workflow(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Workflow>> {
+        caller(ctx)?;
+        let id = parse_id("id", &id)?;
+        let row: Option<WorkflowRow> =
+            sqlx::query_as(&format!("select {WORKFLOW_COLUMNS} from workflows where id = $1"))
+                .bind(id)
+                .fetch_optional(&services(ctx).pool)
+                .await
+                .map_err(gql)?;
+        Ok(row.map(Workflow::from))
+    }
+
+    /// Runs, newest first; of one workflow and in one status if given.
+    async fn workflow_runs(
+        &self,
+        ctx: &Context<'_>,
+        workflow_id: Option<ID>,
+        status: Option<WorkflowRunStatus>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<WorkflowRun>> {
+        caller(ctx)?;
+        let workflow_id = workflow_id.map(|w| parse_id("workflowId", &w)).transpose()?;
+        let limit = page_size(first)? as i64;
+        let rows: Vec<WorkflowRunRow> = sqlx::query_as(&format!(
+            "select {RUN_COLUMNS} from workflow_runs \
+             where ($1::uuid is null or workflow_id = $1) and ($2::text is null or status = $2) \
+             order by created_at desc, id desc limit $3"
+        ))
+        .bind(workflow_id)
+        .bind(status.map(WorkflowRunStatus::as_str))
+        .bind(limit)
+        .fetch_all(&services(ctx).pool)
+        .await
+        .map_err(gql)?;
+        Ok(rows.into_iter().map(WorkflowRun::from).collect())
+    }
+
+    async fn workflow_run(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<WorkflowRun>> {
+        caller(ctx)?;
+        let id = parse_id("id", &id)?;
+        let row: Option<WorkflowRunRow> =
+            sqlx::query_as(&format!("select {RUN_COLUMNS} from workflow_runs where id = $1"))
+                .bind(id)
+                .fetch_optional(&services(ctx).pool)
+                .await
+                .map_err(gql)?;
+        Ok(row.map(WorkflowRun::from))
+    }
+}
+
+#[derive(Default)]
+pub struct WorkflowsMutation;
+
+#[Object]
+impl WorkflowsMutation {
+    /// Defines a workflow (supervisor), or its next version when the name exists. Stages must form
+    /// a DAG: unknown keys, duplicates and cycles are BAD_USER_INPUT.
+    async fn define_workflow(&self, ctx: &Context<'_>, input: DefineWorkflowInput) -> async_graphql::Result<Workflow> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let name = domain(WorkflowName::parse(&input.name))?;
+        let description = domain(Description::parse(&input.description))?;
+        let stages = input
+            .stages
+            .into_iter()
+            .map(|s| {
+                StageSpec::new(
+                    &s.key,
+                    Title::parse(&s.title)?,
+                    Description::parse(&s.description)?,
+                    Priority::parse(i64::from(s.priority))?,
+                    Capabilities::parse(&s.required_capabilities)?,
+                    s.depends_on,
+                    MaxAttempts::parse(i64::from(s.max_attempts))?,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(Stages::parse)
+            .map_err(gql)?;
+        let context = command_context(ctx, &caller);
+        let folded = services(ctx).commands.define_workflow(name, description, stages, &context).await.map_err(gql)?;
+        Ok(folded.into())
+    }
+
+    /// Starts a run of a workflow's newest version (supervisor) and creates the tasks of its
+    /// stages without dependencies; `input` reaches every stage's task.
+    async fn start_workflow(
+        &self,
+        ctx: &Context<'_>,
+        workflow_id: ID,
+        input: Option<Json<serde_json::Value>>,
+    ) -> async_graphql::Result<WorkflowRun> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let workflow_id = parse_id("workflowId", &workflow_id)?;
+        let input = input.map(|j| document("input", &j.0)).transpose()?;
+        let context = command_context(ctx, &caller);
+        let run_id = new_aggregate_id(ctx, &context);
+        let folded = services(ctx).commands.start_workflow(workflow_id, run_id, input, &context).await.map_err(gql)?;
+        Ok(folded.into())
+    }
+}
+
+#[derive(Default)]
+pub struct WorkflowsSubscription;
+
+#[Subscription]
+impl WorkflowsSubscription {
+    /// Runs with every stage's status, each time one changed; optionally of one run.
+    async fn workflow_run_updates(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = WorkflowRun>> {
+        caller(ctx)?;
+        let id = id.map(|i| parse_id("id", &i)).transpose()?;
+        let updates = broadcast_stream(services(ctx).run_updates.subscribe());
+        Ok(updates.filter_map(move |row: WorkflowRunRow| {
+            futures::future::ready(id.is_none_or(|id| id == row.id).then(|| WorkflowRun::from(row)))
+        }))
+    }
+}
