@@ -9,6 +9,7 @@ mod agents;
 mod alerts;
 mod analytics;
 mod budgets;
+mod chaos;
 mod cli;
 mod crash;
 mod event_store;

@@ -1,5 +1,6 @@
 //! Test environments: a database, a bus prefix, and optionally a running devart.
 
+pub mod guarantees;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
