@@ -199,7 +199,8 @@ async fn the_checks_catch_an_event_published_around_the_store_and_a_lost_command
     assert!(report.mentions("the stream holds 11 messages up to sequence 11, the store 10 events"), "{report}");
     assert!(report.mentions("checkpoints not at the head"), "the projections applied it: {report}");
     assert!(report.mentions("task rows without a stored task"), "{report}");
-    let differs = report.violations.iter().find(|v| v.starts_with("read models that differ from a rebuild from scratch"));
+    let differs =
+        report.violations.iter().find(|v| v.starts_with("read models that differ from a rebuild from scratch"));
     assert!(
         differs.is_some_and(|v| v.split([':', ',', ' ']).any(|name| name == "tasks")),
         "the task board differs from a rebuild: {report}"

@@ -10,6 +10,7 @@ use devart_domain::outliers::CostOutlier;
 use devart_domain::service::ServiceEvent;
 use devart_domain::settings::SettingsEvent;
 use devart_domain::task::{StageLink, TaskEvent};
+use devart_domain::user::{UserEvent, UserRole};
 use devart_domain::workflow::{RunEvent, StageSpec, WorkflowEvent};
 use devart_domain::Event;
 use serde::{Deserialize, Serialize};
@@ -260,6 +261,36 @@ pub mod wire {
 
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         pub struct AgentDeactivated {}
+    }
+
+    pub mod user {
+        use serde::{Deserialize, Serialize};
+        use uuid::Uuid;
+
+        /// Roles are `viewer`, `supervisor` or `admin`. The password's hash is never in an event.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct UserCreated {
+            pub user_id: Uuid,
+            pub email: String,
+            pub role: String,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct UserRoleChanged {
+            pub role: String,
+            pub previous: String,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct UserDeactivated {}
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct UserReactivated {}
+
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        pub struct UserPasswordChanged {}
     }
 
     pub mod workflow {
@@ -588,6 +619,11 @@ wire_events! {
     ServiceReactivated(1): wire::service::ServiceReactivated,
     ServicePeriodStarted(1): wire::service::ServicePeriodStarted,
     SettingChanged(1): wire::settings::SettingChanged,
+    UserCreated(1): wire::user::UserCreated,
+    UserRoleChanged(1): wire::user::UserRoleChanged,
+    UserDeactivated(1): wire::user::UserDeactivated,
+    UserReactivated(1): wire::user::UserReactivated,
+    UserPasswordChanged(1): wire::user::UserPasswordChanged,
 }
 
 /// Older layouts still readable, each upcast to the newest.
@@ -679,6 +715,21 @@ fn to_wire(event: &Event) -> Wire {
             }
         }
         Event::Service(e) => service_to_wire(e),
+        Event::User(e) => {
+            use wire::user as u;
+            match e {
+                UserEvent::Created { id, email, role } => {
+                    Wire::UserCreated(u::UserCreated { user_id: id, email, role: role.as_str().to_owned() })
+                }
+                UserEvent::RoleChanged { role, previous } => Wire::UserRoleChanged(u::UserRoleChanged {
+                    role: role.as_str().to_owned(),
+                    previous: previous.as_str().to_owned(),
+                }),
+                UserEvent::Deactivated => Wire::UserDeactivated(u::UserDeactivated {}),
+                UserEvent::Reactivated => Wire::UserReactivated(u::UserReactivated {}),
+                UserEvent::PasswordChanged => Wire::UserPasswordChanged(u::UserPasswordChanged {}),
+            }
+        }
         Event::Settings(SettingsEvent::Changed { key, value, previous }) => {
             Wire::SettingChanged(wire::settings::SettingChanged { key, value, previous })
         }
@@ -872,6 +923,12 @@ fn stage_to_wire(s: StageSpec) -> wire::workflow::Stage {
     }
 }
 
+/// Roles on the wire are only ever written from [`UserRole::as_str`]; anything else reads as the
+/// least privileged one.
+fn role_from_wire(role: &str) -> UserRole {
+    UserRole::parse(role).unwrap_or(UserRole::Viewer)
+}
+
 fn stage_from_wire(s: wire::workflow::Stage) -> StageSpec {
     StageSpec {
         key: s.key,
@@ -986,6 +1043,15 @@ fn from_wire(wire: Wire) -> Event {
         Wire::SettingChanged(w) => {
             Event::Settings(SettingsEvent::Changed { key: w.key, value: w.value, previous: w.previous })
         }
+        Wire::UserCreated(w) => {
+            Event::User(UserEvent::Created { id: w.user_id, email: w.email, role: role_from_wire(&w.role) })
+        }
+        Wire::UserRoleChanged(w) => {
+            Event::User(UserEvent::RoleChanged { role: role_from_wire(&w.role), previous: role_from_wire(&w.previous) })
+        }
+        Wire::UserDeactivated(_) => Event::User(UserEvent::Deactivated),
+        Wire::UserReactivated(_) => Event::User(UserEvent::Reactivated),
+        Wire::UserPasswordChanged(_) => Event::User(UserEvent::PasswordChanged),
         other => Event::Service(service_from_wire(other).expect("every other wire type is matched above")),
     }
 }
@@ -1156,6 +1222,17 @@ mod tests {
             value: "60".into(),
             previous: "30".into(),
         })])
+        .chain([
+            Event::User(UserEvent::Created {
+                id: Uuid::from_u128(9),
+                email: "ada@example.org".into(),
+                role: UserRole::Supervisor,
+            }),
+            Event::User(UserEvent::RoleChanged { role: UserRole::Admin, previous: UserRole::Supervisor }),
+            Event::User(UserEvent::Deactivated),
+            Event::User(UserEvent::Reactivated),
+            Event::User(UserEvent::PasswordChanged),
+        ])
         .collect()
     }
 

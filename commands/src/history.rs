@@ -6,6 +6,7 @@ use devart_domain::agent::Agent;
 use devart_domain::service::Service;
 use devart_domain::settings::Settings;
 use devart_domain::task::Task;
+use devart_domain::user::User;
 use devart_domain::workflow::{Workflow, WorkflowRun};
 use devart_domain::{Aggregate, Position, StreamId};
 use serde::Serialize;
@@ -63,6 +64,7 @@ impl Commands {
             k if k == Workflow::KIND => changes::<Workflow>(&events),
             k if k == WorkflowRun::KIND => changes::<WorkflowRun>(&events),
             k if k == Settings::KIND => changes::<Settings>(&events),
+            k if k == User::KIND => changes::<User>(&events),
             _ => vec![serde_json::Value::Null; events.len()],
         };
         Ok(events.into_iter().zip(changes).collect())

@@ -9,6 +9,7 @@
 //! - [`queue`]: the task queue beside the task events: claims, lease expiry, release.
 //! - [`budgets`]: services and their budgets: snapshots beside the events, authorizations that
 //!   reserve, charges that settle, fallbacks, the budget clock.
+//! - [`users`]: people: accounts, password sign-in, roles; the security log of refused attempts.
 //! - [`settings`]: changing live settings, and every process's current copy of them.
 //! - [`workflows`]: defining workflows, starting runs, creating stage tasks, and the
 //!   orchestration that moves runs on as their tasks end.
@@ -20,8 +21,8 @@
 
 pub mod agents;
 pub mod budgets;
-pub mod chain;
 pub mod bus;
+pub mod chain;
 pub mod codec;
 pub mod db;
 pub mod feed;
@@ -32,6 +33,7 @@ pub mod queue;
 pub mod relay;
 pub mod settings;
 pub mod store;
+pub mod users;
 pub mod workflows;
 
 pub use bus::{Bus, BusNames};

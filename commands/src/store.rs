@@ -289,6 +289,8 @@ fn decode_row(row: &PgRow) -> Result<Recorded, StoreError> {
 pub struct EventFilter {
     pub stream_id: Option<StreamId>,
     pub types: Option<Vec<String>>,
+    /// Events of this correlation, and every event of the tasks it created: their claims,
+    /// heartbeats and outcomes, which come from the agents' own requests.
     pub correlation_id: Option<Uuid>,
 }
 
@@ -300,7 +302,9 @@ impl EventStore {
              where position > $1 \
                and ($2::text is null or stream_id = $2) \
                and ($3::text[] is null or event_type = any($3)) \
-               and ($4::uuid is null or correlation_id = $4) \
+               and ($4::uuid is null or correlation_id = $4 \
+                    or stream_id in (select stream_id from events \
+                                     where correlation_id = $4 and event_type = 'TaskCreated')) \
              order by position limit $5"
         ))
         .bind(after.0 as i64)

@@ -10,6 +10,7 @@
 //!   suspension, periods. [`money`]: exact amounts.
 //! - [`outliers`]: robust statistics that tell an unusual task cost from its peers' spread.
 //! - [`settings`]: live settings: typed keys, validated values, changes as events.
+//! - [`user`]: people: sign-in address, role, activation.
 //! - [`workflow`]: workflow templates (validated DAGs of stages, versioned) and their runs.
 //! - [`Event`]: every domain event of every aggregate, the unit the store, the bus and the
 //!   projections move around.
@@ -25,6 +26,7 @@ pub mod outliers;
 pub mod service;
 pub mod settings;
 pub mod task;
+pub mod user;
 pub mod workflow;
 
 pub use aggregate::{Aggregate, DomainError};
@@ -39,6 +41,7 @@ pub enum Event {
     WorkflowRun(workflow::RunEvent),
     Service(service::ServiceEvent),
     Settings(settings::SettingsEvent),
+    User(user::UserEvent),
 }
 
 impl Event {
@@ -51,6 +54,7 @@ impl Event {
             Event::WorkflowRun(e) => e.event_type(),
             Event::Service(e) => e.event_type(),
             Event::Settings(e) => e.event_type(),
+            Event::User(e) => e.event_type(),
         }
     }
 
@@ -63,6 +67,7 @@ impl Event {
             Event::WorkflowRun(_) => workflow::WorkflowRun::KIND,
             Event::Service(_) => service::Service::KIND,
             Event::Settings(_) => settings::Settings::KIND,
+            Event::User(_) => user::User::KIND,
         }
     }
 }
@@ -94,6 +99,12 @@ impl From<service::ServiceEvent> for Event {
 impl From<settings::SettingsEvent> for Event {
     fn from(e: settings::SettingsEvent) -> Self {
         Event::Settings(e)
+    }
+}
+
+impl From<user::UserEvent> for Event {
+    fn from(e: user::UserEvent) -> Self {
+        Event::User(e)
     }
 }
 

@@ -8,6 +8,7 @@ use devart_domain::settings::Key;
 use devart_domain::task::{
     Capabilities, Capability, Description, Document, MaxAttempts, Message, Percent, Priority, Title,
 };
+use devart_domain::user::{Email, Password, UserRole};
 use devart_domain::workflow::{StageSpec, Stages, WorkflowName};
 use proptest::prelude::*;
 
@@ -29,6 +30,12 @@ proptest! {
         let _ = Money::parse("amount", &s);
         let _ = Period::parse(&s);
         let _ = Key::parse(&s);
+        let _ = UserRole::parse(&s);
+        let _ = Password::parse(&s);
+        if let Ok(email) = Email::parse(&s) {
+            // Normalised addresses parse to themselves.
+            prop_assert_eq!(Email::parse(email.as_str()).unwrap(), email);
+        }
     }
 
     #[test]

@@ -18,6 +18,22 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn of(role: devart_domain::user::UserRole) -> Role {
+        match role {
+            devart_domain::user::UserRole::Viewer => Role::Viewer,
+            devart_domain::user::UserRole::Supervisor => Role::Supervisor,
+            devart_domain::user::UserRole::Admin => Role::Admin,
+        }
+    }
+
+    pub fn domain(self) -> devart_domain::user::UserRole {
+        match self {
+            Role::Viewer => devart_domain::user::UserRole::Viewer,
+            Role::Supervisor => devart_domain::user::UserRole::Supervisor,
+            Role::Admin => devart_domain::user::UserRole::Admin,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "viewer" => Some(Role::Viewer),
@@ -36,6 +52,10 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
+    /// Set in a signed-in user's token: their role and activation are checked on every request.
+    /// Tokens made with `devart token` name a subject only and carry their role as signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<uuid::Uuid>,
 }
 
 const ISSUER: &str = "devart";
@@ -51,15 +71,32 @@ pub struct Caller {
     pub agent: Option<uuid::Uuid>,
     /// An agent's registered capabilities; empty for people.
     pub capabilities: Vec<String>,
+    /// Set when the caller is a signed-in user.
+    pub user: Option<uuid::Uuid>,
 }
 
 impl Caller {
     pub fn agent(id: uuid::Uuid, capabilities: Vec<String>) -> Caller {
-        Caller { subject: id.to_string(), role: Role::Viewer, agent: Some(id), capabilities }
+        Caller { subject: id.to_string(), role: Role::Viewer, agent: Some(id), capabilities, user: None }
     }
 
     pub fn person(subject: impl Into<String>, role: Role) -> Caller {
-        Caller { subject: subject.into(), role, agent: None, capabilities: Vec::new() }
+        Caller { subject: subject.into(), role, agent: None, capabilities: Vec::new(), user: None }
+    }
+
+    /// A signed-in user, with the role their account has now.
+    pub fn user(id: uuid::Uuid, role: Role) -> Caller {
+        Caller { user: Some(id), ..Caller::person(id.to_string(), role) }
+    }
+
+    /// The database role this caller's reads run under.
+    pub fn database_role(&self) -> &'static str {
+        match (self.agent, self.role) {
+            (Some(_), _) => "devart_agent",
+            (None, Role::Viewer) => "devart_viewer",
+            (None, Role::Supervisor) => "devart_supervisor",
+            (None, Role::Admin) => "devart_admin",
+        }
     }
 
     /// The actor events record for this caller.
@@ -82,9 +119,18 @@ impl SigningKey {
     }
 
     pub fn issue(&self, subject: &str, role: Role, ttl: chrono::Duration) -> String {
+        self.sign(subject, role, ttl, None)
+    }
+
+    /// A signed-in user's token.
+    pub fn issue_for_user(&self, id: uuid::Uuid, role: Role, ttl: chrono::Duration) -> String {
+        self.sign(&id.to_string(), role, ttl, Some(id))
+    }
+
+    fn sign(&self, subject: &str, role: Role, ttl: chrono::Duration, uid: Option<uuid::Uuid>) -> String {
         let now = Utc::now().timestamp();
         let claims =
-            Claims { sub: subject.to_owned(), role, iat: now, exp: now + ttl.num_seconds(), iss: ISSUER.into() };
+            Claims { sub: subject.to_owned(), role, iat: now, exp: now + ttl.num_seconds(), iss: ISSUER.into(), uid };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&self.0))
             .expect("HS256 signing cannot fail")
     }
@@ -99,7 +145,10 @@ impl SigningKey {
                 _ => AuthError::Invalid,
             },
         )?;
-        Ok(Caller::person(data.claims.sub, data.claims.role))
+        Ok(match data.claims.uid {
+            Some(id) => Caller::user(id, data.claims.role),
+            None => Caller::person(data.claims.sub, data.claims.role),
+        })
     }
 }
 
@@ -119,6 +168,8 @@ pub enum AuthError {
     Expired,
     #[error("the agent is deactivated")]
     Deactivated,
+    #[error("the user is deactivated")]
+    UserDeactivated,
 }
 
 /// Extracts the token from an `Authorization: Bearer …` value.

@@ -18,8 +18,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use devart_commands::agents::KeyError;
+use devart_commands::users::{record_refusal, Refusal};
 
-use crate::auth::{bearer, AuthError, Caller};
+use crate::auth::{bearer, AuthError, Caller, Role};
 use crate::error::Code;
 use crate::schema::RequestMeta;
 use crate::{App, Services};
@@ -78,6 +79,21 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
     })
 }
 
+/// Whether the request only signs in: a mutation whose every top-level field is `login`, the one
+/// operation open to requests without a token. Fragments are not followed, so they do not pass.
+fn signs_in_only(request: &async_graphql::Request) -> bool {
+    use async_graphql::parser::types::Selection;
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else { return false };
+    let name = request.operation_name.as_deref();
+    let mut chosen =
+        document.operations.iter().filter(|(op_name, _)| name.is_none() || op_name.map(|n| n.as_str()) == name);
+    let (Some((_, operation)), None) = (chosen.next(), chosen.next()) else { return false };
+    let items = &operation.node.selection_set.node.items;
+    operation.node.ty == OperationType::Mutation
+        && !items.is_empty()
+        && items.iter().all(|item| matches!(&item.node, Selection::Field(f) if f.node.name.node == "login"))
+}
+
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
 
@@ -121,14 +137,38 @@ async fn authenticate(services: &Services, headers: &HeaderMap) -> Result<Caller
 }
 
 async fn verify(services: &Services, token: &str) -> Result<Caller, AuthError> {
+    let refused = |kind, subject: &str, error: AuthError| {
+        let (pool, subject) = (services.pool.clone(), subject.to_owned());
+        async move {
+            record_refusal(&pool, kind, &subject, &error.to_string()).await;
+            error
+        }
+    };
     if token.starts_with("dva_") {
+        // The key's public id names it in the log when it is well formed; the rest is secret.
+        let key_id =
+            token.get(4..20).filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit()) && token.get(20..21) == Some("_"));
+        let subject = key_id.map_or_else(|| "malformed key".to_owned(), |id| format!("key {id}"));
         return match services.keys.verify(token).await {
             Ok(agent) => Ok(Caller::agent(agent.id, agent.capabilities)),
-            Err(KeyError::Inactive) => Err(AuthError::Deactivated),
-            Err(KeyError::Invalid) => Err(AuthError::Invalid),
+            Err(KeyError::Inactive) => Err(refused(Refusal::KeyRefused, &subject, AuthError::Deactivated).await),
+            Err(KeyError::Invalid) => Err(refused(Refusal::KeyRefused, &subject, AuthError::Invalid).await),
         };
     }
-    services.signing_key.verify(token)
+    let caller = match services.signing_key.verify(token) {
+        Ok(caller) => caller,
+        Err(error) => return Err(refused(Refusal::TokenRefused, "bearer token", error).await),
+    };
+    let Some(id) = caller.user else { return Ok(caller) };
+    // A user's token stands for the account as it is now: its current role, while it is active.
+    match services.commands.account(id).await {
+        Ok(Some(account)) if account.active => Ok(Caller::user(id, Role::of(account.role))),
+        Ok(_) => Err(refused(Refusal::TokenRefused, &format!("user {id}"), AuthError::UserDeactivated).await),
+        Err(error) => {
+            tracing::warn!(%error, "authentication: cannot read the account");
+            Err(AuthError::Invalid)
+        }
+    }
 }
 
 fn unauthenticated(error: AuthError, media: &'static str) -> Response {
@@ -154,8 +194,10 @@ async fn graphql_post(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
+    // Without a token, only signing in is allowed: that is checked once the document is read.
     let caller = match authenticate(&app.services, &headers).await {
-        Ok(c) => c,
+        Ok(c) => Some(c),
+        Err(AuthError::Missing) => None,
         Err(e) => return unauthenticated(e, media),
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -175,6 +217,9 @@ async fn graphql_post(State(app): State<App>, headers: HeaderMap, body: Bytes) -
         Ok(r) => r,
         Err(m) => return bad_request(media, &m),
     };
+    if caller.is_none() && !signs_in_only(&request) {
+        return unauthenticated(AuthError::Missing, media);
+    }
     execute(&app, caller, &headers, request, media).await
 }
 
@@ -231,7 +276,7 @@ async fn graphql_get(
             return response;
         }
     }
-    execute(&app, caller, &headers, request, media).await
+    execute(&app, Some(caller), &headers, request, media).await
 }
 
 /// Validates the GraphQL-over-HTTP request parameters.
@@ -276,7 +321,7 @@ fn not_acceptable() -> Response {
 
 async fn execute(
     app: &App,
-    caller: Caller,
+    caller: Option<Caller>,
     headers: &HeaderMap,
     request: async_graphql::Request,
     media: &'static str,
@@ -286,7 +331,9 @@ async fn execute(
         Err(m) => return bad_request(media, &m),
     };
     if is_mutation(&request) {
-        if let Err(wait) = app.services.mutations.check(&caller.subject) {
+        // Anonymous requests (sign-ins) share one allowance.
+        let identity = caller.as_ref().map_or("anonymous", |c| c.subject.as_str());
+        if let Err(wait) = app.services.mutations.check(identity) {
             app.services
                 .metrics
                 .graphql_errors
@@ -295,7 +342,11 @@ async fn execute(
             return too_many(media, wait);
         }
     }
-    let response = app.schema.execute(request.data(caller).data(meta)).await;
+    let request = match caller {
+        Some(caller) => request.data(caller),
+        None => request,
+    };
+    let response = app.schema.execute(request.data(meta)).await;
     app.services.metrics.graphql_requests.inc();
     // A request error (unparsable or invalid document, bad variables) has no data and no paths.
     let request_error = response.data == async_graphql::Value::Null

@@ -4,11 +4,13 @@
 //! - [`schema`]: queries, mutations and subscriptions, and their GraphQL types.
 //! - [`http`]: the axum router: GraphQL over HTTP and WebSocket, `/healthz`, `/readyz`, `/metrics`.
 //! - [`auth`]: JWT bearer tokens and roles.
+//! - [`db`]: reads in read-only transactions under the caller's database role.
 //! - [`error`]: the one client error shape: a message and an `extensions.code`.
 //! - [`limits`]: mutation rate limits per identity, CORS, introspection, time limits.
 //! - [`metrics`]: Prometheus counters and scrape-time gauges.
 
 pub mod auth;
+pub mod db;
 pub mod error;
 pub mod http;
 pub mod limits;

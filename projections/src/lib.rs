@@ -5,7 +5,8 @@
 //!   changes them. [`tasks::TasksProjection`] is the task board, [`agents::AgentsProjection`] the
 //!   roster of agents, [`workflows::WorkflowsProjection`] the workflows and their runs,
 //!   [`services::ServicesProjection`] the services and their budgets,
-//!   [`analytics::AnalyticsProjection`] the facts behind cost, throughput and queue charts.
+//!   [`analytics::AnalyticsProjection`] the facts behind cost, throughput and queue charts,
+//!   [`users::UsersProjection`] the people and their roles.
 //! - [`orchestrator`]: the workflow orchestrator, a process manager that rides on the same worker.
 //! - [`alerts`]: the consumer that records budget alerts in the `alert_deliveries` outbox, on the
 //!   same worker too.
@@ -27,6 +28,7 @@ pub mod rebuild;
 pub mod services;
 pub mod status;
 pub mod tasks;
+pub mod users;
 pub mod worker;
 pub mod workflows;
 
@@ -77,6 +79,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(workflows::WorkflowsProjection),
         Arc::new(services::ServicesProjection),
         Arc::new(analytics::AnalyticsProjection),
+        Arc::new(users::UsersProjection),
     ]
 }
 

@@ -69,6 +69,8 @@ pub async fn rebuild(
         sqlx::query(&format!("drop table {table}")).execute(&mut *tx).await?;
         sqlx::query(&format!("alter table {aside} rename to {table}")).execute(&mut *tx).await?;
     }
+    // The new tables get the database roles' grants and row policies the old ones had.
+    sqlx::query("select devart_secure_read_models()").execute(&mut *tx).await?;
     sqlx::query(
         "insert into projection_checkpoints (name, position) values ($1, $2) \
          on conflict (name) do update set position = excluded.position, updated_at = now()",

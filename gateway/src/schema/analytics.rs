@@ -8,11 +8,12 @@ use devart_domain::money::Money;
 use devart_domain::outliers::{CostOutlier as Flag, Score};
 use devart_domain::task::{Message, Task as TaskAggregate, TaskCommand};
 use devart_projections::analytics::{TaskFacts, TASK_COLUMNS};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::budgets::Decimal;
-use super::{caller, command_context, domain, page_size, parse_id, require, services, task_by_id, Task, TaskStatus};
+use super::{
+    command_context, domain, page_size, parse_id, person, read, require, services, task_by_id, Task, TaskStatus,
+};
 use crate::auth::Role;
 use crate::error::{bad_input, gql};
 
@@ -209,10 +210,6 @@ const BUCKETS: &str =
                        make_interval(hours => $3)) as start)";
 
 impl Analytics {
-    fn pool<'a>(ctx: &'a Context<'_>) -> &'a PgPool {
-        &services(ctx).pool
-    }
-
     /// Duration statistics of `end - begin` (columns of `analytics_tasks`) over the tasks whose
     /// `end` falls in the window.
     async fn durations(&self, ctx: &Context<'_>, begin: &str, end: &str) -> async_graphql::Result<Durations> {
@@ -226,7 +223,7 @@ impl Analytics {
                      percentile_cont(0.95) within group (order by seconds) as p95";
         let (count, mean, p50, p95): (i64, Option<f64>, Option<f64>, Option<f64>) = self
             .bind(sqlx::query_as(&format!("with {BUCKETS}, {measured} select {stats} from measured")))
-            .fetch_one(Self::pool(ctx))
+            .fetch_one(read(ctx).await?.conn())
             .await
             .map_err(gql)?;
         type Row = (DateTime<Utc>, i64, Option<f64>, Option<f64>, Option<f64>);
@@ -236,7 +233,7 @@ impl Analytics {
                  select b.start, coalesce(p.n, 0), p.mean, p.p50, p.p95 \
                  from buckets b left join per_bucket p on p.start = b.start order by b.start"
             )))
-            .fetch_all(Self::pool(ctx))
+            .fetch_all(read(ctx).await?.conn())
             .await
             .map_err(gql)?;
         Ok(Durations {
@@ -291,7 +288,7 @@ impl Analytics {
         )
         .bind(self.start)
         .bind(self.end)
-        .fetch_one(Self::pool(ctx))
+        .fetch_one(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
         Ok(money(total))
@@ -310,7 +307,7 @@ impl Analytics {
                   left join analytics_services s on s.service_id = c.service_id \
              order by b.start, c.cost desc, c.service_id"
             )))
-            .fetch_all(Self::pool(ctx))
+            .fetch_all(read(ctx).await?.conn())
             .await
             .map_err(gql)?;
         let mut buckets: Vec<CostBucket> = Vec::new();
@@ -348,7 +345,7 @@ impl Analytics {
         .bind(self.start)
         .bind(self.end)
         .bind(i64::from(first))
-        .fetch_all(Self::pool(ctx))
+        .fetch_all(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
         Ok(rows
@@ -388,7 +385,7 @@ impl Analytics {
         )
         .bind(self.start)
         .bind(self.end)
-        .fetch_all(Self::pool(ctx))
+        .fetch_all(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
         Ok(rows
@@ -415,7 +412,7 @@ impl Analytics {
         )
         .bind(self.start)
         .bind(self.end)
-        .fetch_all(Self::pool(ctx))
+        .fetch_all(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
         Ok(rows
@@ -451,7 +448,7 @@ impl Analytics {
                 ended("failed_at", "failed"),
                 ended("cancelled_at", "cancelled"),
             )))
-            .fetch_all(Self::pool(ctx))
+            .fetch_all(read(ctx).await?.conn())
             .await
             .map_err(gql)?;
         let over_time: Vec<CompletionBucket> = rows
@@ -510,7 +507,7 @@ impl Analytics {
         .bind(self.start)
         .bind(self.end)
         .bind(self.bucket.hours())
-        .fetch_all(Self::pool(ctx))
+        .fetch_all(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
         Ok(rows
@@ -600,7 +597,7 @@ pub(crate) async fn outlier_of(ctx: &Context<'_>, task_id: Uuid) -> async_graphq
         TASK_COLUMNS.join(", ")
     ))
     .bind(task_id)
-    .fetch_optional(&services(ctx).pool)
+    .fetch_optional(read(ctx).await?.conn())
     .await
     .map_err(gql)?;
     Ok(facts.and_then(CostOutlier::from_facts))
@@ -620,7 +617,7 @@ impl AnalyticsQuery {
         to: DateTime<Utc>,
         bucket: Bucket,
     ) -> async_graphql::Result<Analytics> {
-        caller(ctx)?;
+        person(ctx)?;
         if to <= from {
             return Err(bad_input("to", "must be after `from`"));
         }
@@ -645,7 +642,7 @@ impl AnalyticsQuery {
         acknowledged: Option<bool>,
         first: Option<i32>,
     ) -> async_graphql::Result<Vec<CostOutlier>> {
-        caller(ctx)?;
+        person(ctx)?;
         let limit = page_size(first)?;
         let rows: Vec<TaskFacts> = sqlx::query_as(&format!(
             "select {} from analytics_tasks \
@@ -656,7 +653,7 @@ impl AnalyticsQuery {
         ))
         .bind(acknowledged)
         .bind(limit as i64)
-        .fetch_all(&services(ctx).pool)
+        .fetch_all(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
         Ok(rows.into_iter().filter_map(CostOutlier::from_facts).collect())

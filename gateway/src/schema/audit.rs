@@ -13,7 +13,7 @@ use devart_domain::{Position, StreamId};
 
 use super::budgets::Service;
 use super::workflows::WorkflowRun;
-use super::{caller, parse_id, parse_position, services, Agent, Event, Task};
+use super::{parse_id, parse_position, person, services, Agent, Event, Task};
 use crate::error::{bad_input, gql};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -62,7 +62,7 @@ impl AuditQuery {
         from: Option<String>,
         to: Option<String>,
     ) -> async_graphql::Result<IntegrityReport> {
-        caller(ctx)?;
+        person(ctx)?;
         let from = from.map(|f| parse_position("from", &f)).transpose()?.unwrap_or(Position(1));
         let to = to.map(|t| parse_position("to", &t)).transpose()?;
         let verdict = chain::verify(&services(ctx).pool, from, to).await.map_err(gql)?;
@@ -108,7 +108,7 @@ pub struct TimeTravelQuery;
 impl TimeTravelQuery {
     /// A task as it stood at `at`: a position, or an RFC 3339 time. Null if it did not exist yet.
     async fn task_at(&self, ctx: &Context<'_>, id: ID, at: String) -> async_graphql::Result<Option<Task>> {
-        caller(ctx)?;
+        person(ctx)?;
         let (id, at) = (parse_id("id", &id)?, self::at("at", &at)?);
         let folded = services(ctx).commands.load_at::<TaskAggregate>(id, at).await.map_err(gql)?;
         Ok((folded.version > 0).then(|| folded.into()))
@@ -116,7 +116,7 @@ impl TimeTravelQuery {
 
     /// An agent as it stood at `at`.
     async fn agent_at(&self, ctx: &Context<'_>, id: ID, at: String) -> async_graphql::Result<Option<Agent>> {
-        caller(ctx)?;
+        person(ctx)?;
         let (id, at) = (parse_id("id", &id)?, self::at("at", &at)?);
         let folded = services(ctx).commands.load_at::<AgentAggregate>(id, at).await.map_err(gql)?;
         Ok((folded.version > 0).then(|| folded.into()))
@@ -124,7 +124,7 @@ impl TimeTravelQuery {
 
     /// A service and its budget as they stood at `at`.
     async fn service_at(&self, ctx: &Context<'_>, id: ID, at: String) -> async_graphql::Result<Option<Service>> {
-        caller(ctx)?;
+        person(ctx)?;
         let (id, at) = (parse_id("id", &id)?, self::at("at", &at)?);
         let folded = services(ctx).commands.load_at::<ServiceAggregate>(id, at).await.map_err(gql)?;
         Ok((folded.version > 0).then(|| Snapshot { state: folded.state, version: folded.version }.into()))
@@ -137,7 +137,7 @@ impl TimeTravelQuery {
         id: ID,
         at: String,
     ) -> async_graphql::Result<Option<WorkflowRun>> {
-        caller(ctx)?;
+        person(ctx)?;
         let (id, at) = (parse_id("id", &id)?, self::at("at", &at)?);
         let folded = services(ctx).commands.load_at::<WorkflowRunAggregate>(id, at).await.map_err(gql)?;
         Ok((folded.version > 0).then(|| folded.into()))
@@ -146,7 +146,7 @@ impl TimeTravelQuery {
     /// Every event of a stream (`task-<id>`, `agent-<id>`, `service-<id>`, …), oldest first, with
     /// the change each made.
     async fn history(&self, ctx: &Context<'_>, stream_id: String) -> async_graphql::Result<Vec<HistoryEntry>> {
-        caller(ctx)?;
+        person(ctx)?;
         let stream = StreamId::parse(&stream_id).map_err(|m| bad_input("streamId", m))?;
         let entries = services(ctx).commands.history(&stream).await.map_err(gql)?;
         Ok(entries

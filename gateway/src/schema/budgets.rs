@@ -10,7 +10,9 @@ use devart_domain::money::Money;
 use devart_domain::service::{Currency, RegisterService, ServiceName, ServiceStatus as DomainStatus, UpdateService};
 use uuid::Uuid;
 
-use super::{caller, command_context, domain, new_aggregate_id, parse_id, require, services};
+use super::{
+    caller, command_context, continue_task_correlation, domain, new_aggregate_id, parse_id, require, services,
+};
 use crate::auth::{Caller, Role};
 use crate::error::{bad_input, error, gql, Code};
 
@@ -388,7 +390,7 @@ impl BudgetsMutation {
             agent_id: caller.agent,
             idempotency_key: parse_key(&idempotency_key)?,
         };
-        let context = command_context(ctx, &caller);
+        let context = continue_task_correlation(ctx, command_context(ctx, &caller), request.task_id).await?;
         Ok(services(ctx).commands.authorize_usage(&request, &context).await.map_err(gql)?.into())
     }
 
@@ -405,7 +407,7 @@ impl BudgetsMutation {
             agent_id: caller.agent,
             idempotency_key: parse_key(&input.idempotency_key)?,
         };
-        let context = command_context(ctx, &caller);
+        let context = continue_task_correlation(ctx, command_context(ctx, &caller), request.task_id).await?;
         Ok(services(ctx).commands.record_charge(&request, &context).await.map_err(gql)?.into())
     }
 }

@@ -26,6 +26,7 @@ pub type Schema = async_graphql::Schema<QueryRoot, MutationRoot, SubscriptionRoo
 mod analytics;
 mod audit;
 mod budgets;
+mod people;
 mod settings;
 mod work;
 mod workflows;
@@ -38,6 +39,7 @@ pub struct QueryRoot(
     budgets::BudgetsQuery,
     settings::SettingsQuery,
     audit::AuditQuery,
+    people::PeopleQuery,
     audit::TimeTravelQuery,
     analytics::AnalyticsQuery,
 );
@@ -50,6 +52,7 @@ pub struct MutationRoot(
     budgets::BudgetsMutation,
     settings::SettingsMutation,
     analytics::AnalyticsMutation,
+    people::PeopleMutation,
 );
 
 #[derive(async_graphql::MergedSubscription, Default)]
@@ -83,6 +86,16 @@ fn caller<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Caller> {
     ctx.data_opt::<Caller>().ok_or_else(|| error(Code::Unauthenticated, "authentication required"))
 }
 
+/// A caller that is a person: agents see their own work (tasks, themselves), not the audit trail,
+/// analytics, workflows or the queue at large.
+fn person<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Caller> {
+    let caller = caller(ctx)?;
+    if caller.agent.is_some() {
+        return Err(error(Code::Forbidden, "agents see only their own work"));
+    }
+    Ok(caller)
+}
+
 fn require(ctx: &Context<'_>, role: Role) -> async_graphql::Result<Caller> {
     let caller = caller(ctx)?;
     if caller.role >= role {
@@ -90,6 +103,11 @@ fn require(ctx: &Context<'_>, role: Role) -> async_graphql::Result<Caller> {
     } else {
         Err(error(Code::Forbidden, format!("this needs the {} role", format!("{role:?}").to_lowercase())))
     }
+}
+
+/// A read-only transaction under the caller's database role, for one resolver's queries.
+pub(crate) async fn read(ctx: &Context<'_>) -> async_graphql::Result<crate::db::Reader> {
+    crate::db::Reader::begin(&services(ctx).pool, caller(ctx)?).await.map_err(gql)
 }
 
 fn services<'a>(ctx: &'a Context<'_>) -> &'a Services {
@@ -110,6 +128,31 @@ fn command_context(ctx: &Context<'_>, caller: &Caller) -> CommandContext {
         context.correlation_id = correlation;
     }
     context
+}
+
+/// `context` continued from the request that created `task`: a successor, a charge or a
+/// reservation for a task joins the task's correlation, so `events(correlationId:)` shows
+/// everything one request set going. A client's own `X-Correlation-Id` still wins.
+async fn continue_task_correlation(
+    ctx: &Context<'_>,
+    mut context: CommandContext,
+    task: Option<Uuid>,
+) -> async_graphql::Result<CommandContext> {
+    let explicit = ctx.data_opt::<RequestMeta>().is_some_and(|m| m.correlation_id.is_some());
+    let Some(task) = task.filter(|_| !explicit) else { return Ok(context) };
+    let origin: Option<Uuid> =
+        sqlx::query_scalar("select correlation_id from events where stream_id = $1 order by stream_version limit 1")
+            .bind(
+                devart_domain::StreamId::new(<devart_domain::task::Task as devart_domain::Aggregate>::KIND, task)
+                    .as_str(),
+            )
+            .fetch_optional(&services(ctx).pool)
+            .await
+            .map_err(gql)?;
+    if let Some(origin) = origin {
+        context.correlation_id = origin;
+    }
+    Ok(context)
 }
 
 /// The id of an aggregate a mutation creates: with an idempotency key, derived from the command id,
@@ -259,7 +302,7 @@ impl Task {
             "select {TASK_COLUMNS} from tasks where parent_task_id = $1 order by created_at, id"
         ))
         .bind(id)
-        .fetch_all(&services(ctx).pool)
+        .fetch_all(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
         Ok(rows.into_iter().map(Task::from).collect())
@@ -274,7 +317,7 @@ impl Task {
 pub(crate) async fn task_by_id(ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Task>> {
     let row: Option<TaskRow> = sqlx::query_as(&format!("select {TASK_COLUMNS} from tasks where id = $1"))
         .bind(id)
-        .fetch_optional(&services(ctx).pool)
+        .fetch_optional(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
     Ok(row.map(Task::from))
@@ -533,6 +576,8 @@ pub struct Me {
     pub role: Role,
     /// Set when the caller is an agent.
     pub agent_id: Option<ID>,
+    /// Set when the caller is a signed-in user.
+    pub user_id: Option<ID>,
 }
 
 fn domain<T>(r: Result<T, devart_domain::DomainError>) -> async_graphql::Result<T> {
@@ -552,7 +597,12 @@ impl CoreQuery {
     /// Who the token belongs to.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Me> {
         let caller = caller(ctx)?;
-        Ok(Me { subject: caller.subject.clone(), role: caller.role, agent_id: caller.agent.map(|a| ID(a.to_string())) })
+        Ok(Me {
+            subject: caller.subject.clone(),
+            role: caller.role,
+            agent_id: caller.agent.map(|a| ID(a.to_string())),
+            user_id: caller.user.map(|u| ID(u.to_string())),
+        })
     }
 
     /// A task as the task board holds it; null if there is no such task.
@@ -595,7 +645,7 @@ impl CoreQuery {
         .bind(after.map(|a| a.0))
         .bind(after.map(|a| a.1))
         .bind(limit as i64 + 1)
-        .fetch_all(&services(ctx).pool)
+        .fetch_all(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
         let has_next = rows.len() > limit;
@@ -617,7 +667,7 @@ impl CoreQuery {
         types: Option<Vec<String>>,
         correlation_id: Option<ID>,
     ) -> async_graphql::Result<Connection<String, Event, EmptyFields, EmptyFields>> {
-        caller(ctx)?;
+        person(ctx)?;
         let limit = page_size(first)?;
         let after_position = after.as_deref().map(|a| parse_position("after", a)).transpose()?;
         let filter = EventFilter {
@@ -645,7 +695,7 @@ impl CoreQuery {
         caller(ctx)?;
         let rows: Vec<AgentRow> =
             sqlx::query_as(&format!("select {AGENT_COLUMNS} from agents order by registered_at, id"))
-                .fetch_all(&services(ctx).pool)
+                .fetch_all(read(ctx).await?.conn())
                 .await
                 .map_err(gql)?;
         Ok(rows.into_iter().map(Agent::from).collect())
@@ -653,7 +703,7 @@ impl CoreQuery {
 
     /// Each projection's checkpoint and lag behind the event store.
     async fn projections(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ProjectionStatus>> {
-        caller(ctx)?;
+        person(ctx)?;
         let status = devart_projections::status::status(&services(ctx).pool).await.map_err(gql)?;
         Ok(status
             .into_iter()
@@ -693,14 +743,15 @@ impl CoreMutation {
         if caller.agent.is_none() {
             require(ctx, Role::Supervisor)?;
         }
-        let context = command_context(ctx, &caller);
+        let parent_task_id = input.parent_task_id.as_ref().map(|p| parse_id("parentTaskId", p)).transpose()?;
+        let context = continue_task_correlation(ctx, command_context(ctx, &caller), parent_task_id).await?;
         let command = CreateTask {
             id: new_aggregate_id(ctx, &context),
             title: domain(Title::parse(&input.title))?,
             description: domain(Description::parse(&input.description))?,
             priority: domain(Priority::parse(i64::from(input.priority)))?,
             required_capabilities: domain(Capabilities::parse(&input.required_capabilities))?,
-            parent_task_id: input.parent_task_id.map(|p| parse_id("parentTaskId", &p)).transpose()?,
+            parent_task_id,
             max_attempts: match input.max_attempts {
                 Some(n) => domain(MaxAttempts::parse(i64::from(n)))?,
                 None => services(ctx).commands.settings().current().default_max_attempts(),
@@ -816,7 +867,7 @@ impl CoreSubscription {
         after: Option<String>,
         types: Option<Vec<String>>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>>> {
-        caller(ctx)?;
+        person(ctx)?;
         let s = services(ctx).clone();
         let after = match after {
             Some(a) => parse_position("after", &a)?,
@@ -834,11 +885,19 @@ impl CoreSubscription {
 
     /// Tasks as the task board holds them, each time the board changed; optionally of one task.
     async fn task_updates(&self, ctx: &Context<'_>, id: Option<ID>) -> async_graphql::Result<impl Stream<Item = Task>> {
-        caller(ctx)?;
+        let agent = caller(ctx)?.agent;
         let id = id.map(|i| parse_id("id", &i)).transpose()?;
         let updates = broadcast_stream(services(ctx).task_updates.subscribe());
-        Ok(updates
-            .filter_map(move |row| futures::future::ready(id.is_none_or(|id| id == row.id).then(|| Task::from(row)))))
+        // An agent follows what it may read on the board (as the tasks' row policy says): pending
+        // tasks, the tasks it holds, and the tasks it created.
+        let visible = move |row: &TaskRow| {
+            agent.is_none_or(|a| {
+                row.status == "PENDING" || row.agent_id == Some(a) || row.created_by == format!("agent:{a}")
+            })
+        };
+        Ok(updates.filter_map(move |row| {
+            futures::future::ready((id.is_none_or(|id| id == row.id) && visible(&row)).then(|| Task::from(row)))
+        }))
     }
 }
 

@@ -8,7 +8,7 @@ use devart_domain::task::{Message, Percent, Task as TaskAggregate, TaskCommand, 
 use rand::Rng;
 use uuid::Uuid;
 
-use super::{caller, command_context, document, domain, parse_id, require, services, Task};
+use super::{caller, command_context, document, domain, parse_id, person, read, require, services, Task};
 use crate::auth::{Caller, Role};
 use crate::error::{bad_input, error, gql, Code};
 
@@ -84,8 +84,8 @@ pub struct WorkQuery;
 impl WorkQuery {
     /// Queue depth by priority and capability, the oldest wait, and tasks in flight, retrying and failed.
     async fn queue_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<QueueStats> {
-        caller(ctx)?;
-        let pool = &services(ctx).pool;
+        person(ctx)?;
+        let mut db = read(ctx).await?;
         let (pending, due, in_flight, retrying, oldest): (i64, i64, i64, i64, Option<f64>) = sqlx::query_as(
             "select count(*) filter (where state = 'pending'), \
                     count(*) filter (where state = 'pending' and run_after <= now()), \
@@ -95,24 +95,24 @@ impl WorkQuery {
                         filter (where state = 'pending' and run_after <= now()))::float8 \
              from task_queue",
         )
-        .fetch_one(pool)
+        .fetch_one(db.conn())
         .await
         .map_err(gql)?;
         let by_priority: Vec<(i16, i64)> = sqlx::query_as(
             "select priority, count(*) from task_queue where state = 'pending' group by priority order by priority desc",
         )
-        .fetch_all(pool)
+        .fetch_all(db.conn())
         .await
         .map_err(gql)?;
         let by_capability: Vec<(String, i64)> = sqlx::query_as(
             "select c, count(*) from task_queue, unnest(required_capabilities) c where state = 'pending' \
              group by c order by count(*) desc, c",
         )
-        .fetch_all(pool)
+        .fetch_all(db.conn())
         .await
         .map_err(gql)?;
         let failed: i64 = sqlx::query_scalar("select count(*) from tasks where status = 'FAILED'")
-            .fetch_one(pool)
+            .fetch_one(db.conn())
             .await
             .map_err(gql)?;
         Ok(QueueStats {

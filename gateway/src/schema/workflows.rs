@@ -11,7 +11,7 @@ use devart_projections::workflows::{
 use futures::{Stream, StreamExt};
 
 use super::{
-    broadcast_stream, caller, command_context, document, domain, new_aggregate_id, page_size, parse_id, require,
+    broadcast_stream, command_context, document, domain, new_aggregate_id, page_size, parse_id, person, read, require,
     services, task_by_id, Task,
 };
 use crate::auth::Role;
@@ -311,22 +311,22 @@ pub struct WorkflowsQuery;
 impl WorkflowsQuery {
     /// Every workflow at its newest version, by name.
     async fn workflows(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Workflow>> {
-        caller(ctx)?;
+        person(ctx)?;
         let rows: Vec<WorkflowRow> =
             sqlx::query_as(&format!("select {WORKFLOW_COLUMNS} from workflows order by lower(name), id"))
-                .fetch_all(&services(ctx).pool)
+                .fetch_all(read(ctx).await?.conn())
                 .await
                 .map_err(gql)?;
         Ok(rows.into_iter().map(Workflow::from).collect())
     }
 
     async fn workflow(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Workflow>> {
-        caller(ctx)?;
+        person(ctx)?;
         let id = parse_id("id", &id)?;
         let row: Option<WorkflowRow> =
             sqlx::query_as(&format!("select {WORKFLOW_COLUMNS} from workflows where id = $1"))
                 .bind(id)
-                .fetch_optional(&services(ctx).pool)
+                .fetch_optional(read(ctx).await?.conn())
                 .await
                 .map_err(gql)?;
         Ok(row.map(Workflow::from))
@@ -340,7 +340,7 @@ impl WorkflowsQuery {
         status: Option<WorkflowRunStatus>,
         first: Option<i32>,
     ) -> async_graphql::Result<Vec<WorkflowRun>> {
-        caller(ctx)?;
+        person(ctx)?;
         let workflow_id = workflow_id.map(|w| parse_id("workflowId", &w)).transpose()?;
         let limit = page_size(first)? as i64;
         let rows: Vec<WorkflowRunRow> = sqlx::query_as(&format!(
@@ -351,19 +351,19 @@ impl WorkflowsQuery {
         .bind(workflow_id)
         .bind(status.map(WorkflowRunStatus::as_str))
         .bind(limit)
-        .fetch_all(&services(ctx).pool)
+        .fetch_all(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
         Ok(rows.into_iter().map(WorkflowRun::from).collect())
     }
 
     async fn workflow_run(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<WorkflowRun>> {
-        caller(ctx)?;
+        person(ctx)?;
         let id = parse_id("id", &id)?;
         let row: Option<WorkflowRunRow> =
             sqlx::query_as(&format!("select {RUN_COLUMNS} from workflow_runs where id = $1"))
                 .bind(id)
-                .fetch_optional(&services(ctx).pool)
+                .fetch_optional(read(ctx).await?.conn())
                 .await
                 .map_err(gql)?;
         Ok(row.map(WorkflowRun::from))
@@ -432,7 +432,7 @@ impl WorkflowsSubscription {
         ctx: &Context<'_>,
         id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = WorkflowRun>> {
-        caller(ctx)?;
+        person(ctx)?;
         let id = id.map(|i| parse_id("id", &i)).transpose()?;
         let updates = broadcast_stream(services(ctx).run_updates.subscribe());
         Ok(updates.filter_map(move |row: WorkflowRunRow| {

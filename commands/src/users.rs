@@ -1,0 +1,301 @@
+//! People: accounts, password sign-in and roles, and the security log of refused attempts.
+//!
+//! A user's password is stored only as an argon2id hash in `user_credentials`, written in the same
+//! transaction as the user's events but never part of them. The row also holds the user's current
+//! role and activation, so a token check reads one row by primary key and a changed role or a
+//! deactivation takes effect on the next request.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use devart_domain::user::{Email, Password, User, UserCommand, UserEvent, UserRole, UserState};
+use devart_domain::{DomainError, Event};
+use futures::FutureExt;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::handler::{Alongside, CommandError, Commands, Folded, Stored};
+use crate::store::{CommandContext, StoreError};
+
+impl Stored for User {
+    fn wrap(event: UserEvent) -> Event {
+        Event::User(event)
+    }
+    fn unwrap(event: &Event) -> Option<&UserEvent> {
+        match event {
+            Event::User(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A user as their credentials row says now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: Uuid,
+    pub email: String,
+    pub role: UserRole,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown address or wrong password: the two are not told apart.
+    #[error("invalid email or password")]
+    Invalid,
+    /// The password was right, but the user is deactivated.
+    #[error("the user is deactivated")]
+    Deactivated,
+}
+
+/// What the security log records: attempts devart refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A sign-in with an unknown address, a wrong password, or as a deactivated user.
+    LoginFailed,
+    /// An agent's API key that is malformed, unknown, wrong or deactivated.
+    KeyRefused,
+    /// A bearer token that is malformed, expired, badly signed, or names a deactivated user.
+    TokenRefused,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::LoginFailed => "LOGIN_FAILED",
+            Refusal::KeyRefused => "KEY_REFUSED",
+            Refusal::TokenRefused => "TOKEN_REFUSED",
+        }
+    }
+}
+
+/// Records a refused attempt. `subject` names who was claimed (an address, a key's public id),
+/// never a secret. A failure to record is logged, not returned: the refusal stands either way.
+pub async fn record_refusal(pool: &PgPool, kind: Refusal, subject: &str, reason: &str) {
+    let subject: String = subject.chars().filter(|c| !c.is_control()).take(254).collect();
+    let result = sqlx::query("insert into security_log (kind, subject, reason) values ($1, $2, $3)")
+        .bind(kind.as_str())
+        .bind(&subject)
+        .bind(reason)
+        .execute(pool)
+        .await;
+    if let Err(error) = result {
+        tracing::warn!(kind = kind.as_str(), %error, "security log: cannot record a refusal");
+    }
+}
+
+/// Hashes a password with argon2id, off the async threads.
+async fn hash(password: &Password) -> Result<String, StoreError> {
+    let password = password.expose().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await
+    .expect("hashing does not panic")
+    .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("hashing a password: {e}"))))
+}
+
+/// Checks `password` against a PHC hash, off the async threads. With no hash, checks against a
+/// fixed one, so an unknown address costs the same time as a wrong password.
+async fn verify(password: &str, phc: Option<String>) -> bool {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let (password, known) = (password.to_owned(), phc.is_some());
+    tokio::task::spawn_blocking(move || {
+        let phc = phc.unwrap_or_else(|| {
+            DECOY
+                .get_or_init(|| {
+                    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+                    Argon2::default().hash_password(b"decoy", &salt).map(|h| h.to_string()).unwrap_or_default()
+                })
+                .clone()
+        });
+        let matches =
+            PasswordHash::new(&phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
+        known && matches
+    })
+    .await
+    .expect("verifying does not panic")
+}
+
+/// Runs `sql` (`$1` the user's id, `$2` a text value) beside the user's events.
+fn beside(sql: &'static str, id: Uuid, value: String) -> Box<Alongside<User>> {
+    Box::new(move |conn, _| {
+        let value = value.clone();
+        async move { sqlx::query(sql).bind(id).bind(value).execute(conn).await.map(drop) }.boxed()
+    })
+}
+
+/// A second address taken by a concurrent creation surfaces as the unique index's violation.
+fn taken(error: CommandError, email: &Email) -> CommandError {
+    match &error {
+        CommandError::Store(StoreError::Db(sqlx::Error::Database(db))) if db.is_unique_violation() => {
+            DomainError::Conflict(format!("a user with email {} already exists", email.as_str())).into()
+        }
+        _ => error,
+    }
+}
+
+impl Commands {
+    /// Creates a user who signs in with `email` and `password`.
+    pub async fn create_user(
+        &self,
+        email: Email,
+        role: UserRole,
+        password: &Password,
+        context: &CommandContext,
+    ) -> Result<Folded<UserState>, CommandError> {
+        if self.account_by_email(email.as_str()).await?.is_some() {
+            return Err(DomainError::Conflict(format!("a user with email {} already exists", email.as_str())).into());
+        }
+        let id = Uuid::now_v7();
+        let password_hash = hash(password).await?;
+        let (address, role_name) = (email.as_str().to_owned(), role.as_str());
+        let alongside: Box<Alongside<User>> = Box::new(move |conn, _| {
+            let (address, password_hash) = (address.clone(), password_hash.clone());
+            async move {
+                sqlx::query(
+                    "insert into user_credentials (user_id, email, password_hash, role) values ($1, $2, $3, $4)",
+                )
+                .bind(id)
+                .bind(address)
+                .bind(password_hash)
+                .bind(role_name)
+                .execute(conn)
+                .await
+                .map(drop)
+            }
+            .boxed()
+        });
+        let command = UserCommand::Create { id, email: email.clone(), role };
+        self.execute_with::<User>(id, command, context, None, Some(&*alongside)).await.map_err(|e| taken(e, &email))
+    }
+
+    /// Gives a user another role; their tokens carry it from their next request.
+    pub async fn change_user_role(
+        &self,
+        id: Uuid,
+        role: UserRole,
+        context: &CommandContext,
+    ) -> Result<Folded<UserState>, CommandError> {
+        let alongside = beside(
+            "update user_credentials set role = $2, updated_at = now() where user_id = $1",
+            id,
+            role.as_str().into(),
+        );
+        self.execute_with::<User>(id, UserCommand::ChangeRole(role), context, None, Some(&*alongside)).await
+    }
+
+    /// Deactivates or reactivates a user; a deactivated user's tokens and sign-ins are refused.
+    /// `actor` is the user asking, if a person is: nobody deactivates themselves.
+    pub async fn set_user_active(
+        &self,
+        id: Uuid,
+        active: bool,
+        actor: Option<Uuid>,
+        context: &CommandContext,
+    ) -> Result<Folded<UserState>, CommandError> {
+        let alongside = beside(
+            "update user_credentials set active = $2::boolean, updated_at = now() where user_id = $1",
+            id,
+            active.to_string(),
+        );
+        self.execute_with::<User>(id, UserCommand::SetActive { active, actor }, context, None, Some(&*alongside)).await
+    }
+
+    /// Replaces a user's password once their current one checks out.
+    pub async fn change_password(
+        &self,
+        id: Uuid,
+        current: &str,
+        new: &Password,
+        context: &CommandContext,
+    ) -> Result<Folded<UserState>, CommandError> {
+        let stored: Option<String> =
+            sqlx::query_scalar("select password_hash from user_credentials where user_id = $1")
+                .bind(id)
+                .fetch_optional(self.store().pool())
+                .await?;
+        if !verify(current, stored).await {
+            return Err(DomainError::Forbidden("the current password is not right".into()).into());
+        }
+        let alongside = beside(
+            "update user_credentials set password_hash = $2, updated_at = now() where user_id = $1",
+            id,
+            hash(new).await?,
+        );
+        self.execute_with::<User>(id, UserCommand::ChangePassword, context, None, Some(&*alongside)).await
+    }
+
+    /// Checks a sign-in. Every refusal is recorded in the security log.
+    pub async fn login(&self, email: &str, password: &str) -> Result<Account, LoginError> {
+        let pool = self.store().pool();
+        let address = email.trim().to_lowercase();
+        let row: Option<(Uuid, String, String, String, bool)> =
+            sqlx::query_as("select user_id, email, password_hash, role, active from user_credentials where email = $1")
+                .bind(&address)
+                .fetch_optional(pool)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "login: cannot read credentials");
+                    None
+                });
+        let (phc, found) = match row {
+            Some((id, email, phc, role, active)) => {
+                (Some(phc), Some(Account { id, email, role: role_of(&role), active }))
+            }
+            None => (None, None),
+        };
+        let verified = verify(password, phc).await;
+        let refusal = match &found {
+            None => Some(("unknown email", LoginError::Invalid)),
+            Some(_) if !verified => Some(("wrong password", LoginError::Invalid)),
+            Some(account) if !account.active => Some(("user deactivated", LoginError::Deactivated)),
+            Some(_) => None,
+        };
+        match (refusal, found) {
+            (Some((reason, error)), _) => {
+                record_refusal(pool, Refusal::LoginFailed, &address, reason).await;
+                Err(error)
+            }
+            (None, Some(account)) => Ok(account),
+            (None, None) => unreachable!("an unknown address is always refused"),
+        }
+    }
+
+    /// A user's account as it stands now, by id.
+    pub async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {
+        let row: Option<(Uuid, String, String, bool)> =
+            sqlx::query_as("select user_id, email, role, active from user_credentials where user_id = $1")
+                .bind(id)
+                .fetch_optional(self.store().pool())
+                .await?;
+        Ok(row.map(|(id, email, role, active)| Account { id, email, role: role_of(&role), active }))
+    }
+
+    async fn account_by_email(&self, email: &str) -> Result<Option<Uuid>, StoreError> {
+        Ok(sqlx::query_scalar("select user_id from user_credentials where email = $1")
+            .bind(email)
+            .fetch_optional(self.store().pool())
+            .await?)
+    }
+}
+
+/// Roles in `user_credentials` are checked by the table; anything else reads as the least one.
+fn role_of(role: &str) -> UserRole {
+    UserRole::parse(role).unwrap_or(UserRole::Viewer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_password_verifies_against_its_hash_only() {
+        let password = Password::parse("correct horse battery").unwrap();
+        let phc = hash(&password).await.unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(verify("correct horse battery", Some(phc.clone())).await);
+        assert!(!verify("correct horse battery!", Some(phc)).await);
+        assert!(!verify("correct horse battery", None).await, "the decoy never matches");
+    }
+}
