@@ -1105,10 +1105,29 @@ async fn rebuild(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
     }
     let figure = report.events as f64 / report.elapsed.as_secs_f64();
     let workload = format!("{} events, {}/task", number(events as f64), args.events_per_task);
+    // `devart replay`: every read model, into a schema of its own.
+    let replayed = crate::portable::replay(
+        &scratch.config,
+        devart_commands::history::At::Position(report.position),
+        "bench_replay",
+        |_, _| {},
+    )
+    .await
+    .context("replaying into a separate schema")?;
+    if replayed.events != events {
+        bail!("the replay applied {} events, not {events}", replayed.events);
+    }
     Ok(vec![
         Row {
             name: format!("tasks rebuild, {workload}"),
             figure,
+            unit: "events/s",
+            baseline: Some(baseline),
+            target: Target::AtLeast(50_000.0),
+        },
+        Row {
+            name: format!("replay, every read model, {workload}"),
+            figure: replayed.events as f64 / replayed.elapsed.as_secs_f64(),
             unit: "events/s",
             baseline: Some(baseline),
             target: Target::AtLeast(50_000.0),
