@@ -489,3 +489,65 @@ async fn a_deactivated_agent_is_refused_and_its_task_goes_back_and_successors_ch
     running.stop().await;
     env.cleanup().await;
 }
+
+/// A process remembers the state its last append left a task in, so that an agent's next command
+/// there needs no read of the stream. Here two `Commands` stand for two processes: whatever the
+/// other one appended since, the remembered state never decides. A command it would allow is
+/// appended only if the stream is still where the memory left it; one it would refuse is decided
+/// again against the stream.
+#[tokio::test]
+async fn a_remembered_task_state_never_decides_past_another_process_s_change() {
+    let env = TestEnv::new().await;
+    let (here, elsewhere) = (env.commands(), env.commands());
+    let a = register(&here, "agent-a", &[]).await;
+    let b = register(&here, "agent-b", &[]).await;
+    let as_agent = |id: Uuid| CommandContext::new(Actor::agent(id.to_string()));
+    let create = |title: &str| CreateTask::new(Uuid::now_v7(), Title::parse(title).unwrap());
+    let claim = |commands: &Commands, agent_id: Uuid| {
+        let commands = commands.clone();
+        async move {
+            let request = ClaimRequest { agent_id, capabilities: vec![], lease: TimeDelta::seconds(60) };
+            commands.claim_task(&request, &as_agent(agent_id)).await.unwrap().expect("a task to claim").state.id
+        }
+    };
+    let complete = |agent_id: Uuid| TaskCommand::Complete { agent_id, result: None };
+
+    // Claimed here, cancelled elsewhere: the memory (in progress, held by A) would let A complete.
+    let cancelled = here.create_task(create("cancelled elsewhere"), &env.context()).await.unwrap().state.id;
+    assert_eq!(claim(&here, a).await, cancelled);
+    elsewhere.execute::<Task>(cancelled, TaskCommand::Cancel { reason: None }, &env.context(), None).await.unwrap();
+    let refused = here.execute::<Task>(cancelled, complete(a), &as_agent(a), None).await;
+    assert!(matches!(refused, Err(devart_commands::CommandError::Domain(_))), "{refused:?}");
+    assert_eq!(event_types(&env, &cancelled.to_string()).await, ["TaskCreated", "TaskClaimed", "TaskCancelled"]);
+
+    // Claimed here by A, released and claimed by B elsewhere: the memory would refuse B.
+    let moved = here.create_task(create("moved elsewhere"), &env.context()).await.unwrap().state.id;
+    assert_eq!(claim(&here, a).await, moved);
+    let release = TaskCommand::Release { agent_id: a, reason: "going away".into() };
+    elsewhere.execute::<Task>(moved, release, &as_agent(a), None).await.unwrap();
+    assert_eq!(claim(&elsewhere, b).await, moved);
+    let done = here.execute::<Task>(moved, complete(b), &as_agent(b), None).await.unwrap();
+    assert_eq!(done.version, 5, "decided at the stream's version, not the memory's");
+    assert_eq!(
+        event_types(&env, &moved.to_string()).await,
+        ["TaskCreated", "TaskClaimed", "TaskReleased", "TaskClaimed", "TaskCompleted"]
+    );
+
+    // Claimed here, lease extended elsewhere: A completes here, after the stream, not the memory.
+    let extended = here.create_task(create("extended elsewhere"), &env.context()).await.unwrap().state.id;
+    assert_eq!(claim(&here, a).await, extended);
+    let heartbeat = TaskCommand::Heartbeat { agent_id: a, lease_expires_at: chrono::Utc::now() + TimeDelta::hours(1) };
+    elsewhere.execute::<Task>(extended, heartbeat, &as_agent(a), None).await.unwrap();
+    let done = here.execute::<Task>(extended, complete(a), &as_agent(a), None).await.unwrap();
+    assert_eq!(done.version, 4);
+    assert_eq!(
+        event_types(&env, &extended.to_string()).await,
+        ["TaskCreated", "TaskClaimed", "TaskLeaseExtended", "TaskCompleted"]
+    );
+    // Completed, and remembered so here: a second completion under another command id is refused.
+    let again = here.execute::<Task>(extended, complete(a), &as_agent(a), None).await;
+    assert!(matches!(again, Err(devart_commands::CommandError::Domain(_))), "{again:?}");
+    let queued: i64 = sqlx::query_scalar("select count(*) from task_queue").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(queued, 0, "the queue rows followed the stream");
+    env.cleanup().await;
+}

@@ -1,14 +1,22 @@
 //! Command handling: load a stream, fold it, decide, append; retry on a concurrent writer.
 
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 use devart_domain::agent::Agent;
 use devart_domain::task::{CreateTask, Task, TaskCommand, TaskState, TaskStatus};
 use devart_domain::{ActorKind, Aggregate, DomainError, Event, Position, StreamId};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::bus::Bus;
 use crate::relay::Nudge;
-use crate::store::{CommandContext, EventStore, Recorded, StoreError};
+use crate::store::{
+    append_beside_with, command_outcome_with, read_stream_with, Beside, CommandContext, EventStore, Recorded,
+    StoreError,
+};
 
 /// How often a command is re-decided when other writers keep winning the race for its stream.
 const CONFLICT_RETRIES_MAX: usize = 8;
@@ -59,20 +67,14 @@ impl<S: Default> Default for Folded<S> {
 }
 
 /// An aggregate stored in its own streams: how its events sit inside [`Event`].
-pub trait Stored: Aggregate {
+pub trait Stored: Aggregate<State: Send + 'static> {
     fn wrap(event: Self::Event) -> Event;
     fn unwrap(event: &Event) -> Option<&Self::Event>;
 
-    /// Whether the aggregate keeps write-side rows beside its events (see [`Stored::beside`]).
-    const KEEPS_ROWS: bool = false;
-
-    /// The write-side rows kept beside the aggregate's events, brought in step with `state` (the
-    /// state after the new events) in the append's transaction; `None` when it keeps none.
-    fn beside<'c>(
-        _conn: &'c mut sqlx::PgConnection,
-        _state: &'c Self::State,
-        _now: DateTime<Utc>,
-    ) -> Option<futures::future::BoxFuture<'c, Result<(), sqlx::Error>>> {
+    /// The change to the write-side rows kept beside the aggregate's events that brings them in
+    /// step with `state` (the state after the new events), made by the append's own statement;
+    /// `None` when it keeps none.
+    fn beside(_state: &Self::State, _now: DateTime<Utc>) -> Option<Beside> {
         None
     }
 }
@@ -88,15 +90,9 @@ impl Stored for Task {
         }
     }
 
-    const KEEPS_ROWS: bool = true;
-
     /// The task queue.
-    fn beside<'c>(
-        conn: &'c mut sqlx::PgConnection,
-        state: &'c TaskState,
-        now: DateTime<Utc>,
-    ) -> Option<futures::future::BoxFuture<'c, Result<(), sqlx::Error>>> {
-        Some(Box::pin(crate::queue::sync(conn, state, now)))
+    fn beside(state: &TaskState, now: DateTime<Utc>) -> Option<Beside> {
+        Some(crate::queue::sync(state, now))
     }
 }
 
@@ -137,6 +133,36 @@ pub type Alongside<A> = dyn for<'c> Fn(
     + Send
     + Sync;
 
+/// The state this process's last append left a stream in, for the next command on the stream to
+/// decide against without reading the stream first (an agent completes the task it just claimed).
+///
+/// It may be stale: another process may have appended since. It is only ever trusted to append:
+/// the append's expected-version check proves it current (a stream grows one version at a time, so
+/// a free next version means no one appended), and a conflict makes the command read the stream
+/// and decide again. A refusal, or a command with nothing to do, is always decided again against
+/// the stream itself.
+#[derive(Default)]
+struct Recent(Mutex<HashMap<StreamId, Box<dyn Any + Send>>>);
+
+/// At most this many streams' states are remembered; past it the memory is cleared.
+const RECENT_MAX: usize = 10_000;
+
+impl Recent {
+    /// The remembered state of `stream_id`, forgotten here: the command that takes it owns it.
+    fn take<S: 'static>(&self, stream_id: &StreamId) -> Option<Folded<S>> {
+        let taken = self.0.lock().expect("not poisoned").remove(stream_id)?;
+        taken.downcast::<Folded<S>>().ok().map(|folded| *folded)
+    }
+
+    fn keep<S: Send + 'static>(&self, stream_id: &StreamId, folded: Folded<S>) {
+        let mut recent = self.0.lock().expect("not poisoned");
+        if recent.len() >= RECENT_MAX {
+            recent.clear();
+        }
+        recent.insert(stream_id.clone(), Box::new(folded));
+    }
+}
+
 /// The write side's entry point: every change to devart goes through here.
 #[derive(Clone)]
 pub struct Commands {
@@ -147,11 +173,13 @@ pub struct Commands {
     bus: Option<Bus>,
     /// The settings in effect, kept current by [`crate::settings::watch`].
     settings: crate::settings::LiveSettings,
+    /// The states this process's last appends left streams in.
+    recent: Arc<Recent>,
 }
 
 impl Commands {
     pub fn new(store: EventStore, nudge: Nudge, bus: Option<Bus>) -> Commands {
-        Commands { store, nudge, bus, settings: crate::settings::LiveSettings::default() }
+        Commands { store, nudge, bus, settings: crate::settings::LiveSettings::default(), recent: Arc::default() }
     }
 
     /// The settings in effect in this process.
@@ -193,7 +221,7 @@ impl Commands {
     }
 
     /// [`Commands::execute`], with `alongside` run in the same transaction as the append, for the
-    /// write-side tables that must change atomically with the events (API keys, the task queue).
+    /// write-side tables that must change atomically with the events (API keys).
     pub async fn execute_with<A: Stored>(
         &self,
         id: Uuid,
@@ -203,52 +231,57 @@ impl Commands {
         alongside: Option<&Alongside<A>>,
     ) -> Result<Folded<A::State>, CommandError> {
         let stream_id = StreamId::new(A::KIND, id);
+        let mut recent = self.recent.take::<A::State>(&stream_id);
+        // One connection from reading to appending: taking one from the pool costs a round trip
+        // (the pool checks it), so a command takes one.
+        let mut conn = self.store.pool().acquire().await?;
         for _ in 0..CONFLICT_RETRIES_MAX {
-            let recorded = self.store.read_stream(&stream_id, None).await?;
-            let mut folded = fold::<A>(&recorded);
-            if let Some(expected) = expected_version.filter(|v| *v != folded.version) {
-                return self
-                    .replayed_or::<A>(
-                        &stream_id,
-                        context,
-                        CommandError::VersionMismatch {
-                            stream_id: stream_id.clone(),
-                            expected,
-                            actual: folded.version,
-                        },
-                    )
-                    .await;
-            }
-            let events = match A::decide(&folded.state, &command) {
-                Ok(events) => events,
-                Err(error) => return self.replayed_or::<A>(&stream_id, context, error.into()).await,
+            let remembered = recent.is_some();
+            let mut folded = match recent.take() {
+                Some(folded) => folded,
+                None => fold::<A>(&read_stream_with(&mut *conn, &stream_id, None).await?),
             };
-            if events.is_empty() {
-                return Ok(folded);
-            }
+            let decided = match expected_version.filter(|v| *v != folded.version) {
+                Some(_) if remembered => continue,
+                Some(expected) => {
+                    let error =
+                        CommandError::VersionMismatch { stream_id: stream_id.clone(), expected, actual: folded.version };
+                    return replayed_or::<A>(&mut conn, &stream_id, context, error).await;
+                }
+                None => A::decide(&folded.state, &command),
+            };
+            let events = match decided {
+                Ok(events) if !events.is_empty() => events,
+                // Only the stream itself refuses a command, or finds it has nothing to do.
+                _ if remembered => continue,
+                Ok(_) => return Ok(folded),
+                Err(error) => return replayed_or::<A>(&mut conn, &stream_id, context, error.into()).await,
+            };
             let wrapped: Vec<Event> = events.iter().cloned().map(A::wrap).collect();
             let after = events.iter().fold(folded.state.clone(), A::evolve);
-            let appended = self
-                .append_beside::<A>(&stream_id, folded.version, &wrapped, &events, &after, context, alongside)
-                .await;
+            let appended =
+                append_beside::<A>(&mut conn, &stream_id, folded.version, &wrapped, &events, &after, context, alongside)
+                    .await;
             match appended {
                 Ok(appended) => {
+                    drop(conn);
                     self.appended().await;
                     folded.state = after;
                     folded.version = appended.stream_version;
                     folded.created_at = folded.created_at.or(Some(appended.occurred_at));
                     folded.created_by = folded.created_by.or_else(|| Some(context.actor.to_string()));
                     folded.updated_at = Some(appended.occurred_at);
+                    self.recent.keep(&stream_id, folded.clone());
                     return Ok(folded);
                 }
-                Err(StoreError::Conflict { .. }) if expected_version.is_none() => continue,
+                Err(StoreError::Conflict { .. }) if expected_version.is_none() || remembered => continue,
                 Err(StoreError::Conflict { stream_id, expected_version }) => {
-                    let actual = self.store.read_stream(&stream_id, None).await?.len() as u64;
+                    let actual = read_stream_with(&mut *conn, &stream_id, None).await?.len() as u64;
                     return Err(CommandError::VersionMismatch { stream_id, expected: expected_version, actual });
                 }
                 Err(StoreError::DuplicateCommand(id)) => {
                     let error = StoreError::DuplicateCommand(id).into();
-                    return self.replayed_or::<A>(&stream_id, context, error).await;
+                    return replayed_or::<A>(&mut conn, &stream_id, context, error).await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -256,49 +289,9 @@ impl Commands {
         Err(DomainError::Conflict(format!("{stream_id} is too busy; try again")).into())
     }
 
-    /// Appends, with the aggregate's own write-side rows and `alongside` in the same transaction
-    /// when there are any; in one statement otherwise.
-    #[allow(clippy::too_many_arguments)]
-    async fn append_beside<A: Stored>(
-        &self,
-        stream_id: &StreamId,
-        expected_version: u64,
-        wrapped: &[Event],
-        events: &[A::Event],
-        after: &A::State,
-        context: &CommandContext,
-        alongside: Option<&Alongside<A>>,
-    ) -> Result<crate::store::Appended, StoreError> {
-        if !A::KEEPS_ROWS && alongside.is_none() {
-            return self.store.append(stream_id, expected_version, wrapped, context).await;
-        }
-        let mut tx = self.store.pool().begin().await?;
-        if let Some(beside) = A::beside(&mut tx, after, Utc::now()) {
-            beside.await?;
-        }
-        if let Some(alongside) = alongside {
-            alongside(&mut tx, events).await?;
-        }
-        let appended = crate::store::append_with(&mut *tx, stream_id, expected_version, wrapped, context).await?;
-        tx.commit().await?;
-        Ok(appended)
-    }
-
-    /// A refused command may be the retry of one that succeeded: then its outcome is the answer.
-    async fn replayed_or<A: Stored>(
-        &self,
-        stream_id: &StreamId,
-        context: &CommandContext,
-        error: CommandError,
-    ) -> Result<Folded<A::State>, CommandError> {
-        match self.store.command_outcome(context.command_id).await? {
-            Some(outcome) if outcome.stream_id == stream_id.as_str() => {
-                let events = self.store.read_stream(stream_id, Some(outcome.stream_version)).await?;
-                Ok(fold::<A>(&events))
-            }
-            Some(_) => Err(CommandError::CommandIdReused(context.command_id)),
-            None => Err(error),
-        }
+    /// Remembers the state an append outside [`Commands::execute`] left a stream in.
+    pub(crate) fn appended_state<S: Send + 'static>(&self, stream_id: &StreamId, folded: Folded<S>) {
+        self.recent.keep(stream_id, folded);
     }
 
     /// Creates a task; its parent, if named, must exist. An agent creates tasks only as successors
@@ -335,5 +328,46 @@ impl Commands {
             None => {}
         }
         self.execute::<Task>(command.id, TaskCommand::Create(command), context, None).await
+    }
+}
+
+/// Appends, with the aggregate's own write-side rows in the same statement, and `alongside` in the
+/// same transaction when there is one.
+#[allow(clippy::too_many_arguments)]
+async fn append_beside<A: Stored>(
+    conn: &mut PgConnection,
+    stream_id: &StreamId,
+    expected_version: u64,
+    wrapped: &[Event],
+    events: &[A::Event],
+    after: &A::State,
+    context: &CommandContext,
+    alongside: Option<&Alongside<A>>,
+) -> Result<crate::store::Appended, StoreError> {
+    let beside = A::beside(after, Utc::now());
+    let Some(alongside) = alongside else {
+        return append_beside_with(conn, stream_id, expected_version, wrapped, context, beside).await;
+    };
+    let mut tx = conn.begin().await?;
+    alongside(&mut tx, events).await?;
+    let appended = append_beside_with(&mut *tx, stream_id, expected_version, wrapped, context, beside).await?;
+    tx.commit().await?;
+    Ok(appended)
+}
+
+/// A refused command may be the retry of one that succeeded: then its outcome is the answer.
+async fn replayed_or<A: Stored>(
+    conn: &mut PgConnection,
+    stream_id: &StreamId,
+    context: &CommandContext,
+    error: CommandError,
+) -> Result<Folded<A::State>, CommandError> {
+    match command_outcome_with(&mut *conn, context.command_id).await? {
+        Some(outcome) if outcome.stream_id == stream_id.as_str() => {
+            let events = read_stream_with(&mut *conn, stream_id, Some(outcome.stream_version)).await?;
+            Ok(fold::<A>(&events))
+        }
+        Some(_) => Err(CommandError::CommandIdReused(context.command_id)),
+        None => Err(error),
     }
 }

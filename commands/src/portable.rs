@@ -102,8 +102,7 @@ impl Commands {
         for stream in &tasks {
             let Ok(stream) = StreamId::parse(stream) else { continue };
             let folded = fold::<Task>(&self.store().read_stream(&stream, None).await?);
-            let mut conn = pool.acquire().await?;
-            crate::queue::sync(&mut conn, &folded.state, folded.created_at.unwrap_or_default()).await?;
+            crate::queue::sync(&folded.state, folded.created_at.unwrap_or_default()).execute(pool).await?;
         }
         let services = streams(Service::KIND).await?;
         for stream in &services {

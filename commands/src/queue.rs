@@ -1,9 +1,9 @@
 //! The task queue: the write-side table claims are made from, kept in step with task events.
 //!
 //! `task_queue` holds one row per task that waits (`pending`) or is being worked (`claimed`). Every
-//! task command writes the row its new state calls for in the transaction that appends its events
-//! ([`sync`], through [`Stored::beside`](crate::Stored::beside)), so the queue and the events never
-//! disagree. A claim locks the best fitting pending row with `FOR UPDATE SKIP LOCKED`, decides the
+//! task command writes the row its new state calls for in the very statement that appends its
+//! events ([`sync`], through [`Stored::beside`](crate::Stored::beside)), so the queue and the events
+//! never disagree. A claim locks the best fitting pending row with `FOR UPDATE SKIP LOCKED`, decides the
 //! claim against the task's stream in the same transaction and appends `TaskClaimed`: concurrent
 //! claimers never wait for each other and never get the same task. Should two ever pick the same
 //! stream version anyway, the event store's expected-version check refuses the second.
@@ -14,11 +14,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use devart_domain::task::{Task, TaskCommand, TaskState, TaskStatus};
 use devart_domain::{Actor, Aggregate, Event, StreamId};
 use rand::Rng;
+use sqlx::{Arguments, Row};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::handler::{fold, CommandError, Commands, Folded};
-use crate::store::{self, CommandContext, StoreError};
+use crate::store::{self, Beside, CommandContext, StoreError};
 
 /// Leases last 30 s unless the claim asks otherwise; between 5 s and 1 h.
 pub const LEASE_DEFAULT: TimeDelta = TimeDelta::seconds(30);
@@ -29,23 +30,16 @@ pub const REAPER_INTERVAL: Duration = Duration::from_millis(250);
 /// How many claims are retried when a concurrent writer changed the picked task.
 const CLAIM_RETRIES_MAX: usize = 16;
 
-/// Writes the queue row `state` calls for: a pending or claimed row while the task waits or is
-/// worked, none once it is over.
-pub(crate) async fn sync(
-    conn: &mut sqlx::PgConnection,
-    state: &TaskState,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+/// The change that writes the queue row `state` calls for: a pending or claimed row while the task
+/// waits or is worked, none once it is over.
+pub(crate) fn sync(state: &TaskState, now: DateTime<Utc>) -> Beside {
     let queued = match state.status {
         TaskStatus::Pending => "pending",
         TaskStatus::InProgress => "claimed",
-        _ => {
-            sqlx::query("delete from task_queue where task_id = $1").bind(state.id).execute(conn).await?;
-            return Ok(());
-        }
+        _ => return Beside::new("delete from task_queue where task_id = $1", |a| a.add(state.id)),
     };
     let lease = state.lease.filter(|_| state.status == TaskStatus::InProgress);
-    sqlx::query(
+    Beside::new(
         "insert into task_queue (task_id, priority, created_at, run_after, required_capabilities, state, agent_id, \
                                  lease_expires_at, failures) \
          values ($1, $2, $3, coalesce($4, '-infinity'), $5, $6, $7, $8, $9) \
@@ -53,19 +47,18 @@ pub(crate) async fn sync(
              required_capabilities = excluded.required_capabilities, state = excluded.state, \
              agent_id = excluded.agent_id, lease_expires_at = excluded.lease_expires_at, \
              failures = excluded.failures",
+        |a| {
+            a.add(state.id)?;
+            a.add(i16::from(state.priority))?;
+            a.add(now)?;
+            a.add(state.run_after)?;
+            a.add(&state.required_capabilities)?;
+            a.add(queued)?;
+            a.add(lease.map(|l| l.agent_id))?;
+            a.add(lease.map(|l| l.expires_at))?;
+            a.add(state.failures as i32)
+        },
     )
-    .bind(state.id)
-    .bind(i16::from(state.priority))
-    .bind(now)
-    .bind(state.run_after)
-    .bind(&state.required_capabilities)
-    .bind(queued)
-    .bind(lease.map(|l| l.agent_id))
-    .bind(lease.map(|l| l.expires_at))
-    .bind(state.failures as i32)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// What an agent asks for when it claims.
@@ -86,49 +79,64 @@ impl Commands {
         request: &ClaimRequest,
         context: &CommandContext,
     ) -> Result<Option<Folded<TaskState>>, CommandError> {
+        let stream_prefix = format!("{}-", Task::KIND);
         for _ in 0..CLAIM_RETRIES_MAX {
             let now = Utc::now();
             let mut tx = self.store().pool().begin().await?;
-            let picked: Option<Uuid> = sqlx::query_scalar(
-                "with agent as (select 1 from agent_keys where agent_id = $3 and active for share) \
-                 select q.task_id from task_queue q \
-                 where q.state = 'pending' and q.run_after <= $1 and q.required_capabilities <@ $2 \
-                   and exists (select 1 from agent) \
-                 order by q.priority desc, q.created_at, q.task_id \
-                 limit 1 for update of q skip locked",
-            )
+            // Picks, locks and reads the task's stream in one go; the stream is empty only if the
+            // row outlived its task.
+            let rows = sqlx::query(&format!(
+                "with agent as (select 1 from agent_keys where agent_id = $3 and active for share), \
+                      picked as materialized ( \
+                          select q.task_id from task_queue q \
+                          where q.state = 'pending' and q.run_after <= $1 and q.required_capabilities <@ $2 \
+                            and exists (select 1 from agent) \
+                          order by q.priority desc, q.created_at, q.task_id \
+                          limit 1 for update of q skip locked) \
+                 select picked.task_id, {} from picked \
+                 left join events e on e.stream_id = $4 || picked.task_id::text \
+                 order by e.stream_version",
+                store::COLUMNS
+            ))
             .bind(now)
             .bind(&request.capabilities)
             .bind(request.agent_id)
-            .fetch_optional(&mut *tx)
+            .bind(&stream_prefix)
+            .fetch_all(&mut *tx)
             .await?;
-            let Some(task_id) = picked else {
+            let Some(task_id) = rows.first().map(|row| row.get::<Uuid, _>("task_id")) else {
                 tx.rollback().await?;
                 return Ok(None);
             };
+            let recorded = rows
+                .iter()
+                .filter(|row| row.get::<Option<Uuid>, _>("event_id").is_some())
+                .map(store::decode_row)
+                .collect::<Result<Vec<_>, _>>()?;
             let stream_id = StreamId::new(Task::KIND, task_id);
-            let mut folded = fold::<Task>(&store::read_stream_with(&mut *tx, &stream_id, None).await?);
+            let mut folded = fold::<Task>(&recorded);
             let command = TaskCommand::Claim { agent_id: request.agent_id, now, lease_expires_at: now + request.lease };
             let events = match Task::decide(&folded.state, &command) {
                 Ok(events) => events,
                 Err(refused) => {
                     // The row and the stream disagree; the stream is the truth: mend the row.
                     tracing::warn!(%task_id, %refused, "queue row out of step with its task; mending it");
-                    sync(&mut tx, &folded.state, now).await?;
+                    sync(&folded.state, now).execute(&mut *tx).await?;
                     tx.commit().await?;
                     continue;
                 }
             };
             let after = events.iter().fold(folded.state.clone(), Task::evolve);
-            sync(&mut tx, &after, now).await?;
             let wrapped: Vec<Event> = events.into_iter().map(Event::Task).collect();
-            match store::append_with(&mut *tx, &stream_id, folded.version, &wrapped, context).await {
+            let beside = Some(sync(&after, now));
+            match store::append_beside_with(&mut *tx, &stream_id, folded.version, &wrapped, context, beside).await {
                 Ok(appended) => {
                     tx.commit().await?;
                     self.appended().await;
                     folded.state = after;
                     folded.version = appended.stream_version;
                     folded.updated_at = Some(appended.occurred_at);
+                    self.appended_state(&stream_id, folded.clone());
                     return Ok(Some(folded));
                 }
                 Err(StoreError::Conflict { .. }) => continue,

@@ -2,8 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use devart_domain::{Actor, ActorKind, Event, EventMeta, Position, StreamId};
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::error::BoxDynError;
+use sqlx::{Arguments, PgPool, Row};
 use uuid::Uuid;
 
 use crate::codec::{self, CodecError};
@@ -68,7 +69,7 @@ pub struct EventStore {
     pool: PgPool,
 }
 
-const COLUMNS: &str = "event_id, stream_id, stream_version, position, event_type, schema_version, payload, \
+pub(crate) const COLUMNS: &str = "event_id, stream_id, stream_version, position, event_type, schema_version, payload, \
                        occurred_at, actor_kind, actor_id, correlation_id, causation_id";
 
 impl EventStore {
@@ -94,14 +95,7 @@ impl EventStore {
 
     /// The recorded outcome of a command, if it ran.
     pub async fn command_outcome(&self, command_id: Uuid) -> Result<Option<CommandOutcome>, StoreError> {
-        let row = sqlx::query("select stream_id, stream_version from commands where command_id = $1")
-            .bind(command_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| CommandOutcome {
-            stream_id: r.get("stream_id"),
-            stream_version: r.get::<i64, _>("stream_version") as u64,
-        }))
+        command_outcome_with(&self.pool, command_id).await
     }
 
     /// A stream's events in version order, up to and including `version_max`.
@@ -171,6 +165,21 @@ impl EventStore {
     }
 }
 
+/// [`EventStore::command_outcome`] on any executor, such as an open transaction.
+pub async fn command_outcome_with<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    command_id: Uuid,
+) -> Result<Option<CommandOutcome>, StoreError> {
+    let row = sqlx::query("select stream_id, stream_version from commands where command_id = $1")
+        .bind(command_id)
+        .fetch_optional(executor)
+        .await?;
+    Ok(row.map(|r| CommandOutcome {
+        stream_id: r.get("stream_id"),
+        stream_version: r.get::<i64, _>("stream_version") as u64,
+    }))
+}
+
 /// [`EventStore::read_stream`] on any executor, such as an open transaction.
 pub async fn read_stream_with<'c>(
     executor: impl sqlx::PgExecutor<'c>,
@@ -197,6 +206,43 @@ pub async fn append_with<'c>(
     events: &[Event],
     context: &CommandContext,
 ) -> Result<Appended, StoreError> {
+    append_beside_with(executor, stream_id, expected_version, events, context, None).await
+}
+
+/// A change to a write-side table that must happen exactly when an append's events are stored
+/// (the task queue's row, say): one `insert`, `update` or `delete`, with parameters `$1`, `$2`, ….
+pub struct Beside {
+    sql: &'static str,
+    /// The parameters, or why one did not encode (reported when the change is made).
+    arguments: Result<PgArguments, BoxDynError>,
+}
+
+impl Beside {
+    /// The change `sql`, its parameters added in order by `bind`.
+    pub fn new(sql: &'static str, bind: impl FnOnce(&mut PgArguments) -> Result<(), BoxDynError>) -> Beside {
+        let mut arguments = PgArguments::default();
+        let arguments = bind(&mut arguments).map(|()| arguments);
+        Beside { sql, arguments }
+    }
+
+    /// Makes the change on its own, with no append.
+    pub async fn execute<'c>(self, executor: impl sqlx::PgExecutor<'c>) -> Result<(), sqlx::Error> {
+        let arguments = self.arguments.map_err(sqlx::Error::Encode)?;
+        sqlx::query_with(self.sql, arguments).execute(executor).await.map(drop)
+    }
+}
+
+/// [`append_with`], with `beside` made by the same statement, as a data-modifying `WITH` query: the
+/// change and the events are stored together or not at all, for no more than the append's round
+/// trip. A refused append (a conflict, a command id used before) leaves the table as it was.
+pub async fn append_beside_with<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    stream_id: &StreamId,
+    expected_version: u64,
+    events: &[Event],
+    context: &CommandContext,
+    beside: Option<Beside>,
+) -> Result<Appended, StoreError> {
     assert!(!events.is_empty(), "an append carries at least one event");
     let count = events.len();
     let occurred_at = Utc::now();
@@ -214,34 +260,32 @@ pub async fn append_with<'c>(
         payloads.push(payload);
     }
     let stream_version = expected_version + count as u64;
-    let result = sqlx::query(
-        "with command as ( \
-             insert into commands (command_id, stream_id, stream_version, event_count) \
-             values ($1, $2, $3, $4) \
-         ) \
-         insert into events (event_id, stream_id, stream_version, event_type, schema_version, payload, \
-                             occurred_at, actor_kind, actor_id, correlation_id, causation_id, command_id) \
-         select e.id, $2, e.version, e.type, e.schema, e.payload, $9, $10, $11, $12, $13, $1 \
-         from unnest($5::uuid[], $6::bigint[], $7::text[], $8::smallint[], $14::bytea[]) \
-              as e(id, version, type, schema, payload)",
-    )
-    .bind(context.command_id)
-    .bind(stream_id.as_str())
-    .bind(stream_version as i64)
-    .bind(count as i32)
-    .bind(&ids)
-    .bind(&versions)
-    .bind(&types)
-    .bind(&schemas)
-    .bind(occurred_at)
-    .bind(context.actor.kind.as_str())
-    .bind(&context.actor.id)
-    .bind(context.correlation_id)
-    .bind(context.causation_id.unwrap_or(context.command_id))
-    .bind(&payloads)
-    .execute(executor)
-    .await;
-    match result {
+    // The change's parameters come first; the append's follow them.
+    let (sql, mut arguments) = match beside {
+        Some(Beside { sql, arguments }) => {
+            let arguments = arguments.map_err(sqlx::Error::Encode)?;
+            (format!("with beside as ({sql}), {}", renumbered(APPEND, arguments.len())), arguments)
+        }
+        None => (format!("with {APPEND}"), PgArguments::default()),
+    };
+    let added = (|| -> Result<(), BoxDynError> {
+        arguments.add(context.command_id)?;
+        arguments.add(stream_id.as_str())?;
+        arguments.add(stream_version as i64)?;
+        arguments.add(count as i32)?;
+        arguments.add(&ids)?;
+        arguments.add(&versions)?;
+        arguments.add(&types)?;
+        arguments.add(&schemas)?;
+        arguments.add(occurred_at)?;
+        arguments.add(context.actor.kind.as_str())?;
+        arguments.add(&context.actor.id)?;
+        arguments.add(context.correlation_id)?;
+        arguments.add(context.causation_id.unwrap_or(context.command_id))?;
+        arguments.add(&payloads)
+    })();
+    added.map_err(sqlx::Error::Encode)?;
+    match sqlx::query_with(&sql, arguments).execute(executor).await {
         Ok(_) => Ok(Appended { stream_version, event_ids: ids, occurred_at }),
         Err(sqlx::Error::Database(db)) if db.constraint() == Some("events_stream_version_key") => {
             Err(StoreError::Conflict { stream_id: stream_id.clone(), expected_version })
@@ -253,10 +297,38 @@ pub async fn append_with<'c>(
     }
 }
 
+/// The append, after `with`: the command's record, then its events.
+const APPEND: &str = "command as ( \
+         insert into commands (command_id, stream_id, stream_version, event_count) \
+         values ($1, $2, $3, $4) \
+     ) \
+     insert into events (event_id, stream_id, stream_version, event_type, schema_version, payload, \
+                         occurred_at, actor_kind, actor_id, correlation_id, causation_id, command_id) \
+     select e.id, $2, e.version, e.type, e.schema, e.payload, $9, $10, $11, $12, $13, $1 \
+     from unnest($5::uuid[], $6::bigint[], $7::text[], $8::smallint[], $14::bytea[]) \
+          as e(id, version, type, schema, payload)";
+
+/// `sql` with its parameters `$1`, `$2`, … renumbered to follow `before` others.
+fn renumbered(sql: &str, before: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(dollar) = rest.find('$') {
+        out.push_str(&rest[..=dollar]);
+        rest = &rest[dollar + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if let Ok(n) = rest[..digits].parse::<usize>() {
+            out.push_str(&(n + before).to_string());
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The advisory-lock key sequencers take turns on ("devart:s" in ASCII).
 const SEQUENCER_LOCK: i64 = 0x6465_7661_7274_3a73;
 
-fn decode_row(row: &PgRow) -> Result<Recorded, StoreError> {
+pub(crate) fn decode_row(row: &PgRow) -> Result<Recorded, StoreError> {
     let event_type: String = row.get("event_type");
     let schema_version = row.get::<i16, _>("schema_version") as u16;
     let payload: &[u8] = row.get("payload");
@@ -329,5 +401,17 @@ impl EventStore {
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(decode_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renumbered;
+
+    #[test]
+    fn parameters_are_renumbered_to_follow_others() {
+        assert_eq!(renumbered("values ($1, $2, $10) where x = $2", 9), "values ($10, $11, $19) where x = $11");
+        assert_eq!(renumbered("select 1", 3), "select 1");
+        assert_eq!(renumbered("$1", 0), "$1");
     }
 }
