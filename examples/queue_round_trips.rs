@@ -58,9 +58,8 @@ async fn measure(url: &str, tasks: usize, round_trips: &AtomicU64) -> anyhow::Re
     devart_commands::db::migrate(&pool).await?;
     let commands = Commands::new(EventStore::new(pool.clone()), Nudge::default(), None);
     let admin = CommandContext::new(Actor::user("round-trips"));
-    let (agent, _key) = commands
-        .register_agent(AgentName::parse("counted")?, Capabilities::parse(&["rust"])?, &admin)
-        .await?;
+    let (agent, _key) =
+        commands.register_agent(AgentName::parse("counted")?, Capabilities::parse(&["rust"])?, &admin).await?;
     let agent_id = agent.state.id;
     for _ in 0..tasks {
         let command = CreateTask::new(Uuid::now_v7(), Title::parse("Counted")?);

@@ -244,8 +244,11 @@ impl Commands {
             let decided = match expected_version.filter(|v| *v != folded.version) {
                 Some(_) if remembered => continue,
                 Some(expected) => {
-                    let error =
-                        CommandError::VersionMismatch { stream_id: stream_id.clone(), expected, actual: folded.version };
+                    let error = CommandError::VersionMismatch {
+                        stream_id: stream_id.clone(),
+                        expected,
+                        actual: folded.version,
+                    };
                     return replayed_or::<A>(&mut conn, &stream_id, context, error).await;
                 }
                 None => A::decide(&folded.state, &command),
@@ -259,9 +262,17 @@ impl Commands {
             };
             let wrapped: Vec<Event> = events.iter().cloned().map(A::wrap).collect();
             let after = events.iter().fold(folded.state.clone(), A::evolve);
-            let appended =
-                append_beside::<A>(&mut conn, &stream_id, folded.version, &wrapped, &events, &after, context, alongside)
-                    .await;
+            let appended = append_beside::<A>(
+                &mut conn,
+                &stream_id,
+                folded.version,
+                &wrapped,
+                &events,
+                &after,
+                context,
+                alongside,
+            )
+            .await;
             match appended {
                 Ok(appended) => {
                     drop(conn);

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use devart_domain::{Actor, ActorKind, Event, EventMeta, Position, StreamId};
-use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Arguments, PgPool, Row};
 use uuid::Uuid;
 
