@@ -83,8 +83,7 @@ impl Commands {
         for _ in 0..CLAIM_RETRIES_MAX {
             let now = Utc::now();
             let mut tx = self.store().pool().begin().await?;
-            // Picks, locks and reads the task's stream in one go; the stream is empty only if the
-            // row outlived its task.
+            // Picks, locks and reads the task's stream in one go.
             let rows = sqlx::query(&format!(
                 "with agent as (select 1 from agent_keys where agent_id = $3 and active for share), \
                       picked as materialized ( \
@@ -113,6 +112,12 @@ impl Commands {
                 .filter(|row| row.get::<Option<Uuid>, _>("event_id").is_some())
                 .map(store::decode_row)
                 .collect::<Result<Vec<_>, _>>()?;
+            if recorded.is_empty() {
+                // A row without a task: nothing to claim, nothing to keep.
+                sqlx::query("delete from task_queue where task_id = $1").bind(task_id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                continue;
+            }
             let stream_id = StreamId::new(Task::KIND, task_id);
             let mut folded = fold::<Task>(&recorded);
             let command = TaskCommand::Claim { agent_id: request.agent_id, now, lease_expires_at: now + request.lease };
