@@ -12,7 +12,7 @@
 //! answer is kept in `usage_answers` in the same transaction: a repeated key gets the first
 //! answer and changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,12 +20,12 @@ use devart_domain::money::Money;
 use devart_domain::service::{RegisterService, Service, ServiceCommand, ServiceState, ServiceStatus, UpdateService};
 use devart_domain::{Aggregate, DomainError, Event, StreamId};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{Arguments, Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::handler::{CommandError, Commands};
-use crate::store::{self, CommandContext, StoreError};
+use crate::store::{self, Beside, CommandContext, StoreError};
 
 /// Fallback chains longer than this are cut: a loop, or a configuration nobody means.
 const CHAIN_MAX: usize = 16;
@@ -122,6 +122,45 @@ async fn lock(conn: &mut PgConnection, ids: &[Uuid]) -> Result<BTreeMap<Uuid, Sn
     Ok(rows.into_iter().map(|(id, v, s)| (id, Snapshot { state: s.0, version: v as u64 })).collect())
 }
 
+/// The change that writes service `id`'s snapshot at stream version `version`.
+fn snapshot_change(id: Uuid, version: u64, state: &ServiceState) -> Beside {
+    let next_expiry = state.reservations.values().map(|r| r.expires_at).min();
+    Beside::new(
+        "insert into service_budgets (service_id, version, state, period, next_expiry, updated_at) \
+         values ($1, $2, $3, $4, $5, now()) \
+         on conflict (service_id) do update set version = excluded.version, state = excluded.state, \
+             period = excluded.period, next_expiry = excluded.next_expiry, updated_at = now()",
+        |a| {
+            a.add(id)?;
+            a.add(version as i64)?;
+            a.add(sqlx::types::Json(state))?;
+            a.add(state.period.to_string())?;
+            a.add(next_expiry)
+        },
+    )
+}
+
+/// Locks service `first` and the services along its fallback chain as their snapshots say (each
+/// once, at most [`CHAIN_MAX`]), in one statement, in id order (so two authorizations never wait
+/// on each other in a cycle). A chain that changed meanwhile shows in the locked rows.
+async fn lock_chain(conn: &mut PgConnection, first: Uuid) -> Result<BTreeMap<Uuid, Snapshot>, CommandError> {
+    let rows: Vec<(Uuid, i64, sqlx::types::Json<ServiceState>)> = sqlx::query_as(
+        "with recursive chain (service_id, depth) as ( \
+             select $1::uuid, 1 \
+             union \
+             select (b.state ->> 'fallback_service_id')::uuid, c.depth + 1 \
+             from chain c join service_budgets b on b.service_id = c.service_id \
+             where c.depth < $2 and b.state ->> 'fallback_service_id' is not null) \
+         select service_id, version, state from service_budgets \
+         where service_id in (select service_id from chain) order by service_id for update",
+    )
+    .bind(first)
+    .bind(CHAIN_MAX as i32)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|(id, v, s)| (id, Snapshot { state: s.0, version: v as u64 })).collect())
+}
+
 /// Writes service `id`'s snapshot at stream version `version`.
 pub(crate) async fn write_snapshot<'c>(
     executor: impl sqlx::PgExecutor<'c>,
@@ -129,54 +168,82 @@ pub(crate) async fn write_snapshot<'c>(
     version: u64,
     state: &ServiceState,
 ) -> Result<(), sqlx::Error> {
-    let next_expiry = state.reservations.values().map(|r| r.expires_at).min();
-    sqlx::query(
-        "insert into service_budgets (service_id, version, state, period, next_expiry, updated_at) \
-         values ($1, $2, $3, $4, $5, now()) \
-         on conflict (service_id) do update set version = excluded.version, state = excluded.state, \
-             period = excluded.period, next_expiry = excluded.next_expiry, updated_at = now()",
-    )
-    .bind(id)
-    .bind(version as i64)
-    .bind(sqlx::types::Json(state))
-    .bind(state.period.to_string())
-    .bind(next_expiry)
-    .execute(executor)
-    .await?;
-    Ok(())
+    snapshot_change(id, version, state).execute(executor).await
+}
+
+const KEEP_ANSWER: &str = "insert into usage_answers (command_id, answer) values ($1, $2)";
+
+/// The answer kept for a keyed request, if it ran.
+async fn answer<'c, T: for<'de> Deserialize<'de>>(
+    executor: impl sqlx::PgExecutor<'c>,
+    command_id: Uuid,
+) -> Result<Option<T>, CommandError> {
+    let row: Option<sqlx::types::Json<serde_json::Value>> =
+        sqlx::query_scalar("select answer from usage_answers where command_id = $1")
+            .bind(command_id)
+            .fetch_optional(executor)
+            .await?;
+    match row {
+        // An answer of another kind under the same key: the key was reused for something else.
+        Some(json) => serde_json::from_value(json.0).map(Some).map_err(|_| CommandError::CommandIdReused(command_id)),
+        None => Ok(None),
+    }
+}
+
+/// A service's current state, from its snapshot; `None` if it does not exist.
+async fn service_with<'c>(executor: impl sqlx::PgExecutor<'c>, id: Uuid) -> Result<Option<Snapshot>, CommandError> {
+    let row: Option<(i64, sqlx::types::Json<ServiceState>)> =
+        sqlx::query_as("select version, state from service_budgets where service_id = $1")
+            .bind(id)
+            .fetch_optional(executor)
+            .await?;
+    Ok(row.map(|(v, s)| Snapshot { state: s.0, version: v as u64 }))
 }
 
 impl Commands {
     /// A service's current state, from its snapshot; `None` if it does not exist.
     pub async fn service(&self, id: Uuid) -> Result<Option<Snapshot>, CommandError> {
-        let row: Option<(i64, sqlx::types::Json<ServiceState>)> =
-            sqlx::query_as("select version, state from service_budgets where service_id = $1")
-                .bind(id)
-                .fetch_optional(self.store().pool())
-                .await?;
-        Ok(row.map(|(v, s)| Snapshot { state: s.0, version: v as u64 }))
+        service_with(self.store().pool(), id).await
     }
 
-    /// Decides `command` against a locked snapshot and appends the outcome, rewriting the snapshot,
-    /// in `conn`'s transaction. Returns the state after it.
-    async fn apply_service(
+    /// Decides `command` against a locked snapshot and appends the outcome, in `conn`'s
+    /// transaction; the statement that appends also rewrites the snapshot and keeps the answer
+    /// `answer` gives for the state after it, if any. Returns that state and that answer.
+    async fn apply_service<T: Serialize>(
         &self,
         conn: &mut PgConnection,
         id: Uuid,
         snapshot: &Snapshot,
         command: &ServiceCommand,
         context: &CommandContext,
-    ) -> Result<ServiceState, CommandError> {
+        answer: impl FnOnce(&ServiceState) -> Option<T>,
+    ) -> Result<(ServiceState, Option<T>), CommandError> {
         let events = Service::decide(&snapshot.state, command)?;
         if events.is_empty() {
-            return Ok(snapshot.state.clone());
+            let answer = answer(&snapshot.state);
+            if let Some(answer) = &answer {
+                sqlx::query(KEEP_ANSWER)
+                    .bind(context.command_id)
+                    .bind(sqlx::types::Json(answer))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            return Ok((snapshot.state.clone(), answer));
         }
         let after = events.iter().fold(snapshot.state.clone(), Service::evolve);
+        let version = snapshot.version + events.len() as u64;
+        let answer = answer(&after);
+        let mut beside = snapshot_change(id, version, &after);
+        if let Some(answer) = &answer {
+            beside = beside.and(KEEP_ANSWER, |a| {
+                a.add(context.command_id)?;
+                a.add(sqlx::types::Json(answer))
+            });
+        }
         let wrapped: Vec<Event> = events.into_iter().map(Event::Service).collect();
         let stream = StreamId::new(Service::KIND, id);
-        let appended = store::append_with(&mut *conn, &stream, snapshot.version, &wrapped, context).await?;
-        write_snapshot(&mut *conn, id, appended.stream_version, &after).await?;
-        Ok(after)
+        store::append_beside_with(&mut *conn, &stream, snapshot.version, &wrapped, context, Some(beside)).await?;
+        Ok((after, answer))
     }
 
     /// Runs one command on service `id` in its own transaction.
@@ -191,7 +258,7 @@ impl Commands {
         let Some(snapshot) = locked.get(&id) else {
             return Err(DomainError::NotFound(format!("service {id}")).into());
         };
-        let after = self.apply_service(&mut tx, id, snapshot, &command, context).await?;
+        let (after, _) = self.apply_service(&mut tx, id, snapshot, &command, context, |_| None::<()>).await?;
         tx.commit().await?;
         self.appended().await;
         Ok(after)
@@ -209,8 +276,8 @@ impl Commands {
         let mut tx = self.store().pool().begin().await?;
         let command = ServiceCommand::Register { service, now: Utc::now() };
         let empty = Snapshot { state: ServiceState::default(), version: 0 };
-        let after = match self.apply_service(&mut tx, id, &empty, &command, context).await {
-            Ok(after) => after,
+        let after = match self.apply_service(&mut tx, id, &empty, &command, context, |_| None::<()>).await {
+            Ok((after, _)) => after,
             Err(CommandError::Store(StoreError::Conflict { .. } | StoreError::DuplicateCommand(_))) => {
                 drop(tx);
                 // A retried registration (same command id) answers with the service it registered.
@@ -267,7 +334,7 @@ impl Commands {
             return Err(DomainError::invalid("amount", format!("the budget would pass {}", Money::MAX)).into());
         }
         let command = ServiceCommand::ChangeBudget { budget, reason, now: Utc::now() };
-        let after = self.apply_service(&mut tx, id, snapshot, &command, context).await?;
+        let (after, _) = self.apply_service(&mut tx, id, snapshot, &command, context, |_| None::<()>).await?;
         tx.commit().await?;
         self.appended().await;
         Ok(after)
@@ -284,28 +351,6 @@ impl Commands {
 
     /// The services an authorization may try, in order: the one asked, then its fallbacks, each
     /// once, read without locks.
-    async fn fallback_chain(&self, first: Uuid) -> Result<Vec<Uuid>, CommandError> {
-        let mut chain = vec![first];
-        let mut seen = BTreeSet::from([first]);
-        let mut at = first;
-        while chain.len() < CHAIN_MAX {
-            let Some(snapshot) = self.service(at).await? else {
-                if at == first {
-                    return Err(DomainError::NotFound(format!("service {first}")).into());
-                }
-                break;
-            };
-            match snapshot.state.fallback_service_id {
-                Some(next) if seen.insert(next) => {
-                    chain.push(next);
-                    at = next;
-                }
-                _ => break,
-            }
-        }
-        Ok(chain)
-    }
-
     /// Reserves `request.amount` on the service asked or, when it has no room (or is suspended or
     /// inactive), on the first fallback along its chain that has; else refuses. Either way the
     /// answer is an event, and a repeated idempotency key gets the first answer.
@@ -315,15 +360,19 @@ impl Commands {
         context: &CommandContext,
     ) -> Result<Authorization, CommandError> {
         let context = keyed(context, "authorize", &request.idempotency_key);
-        if let Some(answer) = self.answer(context.command_id).await? {
+        // One connection throughout: each taken from the pool costs a round trip or two.
+        let mut conn = self.store().pool().acquire().await?;
+        if let Some(answer) = answer(&mut *conn, context.command_id).await? {
             return Ok(answer);
         }
         let now = Utc::now();
         let reservation_id = Uuid::new_v5(&context.command_id, b"reservation");
         for _ in 0..3 {
-            let chain = self.fallback_chain(request.service_id).await?;
-            let mut tx = self.store().pool().begin().await?;
-            let locked = lock(&mut tx, &chain).await?;
+            let mut tx = conn.begin().await?;
+            let locked = lock_chain(&mut tx, request.service_id).await?;
+            if !locked.contains_key(&request.service_id) {
+                return Err(DomainError::NotFound(format!("service {}", request.service_id)).into());
+            }
             // The chain again, from the locked rows: if a fallback changed meanwhile, start over.
             let mut walk = vec![request.service_id];
             while let Some(next) = locked.get(walk.last().expect("not empty")).and_then(|s| s.state.fallback_service_id)
@@ -382,20 +431,20 @@ impl Commands {
                     (request.service_id, command, answer)
                 }
             };
-            let applied = self.apply_service(&mut tx, target, &locked[&target], &command, &context).await;
-            let after = match applied {
+            let answered = |after: &ServiceState| Some(Authorization { remaining: after.room(), ..answer });
+            let applied = self.apply_service(&mut tx, target, &locked[&target], &command, &context, answered).await;
+            let answer = match applied {
+                Ok((_, answer)) => answer.expect("an authorization is always answered"),
                 Err(CommandError::Store(StoreError::DuplicateCommand(_))) => {
-                    drop(tx);
-                    return self
-                        .answer(context.command_id)
+                    tx.rollback().await?;
+                    return self::answer(&mut *conn, context.command_id)
                         .await?
                         .ok_or(CommandError::CommandIdReused(context.command_id));
                 }
-                other => other?,
+                Err(e) => return Err(e),
             };
-            let answer = Authorization { remaining: after.room(), ..answer };
-            self.keep_answer(&mut tx, context.command_id, &answer).await?;
             tx.commit().await?;
+            drop(conn);
             self.appended().await;
             return Ok(answer);
         }
@@ -410,11 +459,12 @@ impl Commands {
         context: &CommandContext,
     ) -> Result<Receipt, CommandError> {
         let context = keyed(context, "charge", &request.idempotency_key);
-        if let Some(receipt) = self.answer(context.command_id).await? {
+        let mut conn = self.store().pool().acquire().await?;
+        if let Some(receipt) = answer(&mut *conn, context.command_id).await? {
             return Ok(receipt);
         }
         let charge_id = Uuid::new_v5(&context.command_id, b"charge");
-        let mut tx = self.store().pool().begin().await?;
+        let mut tx = conn.begin().await?;
         let locked = lock(&mut tx, &[request.service_id]).await?;
         let Some(snapshot) = locked.get(&request.service_id) else {
             return Err(DomainError::NotFound(format!("service {}", request.service_id)).into());
@@ -431,55 +481,32 @@ impl Commands {
         };
         let held =
             request.reservation_id.and_then(|r| snapshot.state.reservations.get(&r)).map_or(Money::ZERO, |r| r.amount);
-        let after = match self.apply_service(&mut tx, request.service_id, snapshot, &command, &context).await {
+        let receipt = |after: &ServiceState| {
+            Some(Receipt {
+                charge_id,
+                service_id: request.service_id,
+                amount: request.amount,
+                released: held.saturating_sub(request.amount),
+                spent: after.spent,
+                remaining: after.room(),
+                suspended: after.status == ServiceStatus::Suspended,
+            })
+        };
+        let receipt = match self.apply_service(&mut tx, request.service_id, snapshot, &command, &context, receipt).await
+        {
+            Ok((_, receipt)) => receipt.expect("a charge is always answered"),
             Err(CommandError::Store(StoreError::DuplicateCommand(_))) => {
-                drop(tx);
-                return self.answer(context.command_id).await?.ok_or(CommandError::CommandIdReused(context.command_id));
+                tx.rollback().await?;
+                return answer(&mut *conn, context.command_id)
+                    .await?
+                    .ok_or(CommandError::CommandIdReused(context.command_id));
             }
-            other => other?,
+            Err(e) => return Err(e),
         };
-        let receipt = Receipt {
-            charge_id,
-            service_id: request.service_id,
-            amount: request.amount,
-            released: held.saturating_sub(request.amount),
-            spent: after.spent,
-            remaining: after.room(),
-            suspended: after.status == ServiceStatus::Suspended,
-        };
-        self.keep_answer(&mut tx, context.command_id, &receipt).await?;
         tx.commit().await?;
+        drop(conn);
         self.appended().await;
         Ok(receipt)
-    }
-
-    async fn answer<T: for<'de> Deserialize<'de>>(&self, command_id: Uuid) -> Result<Option<T>, CommandError> {
-        let row: Option<sqlx::types::Json<serde_json::Value>> =
-            sqlx::query_scalar("select answer from usage_answers where command_id = $1")
-                .bind(command_id)
-                .fetch_optional(self.store().pool())
-                .await?;
-        match row {
-            // An answer of another kind under the same key: the key was reused for something else.
-            Some(json) => {
-                serde_json::from_value(json.0).map(Some).map_err(|_| CommandError::CommandIdReused(command_id))
-            }
-            None => Ok(None),
-        }
-    }
-
-    async fn keep_answer<T: Serialize>(
-        &self,
-        conn: &mut PgConnection,
-        command_id: Uuid,
-        answer: &T,
-    ) -> Result<(), CommandError> {
-        sqlx::query("insert into usage_answers (command_id, answer) values ($1, $2)")
-            .bind(command_id)
-            .bind(sqlx::types::Json(answer))
-            .execute(conn)
-            .await?;
-        Ok(())
     }
 
     /// Releases reservations that ran out by `now` and starts new periods, for every service that
@@ -499,7 +526,9 @@ impl Commands {
             let mut tx = self.store().pool().begin().await?;
             let locked = lock(&mut tx, &[id]).await?;
             let Some(snapshot) = locked.get(&id) else { continue };
-            let after = self.apply_service(&mut tx, id, snapshot, &ServiceCommand::Tick { now }, &context).await?;
+            let (after, _) = self
+                .apply_service(&mut tx, id, snapshot, &ServiceCommand::Tick { now }, &context, |_| None::<()>)
+                .await?;
             tx.commit().await?;
             if after != snapshot.state {
                 changed += 1;

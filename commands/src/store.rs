@@ -209,26 +209,44 @@ pub async fn append_with<'c>(
     append_beside_with(executor, stream_id, expected_version, events, context, None).await
 }
 
-/// A change to a write-side table that must happen exactly when an append's events are stored
-/// (the task queue's row, say): one `insert`, `update` or `delete`, with parameters `$1`, `$2`, ….
+/// Changes to write-side tables that must happen exactly when an append's events are stored (the
+/// task queue's row, a service's snapshot): each one `insert`, `update` or `delete`, with
+/// parameters `$1`, `$2`, … of its own.
 pub struct Beside {
-    sql: &'static str,
+    /// The changes as `WITH` items: `beside as (…), beside_1 as (…), …`, their parameters numbered
+    /// in one sequence.
+    sql: String,
     /// The parameters, or why one did not encode (reported when the change is made).
     arguments: Result<PgArguments, BoxDynError>,
+    parts: usize,
 }
 
 impl Beside {
     /// The change `sql`, its parameters added in order by `bind`.
     pub fn new(sql: &'static str, bind: impl FnOnce(&mut PgArguments) -> Result<(), BoxDynError>) -> Beside {
-        let mut arguments = PgArguments::default();
-        let arguments = bind(&mut arguments).map(|()| arguments);
-        Beside { sql, arguments }
+        Beside { sql: String::new(), arguments: Ok(PgArguments::default()), parts: 0 }.and(sql, bind)
     }
 
-    /// Makes the change on its own, with no append.
+    /// Another change, made by the same statement.
+    pub fn and(mut self, sql: &'static str, bind: impl FnOnce(&mut PgArguments) -> Result<(), BoxDynError>) -> Beside {
+        let name = match self.parts {
+            0 => "beside".to_owned(),
+            n => format!(", beside_{n}"),
+        };
+        self.arguments = self.arguments.and_then(|mut arguments| {
+            let before = arguments.len();
+            bind(&mut arguments)?;
+            self.sql.push_str(&format!("{name} as ({})", renumbered(sql, before)));
+            Ok(arguments)
+        });
+        self.parts += 1;
+        self
+    }
+
+    /// Makes the changes on their own, with no append.
     pub async fn execute<'c>(self, executor: impl sqlx::PgExecutor<'c>) -> Result<(), sqlx::Error> {
         let arguments = self.arguments.map_err(sqlx::Error::Encode)?;
-        sqlx::query_with(self.sql, arguments).execute(executor).await.map(drop)
+        sqlx::query_with(&format!("with {} select", self.sql), arguments).execute(executor).await.map(drop)
     }
 }
 
@@ -262,9 +280,9 @@ pub async fn append_beside_with<'c>(
     let stream_version = expected_version + count as u64;
     // The change's parameters come first; the append's follow them.
     let (sql, mut arguments) = match beside {
-        Some(Beside { sql, arguments }) => {
+        Some(Beside { sql, arguments, .. }) => {
             let arguments = arguments.map_err(sqlx::Error::Encode)?;
-            (format!("with beside as ({sql}), {}", renumbered(APPEND, arguments.len())), arguments)
+            (format!("with {sql}, {}", renumbered(APPEND, arguments.len())), arguments)
         }
         None => (format!("with {APPEND}"), PgArguments::default()),
     };
