@@ -51,7 +51,7 @@ async fn status_as(running: &Running, token: &str) -> u16 {
 }
 
 /// One mutation of each family a viewer must not run.
-const MUTATIONS: [(&str, &str); 7] = [
+const MUTATIONS: [(&str, &str); 8] = [
     ("createTask", r#"mutation { createTask(input: { title: "x" }) { id } }"#),
     ("registerAgent", r#"mutation { registerAgent(input: { name: "x" }) { apiKey } }"#),
     ("registerService", r#"mutation { registerService(input: { name: "x", monthlyBudget: "1.00" }) { id } }"#),
@@ -62,6 +62,7 @@ const MUTATIONS: [(&str, &str); 7] = [
     ),
     ("createUser", r#"mutation { createUser(input: { email: "x@example.org", role: ADMIN }) { password } }"#),
     ("changeRole", r#"mutation { changeRole(userId: "00000000-0000-0000-0000-000000000001", role: ADMIN) { id } }"#),
+    ("resetPassword", r#"mutation { resetPassword(userId: "00000000-0000-0000-0000-000000000001") { password } }"#),
 ];
 
 #[tokio::test]

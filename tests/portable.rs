@@ -60,6 +60,12 @@ async fn activity(running: &Running) {
     running
         .graphql("mutation { updateSetting(key: \"queue.defaultLeaseSeconds\", value: 45) { key } }", json!({}))
         .await;
+    running
+        .graphql(
+            "mutation { createUser(input: { email: \"vera@example.org\", role: SUPERVISOR, password: \"vera's own password\" }) { user { id } } }",
+            json!({}),
+        )
+        .await;
 }
 
 /// Waits until every projection (and the orchestrator) has applied everything, and nothing moves.
@@ -106,6 +112,53 @@ async fn an_imported_instance_and_a_replayed_schema_match_the_source() {
     assert_eq!(pending, 4, "three plain tasks and the workflow's first stage");
     // Importing twice is refused.
     assert!(import(&target.config, &exported[..]).await.is_err());
+    // Secrets do not travel: the agent's key and the person's password verify nothing until an
+    // admin gives new ones; the rest of their rows came along.
+    let imported = target.start(ALL).await;
+    let (agent, user): (String, String) = (
+        sqlx::query_scalar("select id::text from agents where name = 'ada'").fetch_one(&target.pool).await.unwrap(),
+        sqlx::query_scalar("select id::text from users where email = 'vera@example.org'")
+            .fetch_one(&target.pool)
+            .await
+            .unwrap(),
+    );
+    let signed_in = |password: &'static str| {
+        let imported = &imported;
+        async move {
+            let session = imported
+                .graphql_anonymous(
+                    "mutation($p: String!) { login(email: \"vera@example.org\", password: $p) { user { role } } }",
+                    json!({ "p": password }),
+                )
+                .await;
+            session["data"]["login"]["user"]["role"].as_str().map(str::to_owned)
+        }
+    };
+    assert_eq!(signed_in("vera's own password").await, None, "the password did not travel");
+    let reset = imported
+        .graphql("mutation($u: ID!) { resetPassword(userId: $u) { password user { email } } }", json!({ "u": user }))
+        .await;
+    let password = reset["data"]["resetPassword"]["password"].as_str().unwrap_or_else(|| panic!("{reset}"));
+    let session = imported
+        .graphql_anonymous(
+            "mutation($p: String!) { login(email: \"vera@example.org\", password: $p) { user { role } } }",
+            json!({ "p": password }),
+        )
+        .await;
+    assert_eq!(session["data"]["login"]["user"]["role"], "SUPERVISOR", "{session}");
+    let taken = imported
+        .graphql(
+            "mutation { createUser(input: { email: \"vera@example.org\", role: VIEWER }) { password } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(taken["errors"][0]["extensions"]["code"], "CONFLICT", "the address is still hers: {taken}");
+    let rotated =
+        imported.graphql("mutation($a: ID!) { rotateAgentKey(id: $a) { apiKey } }", json!({ "a": agent })).await;
+    let key = rotated["data"]["rotateAgentKey"]["apiKey"].as_str().unwrap_or_else(|| panic!("{rotated}"));
+    let me = imported.graphql_as(key, "{ me { agentId } }", json!({})).await;
+    assert_eq!(me["data"]["me"]["agentId"], agent.as_str(), "{me}");
+    imported.stop().await;
 
     // Replaying up to the head equals the live read models, without touching them.
     replay(&source.config, At::Position(Position(head)), "replay_head", |_, _| {}).await.unwrap();

@@ -1,8 +1,10 @@
 //! Moving a history between instances: importing exported events into an empty instance, and
 //! bringing the write-side tables (the task queue, the budget snapshots) in step with them.
 
+use devart_domain::agent::{Agent, AgentStatus};
 use devart_domain::service::Service;
 use devart_domain::task::Task;
+use devart_domain::user::{User, UserStatus};
 use devart_domain::{Aggregate, StreamId};
 use uuid::Uuid;
 
@@ -87,29 +89,84 @@ pub async fn import_batch(store: &EventStore, batch: &[Recorded], next: u64) -> 
     Ok(expected)
 }
 
+/// What [`Commands::restore_write_side`] rebuilt: how many tasks, services, agents and users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub tasks: usize,
+    pub services: usize,
+    pub agents: usize,
+    pub users: usize,
+}
+
+/// The stand-in for a secret that does not travel: not a PHC string, so it verifies nothing.
+const NO_SECRET: &str = "!";
+
 impl Commands {
-    /// Rebuilds the write-side tables derived from the events: the task queue and the budget
-    /// snapshots. API keys are not in the events (secrets never are): imported agents need new
-    /// keys (`rotateAgentKey`).
-    pub async fn restore_write_side(&self) -> Result<(usize, usize), CommandError> {
+    /// Rebuilds the write-side tables derived from the events: the task queue, the budget
+    /// snapshots, the agents' key rows and the people's credentials. Secrets are never in the
+    /// events: an imported agent's key and an imported person's password verify nothing until
+    /// `rotateAgentKey` and `resetPassword` give them new ones; their activation, capabilities,
+    /// addresses and roles come along.
+    pub async fn restore_write_side(&self) -> Result<Restored, CommandError> {
         let pool = self.store().pool();
         let streams = |kind: &'static str| {
             sqlx::query_scalar::<_, String>("select distinct stream_id from events where stream_id like $1 || '-%'")
                 .bind(kind)
                 .fetch_all(pool)
         };
+        let folded = |stream: &String| {
+            let stream = StreamId::parse(stream).ok();
+            async move {
+                match stream {
+                    Some(stream) => Ok::<_, CommandError>(Some(self.store().read_stream(&stream, None).await?)),
+                    None => Ok(None),
+                }
+            }
+        };
         let tasks = streams(Task::KIND).await?;
         for stream in &tasks {
-            let Ok(stream) = StreamId::parse(stream) else { continue };
-            let folded = fold::<Task>(&self.store().read_stream(&stream, None).await?);
-            crate::queue::sync(&folded.state, folded.created_at.unwrap_or_default()).execute(pool).await?;
+            let Some(recorded) = folded(stream).await? else { continue };
+            let task = fold::<Task>(&recorded);
+            crate::queue::sync(&task.state, task.created_at.unwrap_or_default()).execute(pool).await?;
         }
         let services = streams(Service::KIND).await?;
         for stream in &services {
-            let Some(id) = StreamId::parse(stream).ok().and_then(|s| s.id_of(Service::KIND)) else { continue };
-            let folded = fold::<Service>(&self.store().read_stream(&StreamId::new(Service::KIND, id), None).await?);
-            crate::budgets::write_snapshot(pool, id, folded.version, &folded.state).await?;
+            let Some(recorded) = folded(stream).await? else { continue };
+            let service = fold::<Service>(&recorded);
+            crate::budgets::write_snapshot(pool, service.state.id, service.version, &service.state).await?;
         }
-        Ok((tasks.len(), services.len()))
+        let agents = streams(Agent::KIND).await?;
+        for stream in &agents {
+            let Some(recorded) = folded(stream).await? else { continue };
+            let agent = fold::<Agent>(&recorded).state;
+            sqlx::query(
+                "insert into agent_keys (key_id, agent_id, secret_hash, active, capabilities) \
+                 values ($1, $2, $3, $4, $5) on conflict do nothing",
+            )
+            .bind(&agent.key_id)
+            .bind(agent.id)
+            .bind(NO_SECRET)
+            .bind(agent.status == AgentStatus::Active)
+            .bind(&agent.capabilities)
+            .execute(pool)
+            .await?;
+        }
+        let users = streams(User::KIND).await?;
+        for stream in &users {
+            let Some(recorded) = folded(stream).await? else { continue };
+            let user = fold::<User>(&recorded).state;
+            sqlx::query(
+                "insert into user_credentials (user_id, email, password_hash, role, active) \
+                 values ($1, $2, $3, $4, $5) on conflict do nothing",
+            )
+            .bind(user.id)
+            .bind(&user.email)
+            .bind(NO_SECRET)
+            .bind(user.role.as_str())
+            .bind(user.status == UserStatus::Active)
+            .execute(pool)
+            .await?;
+        }
+        Ok(Restored { tasks: tasks.len(), services: services.len(), agents: agents.len(), users: users.len() })
     }
 }

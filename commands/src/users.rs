@@ -226,6 +226,23 @@ impl Commands {
         self.execute_with::<User>(id, UserCommand::ChangePassword, context, None, Some(&*alongside)).await
     }
 
+    /// Gives a user a new password without their current one (an admin's reset): the way back
+    /// for a person who lost theirs, and for people of an imported instance, whose passwords do
+    /// not travel. Recorded as a `PasswordChanged` by the admin who reset it.
+    pub async fn reset_password(
+        &self,
+        id: Uuid,
+        new: &Password,
+        context: &CommandContext,
+    ) -> Result<Folded<UserState>, CommandError> {
+        let alongside = beside(
+            "update user_credentials set password_hash = $2, updated_at = now() where user_id = $1",
+            id,
+            hash(new).await?,
+        );
+        self.execute_with::<User>(id, UserCommand::ChangePassword, context, None, Some(&*alongside)).await
+    }
+
     /// Checks a sign-in. Every refusal is recorded in the security log.
     pub async fn login(&self, email: &str, password: &str) -> Result<Account, LoginError> {
         let pool = self.store().pool();

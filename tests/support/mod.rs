@@ -219,6 +219,17 @@ impl Running {
         response.json().await.unwrap()
     }
 
+    /// Posts a GraphQL request with no token (only signing in is open so).
+    pub async fn graphql_anonymous(&self, query: &str, variables: Value) -> Value {
+        let response = reqwest::Client::new()
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(handle) = self.handle.take() {

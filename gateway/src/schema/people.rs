@@ -67,6 +67,21 @@ pub struct UserCreation {
     pub password: Option<String>,
 }
 
+#[derive(Debug, Clone, SimpleObject)]
+pub struct PasswordReset {
+    pub user: User,
+    /// The new password, shown this once.
+    pub password: String,
+}
+
+/// A new random password (144 bits), and its text.
+fn generated_password() -> async_graphql::Result<(Password, String)> {
+    let mut bytes = [0u8; 18];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    Ok((domain(Password::parse(&text))?, text))
+}
+
 #[derive(Debug, InputObject)]
 pub struct CreateUserInput {
     pub email: String,
@@ -144,10 +159,8 @@ impl PeopleMutation {
         let (password, generated) = match &input.password {
             Some(p) => (domain(Password::parse(p))?, None),
             None => {
-                let mut bytes = [0u8; 18];
-                rand::rngs::OsRng.fill_bytes(&mut bytes);
-                let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-                (domain(Password::parse(&text))?, Some(text))
+                let (password, text) = generated_password()?;
+                (password, Some(text))
             }
         };
         let context = command_context(ctx, &caller);
@@ -178,6 +191,17 @@ impl PeopleMutation {
         let id = parse_id("userId", &user_id)?;
         let context = command_context(ctx, &caller);
         Ok(services(ctx).commands.set_user_active(id, true, caller.user, &context).await.map_err(gql)?.into())
+    }
+
+    /// Gives a user a new, generated password (admin), returned this once: for a person who lost
+    /// theirs, and for the people of an imported instance, whose passwords do not travel.
+    async fn reset_password(&self, ctx: &Context<'_>, user_id: ID) -> async_graphql::Result<PasswordReset> {
+        let caller = require(ctx, Role::Admin)?;
+        let id = parse_id("userId", &user_id)?;
+        let (password, text) = generated_password()?;
+        let context = command_context(ctx, &caller);
+        let folded = services(ctx).commands.reset_password(id, &password, &context).await.map_err(gql)?;
+        Ok(PasswordReset { user: folded.into(), password: text })
     }
 
     /// Changes the signed-in user's own password.
