@@ -108,6 +108,11 @@ fn keyed(context: &CommandContext, what: &str, key: &str) -> CommandContext {
     keyed
 }
 
+/// Snapshot rows (`service_id, version, state`) by service.
+fn by_id(rows: Vec<(Uuid, i64, sqlx::types::Json<ServiceState>)>) -> BTreeMap<Uuid, Snapshot> {
+    rows.into_iter().map(|(id, v, s)| (id, Snapshot { state: s.0, version: v as u64 })).collect()
+}
+
 async fn lock(conn: &mut PgConnection, ids: &[Uuid]) -> Result<BTreeMap<Uuid, Snapshot>, CommandError> {
     let mut sorted: Vec<Uuid> = ids.to_vec();
     sorted.sort();
@@ -119,7 +124,7 @@ async fn lock(conn: &mut PgConnection, ids: &[Uuid]) -> Result<BTreeMap<Uuid, Sn
     .bind(&sorted)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.into_iter().map(|(id, v, s)| (id, Snapshot { state: s.0, version: v as u64 })).collect())
+    Ok(by_id(rows))
 }
 
 /// The change that writes service `id`'s snapshot at stream version `version`.
@@ -158,7 +163,7 @@ async fn lock_chain(conn: &mut PgConnection, first: Uuid) -> Result<BTreeMap<Uui
     .bind(CHAIN_MAX as i32)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.into_iter().map(|(id, v, s)| (id, Snapshot { state: s.0, version: v as u64 })).collect())
+    Ok(by_id(rows))
 }
 
 /// Writes service `id`'s snapshot at stream version `version`.

@@ -209,24 +209,20 @@ impl Running {
     }
 
     pub async fn graphql_as(&self, token: &str, query: &str, variables: Value) -> Value {
-        let response = reqwest::Client::new()
-            .post(self.url("/graphql"))
-            .bearer_auth(token)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .unwrap();
-        response.json().await.unwrap()
+        self.post_graphql(Some(token), query, variables).await
     }
 
     /// Posts a GraphQL request with no token (only signing in is open so).
     pub async fn graphql_anonymous(&self, query: &str, variables: Value) -> Value {
-        let response = reqwest::Client::new()
-            .post(self.url("/graphql"))
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .unwrap();
+        self.post_graphql(None, query, variables).await
+    }
+
+    async fn post_graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = reqwest::Client::new().post(self.url("/graphql"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.json(&json!({ "query": query, "variables": variables })).send().await.unwrap();
         response.json().await.unwrap()
     }
 
