@@ -436,7 +436,9 @@ impl Lab {
             .env("DEVART_LISTEN", &self.listen)
             .env("DEVART_DB_CONNECTIONS", "8")
             // The load is steady, not hostile: keep the per-identity limit out of its way.
-            .env("DEVART_MUTATIONS_PER_SECOND", "100000")
+            .env("DEVART_MUTATIONS_PER_SECOND", "0")
+            .env("DEVART_REQUESTS_PER_SECOND", "0")
+            .env("DEVART_REQUESTS_PER_ADDRESS", "0")
             .env("DEVART_LOG", "warn");
         command
     }

@@ -14,6 +14,7 @@ async fn deep_queries_huge_requests_and_floods_are_refused_and_others_are_served
     // A lower limit than the default (300 a second), so that even a slow build floods it.
     let mut config = env.config.clone();
     config.limits.mutations_per_second = 100;
+    config.limits.requests_per_second = 0;
     let running = env.start_with(&config, &[Role::Gateway, Role::Relay]).await;
     let http = reqwest::Client::new();
 

@@ -9,8 +9,6 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use base64::Engine;
 use devart_domain::agent::{Agent, AgentCommand, AgentName, AgentState};
 use devart_domain::task::Capabilities;
@@ -21,6 +19,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::handler::{Alongside, CommandError, Commands, Folded};
+use crate::hashing;
 use crate::store::{CommandContext, StoreError};
 
 const PREFIX: &str = "dva_";
@@ -48,7 +47,7 @@ struct NewKey {
     secret_hash: String,
 }
 
-/// Makes a key and hashes its secret (argon2id, off the async threads).
+/// Makes a key and hashes its secret (argon2id, on the hashing pool).
 async fn new_key() -> Result<NewKey, StoreError> {
     let mut id = [0u8; 8];
     let mut secret = [0u8; 32];
@@ -57,13 +56,7 @@ async fn new_key() -> Result<NewKey, StoreError> {
     let key_id = id.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
     let key = ApiKey(format!("{PREFIX}{key_id}_{secret}"));
-    let secret_hash = tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string())
-    })
-    .await
-    .expect("hashing does not panic")
-    .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("hashing a key: {e}"))))?;
+    let secret_hash = hashing::hash(secret).await?;
     Ok(NewKey { key_id, key, secret_hash })
 }
 
@@ -188,14 +181,51 @@ pub enum KeyError {
     Invalid,
     #[error("the agent is deactivated")]
     Inactive,
+    /// The key could not be checked (the database or hashing failed; the cause is logged): no
+    /// verdict, try again.
+    #[error("the key cannot be checked now; try again")]
+    Unavailable,
+}
+
+/// What a presented key is before anything is read: the first, cheap step of a verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recall {
+    /// Not a key at all.
+    Malformed,
+    /// This very secret was verified moments ago for this agent: checking it again costs one read
+    /// of the key's row and no hashing.
+    Remembered { key_id: String, agent: Uuid },
+    /// Not verified lately: checking it costs a read and an argon2 verification.
+    Cold { key_id: String },
+}
+
+impl Recall {
+    /// The key's public id, when the key is well formed.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            Recall::Malformed => None,
+            Recall::Remembered { key_id, .. } | Recall::Cold { key_id } => Some(key_id),
+        }
+    }
+}
+
+/// A secret verified lately: a digest of the secret and of the hash it was verified against.
+struct Verified {
+    secret: [u8; 32],
+    hash: [u8; 32],
+    agent: Uuid,
+    at: Instant,
 }
 
 /// Verifies presented keys. A verified secret is remembered (as a SHA-256 digest) for a short
 /// while, so argon2 runs once per key and minute rather than once per request; the key's row is
 /// read on every request, so rotation and deactivation take effect at once.
+///
+/// A verification is two steps, so that a caller can decide what to allow in between, before any
+/// work: [`recall`](KeyVerifier::recall) (no IO), then [`verify`](KeyVerifier::verify).
 pub struct KeyVerifier {
     pool: PgPool,
-    verified: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    verified: Mutex<HashMap<String, Verified>>,
 }
 
 /// How long a verified secret is remembered.
@@ -203,13 +233,30 @@ const VERIFIED_TTL: Duration = Duration::from_secs(60);
 /// At most this many remembered keys; past it the memory is cleared.
 const VERIFIED_MAX: usize = 10_000;
 
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
 impl KeyVerifier {
     pub fn new(pool: PgPool) -> KeyVerifier {
         KeyVerifier { pool, verified: Mutex::new(HashMap::new()) }
     }
 
-    /// The agent a presented key belongs to.
-    pub async fn verify(&self, presented: &str) -> Result<VerifiedAgent, KeyError> {
+    /// What `presented` is, from memory alone.
+    pub fn recall(&self, presented: &str) -> Recall {
+        let Some((key_id, secret)) = split(presented) else { return Recall::Malformed };
+        let verified = self.verified.lock().expect("not poisoned");
+        match verified.get(key_id) {
+            Some(v) if v.secret == digest(secret.as_bytes()) && v.at.elapsed() < VERIFIED_TTL => {
+                Recall::Remembered { key_id: key_id.to_owned(), agent: v.agent }
+            }
+            _ => Recall::Cold { key_id: key_id.to_owned() },
+        }
+    }
+
+    /// The agent a presented key belongs to. `recall` is what [`recall`](KeyVerifier::recall) said
+    /// of it.
+    pub async fn verify(&self, presented: &str, recall: &Recall) -> Result<VerifiedAgent, KeyError> {
         let (key_id, secret) = split(presented).ok_or(KeyError::Invalid)?;
         let row: Option<(Uuid, String, bool, Vec<String>)> =
             sqlx::query_as("select agent_id, secret_hash, active, capabilities from agent_keys where key_id = $1")
@@ -218,24 +265,19 @@ impl KeyVerifier {
                 .await
                 .map_err(|error| {
                     tracing::error!(%error, "reading an agent key");
-                    KeyError::Invalid
+                    KeyError::Unavailable
                 })?;
         let (agent_id, secret_hash, active, capabilities) = row.ok_or(KeyError::Invalid)?;
-        let digest: [u8; 32] = Sha256::digest(format!("{secret_hash}\0{secret}").as_bytes()).into();
-        let remembered = self
-            .verified
-            .lock()
-            .expect("not poisoned")
-            .get(key_id)
-            .is_some_and(|(d, at)| *d == digest && at.elapsed() < VERIFIED_TTL);
+        let hash_digest = digest(secret_hash.as_bytes());
+        let remembered = matches!(recall, Recall::Remembered { key_id: k, agent } if k == key_id && *agent == agent_id)
+            && self.verified.lock().expect("not poisoned").get(key_id).is_some_and(|v| {
+                v.hash == hash_digest && v.secret == digest(secret.as_bytes()) && v.at.elapsed() < VERIFIED_TTL
+            });
         if !remembered {
-            let secret = secret.to_owned();
-            let ok = tokio::task::spawn_blocking(move || {
-                PasswordHash::new(&secret_hash)
-                    .is_ok_and(|hash| Argon2::default().verify_password(secret.as_bytes(), &hash).is_ok())
-            })
-            .await
-            .unwrap_or(false);
+            let ok = hashing::verify(secret.to_owned(), secret_hash).await.map_err(|error| {
+                tracing::error!(%error, key_id, "verifying an agent key");
+                KeyError::Unavailable
+            })?;
             if !ok {
                 return Err(KeyError::Invalid);
             }
@@ -243,7 +285,9 @@ impl KeyVerifier {
             if verified.len() >= VERIFIED_MAX {
                 verified.clear();
             }
-            verified.insert(key_id.to_owned(), (digest, Instant::now()));
+            let entry =
+                Verified { secret: digest(secret.as_bytes()), hash: hash_digest, agent: agent_id, at: Instant::now() };
+            verified.insert(key_id.to_owned(), entry);
         }
         if active {
             Ok(VerifiedAgent { id: agent_id, capabilities })

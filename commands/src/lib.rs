@@ -9,6 +9,7 @@
 //! - [`queue`]: the task queue beside the task events: claims, lease expiry, release.
 //! - [`budgets`]: services and their budgets: snapshots beside the events, authorizations that
 //!   reserve, charges that settle, fallbacks, the budget clock.
+//! - [`hashing`]: argon2id hashing of passwords and keys on a bounded pool of its own.
 //! - [`users`]: people: accounts, password sign-in, roles; the security log of refused attempts.
 //! - [`settings`]: changing live settings, and every process's current copy of them.
 //! - [`workflows`]: defining workflows, starting runs, creating stage tasks, and the
@@ -27,6 +28,7 @@ pub mod codec;
 pub mod db;
 pub mod feed;
 pub mod handler;
+pub mod hashing;
 pub mod history;
 pub mod portable;
 pub mod queue;

@@ -28,6 +28,35 @@ pub enum StoreError {
     Codec(#[from] CodecError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// Hashing a secret failed (not: the secret was wrong).
+    #[error("hashing: {0}")]
+    Hashing(#[from] crate::hashing::HashError),
+}
+
+impl StoreError {
+    /// Whether this is an outage that a retry may outlive (the database is unreachable, shutting
+    /// down or out of resources), as opposed to a refusal or a defect.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Db(e) if unavailable(e))
+    }
+}
+
+/// Whether a database error means "the database cannot serve now": no connection, a connection
+/// lost, the pool exhausted, the server shutting down, starting or out of resources.
+pub fn unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE classes 08 (connection exception), 53 (insufficient resources), 57P0x (the
+        // server is shutting down, starting or restarting).
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || c.starts_with("53") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
 }
 
 /// Who appends, and why: the metadata every event of one command shares.

@@ -5,8 +5,6 @@
 //! role and activation, so a token check reads one row by primary key and a changed role or a
 //! deactivation takes effect on the next request.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use devart_domain::user::{Email, Password, User, UserCommand, UserEvent, UserRole, UserState};
 use devart_domain::{DomainError, Event};
 use futures::FutureExt;
@@ -14,6 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::handler::{Alongside, CommandError, Commands, Folded, Stored};
+use crate::hashing::{self, HashError};
 use crate::store::{CommandContext, StoreError};
 
 impl Stored for User {
@@ -45,6 +44,10 @@ pub enum LoginError {
     /// The password was right, but the user is deactivated.
     #[error("the user is deactivated")]
     Deactivated,
+    /// The credentials could not be checked (the database or hashing failed; the cause is
+    /// logged): no verdict, try again.
+    #[error("sign-in is unavailable; try again")]
+    Unavailable,
 }
 
 /// What the security log records: attempts devart refused.
@@ -83,38 +86,22 @@ pub async fn record_refusal(pool: &PgPool, kind: Refusal, subject: &str, reason:
     }
 }
 
-/// Hashes a password with argon2id, off the async threads.
+/// Hashes a password with argon2id on the hashing pool.
 async fn hash(password: &Password) -> Result<String, StoreError> {
-    let password = password.expose().to_owned();
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
-    })
-    .await
-    .expect("hashing does not panic")
-    .map_err(|e| StoreError::Db(sqlx::Error::Protocol(format!("hashing a password: {e}"))))
+    Ok(hashing::hash(password.expose().to_owned()).await?)
 }
 
-/// Checks `password` against a PHC hash, off the async threads. With no hash, checks against a
-/// fixed one, so an unknown address costs the same time as a wrong password.
-async fn verify(password: &str, phc: Option<String>) -> bool {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let (password, known) = (password.to_owned(), phc.is_some());
-    tokio::task::spawn_blocking(move || {
-        let phc = phc.unwrap_or_else(|| {
-            DECOY
-                .get_or_init(|| {
-                    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-                    Argon2::default().hash_password(b"decoy", &salt).map(|h| h.to_string()).unwrap_or_default()
-                })
-                .clone()
-        });
-        let matches =
-            PasswordHash::new(&phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
-        known && matches
-    })
-    .await
-    .expect("verifying does not panic")
+/// Checks `password` against a PHC hash on the hashing pool. With no hash, checks against a fixed
+/// one, so an unknown address costs the same time as a wrong password.
+async fn verify(password: &str, phc: Option<String>) -> Result<bool, HashError> {
+    static DECOY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    let known = phc.is_some();
+    let phc = match phc {
+        Some(phc) => phc,
+        None => DECOY.get_or_try_init(|| hashing::hash("decoy".into())).await?.clone(),
+    };
+    let matches = hashing::verify(password.to_owned(), phc).await?;
+    Ok(known && matches)
 }
 
 /// Runs `sql` (`$1` the user's id, `$2` a text value) beside the user's events.
@@ -215,7 +202,7 @@ impl Commands {
                 .bind(id)
                 .fetch_optional(self.store().pool())
                 .await?;
-        if !verify(current, stored).await {
+        if !verify(current, stored).await.map_err(StoreError::from)? {
             return Err(DomainError::Forbidden("the current password is not right".into()).into());
         }
         let alongside = beside(
@@ -252,17 +239,20 @@ impl Commands {
                 .bind(&address)
                 .fetch_optional(pool)
                 .await
-                .unwrap_or_else(|error| {
-                    tracing::warn!(%error, "login: cannot read credentials");
-                    None
-                });
+                .map_err(|error| {
+                    tracing::error!(%error, "login: cannot read credentials");
+                    LoginError::Unavailable
+                })?;
         let (phc, found) = match row {
             Some((id, email, phc, role, active)) => {
                 (Some(phc), Some(Account { id, email, role: role_of(&role), active }))
             }
             None => (None, None),
         };
-        let verified = verify(password, phc).await;
+        let verified = verify(password, phc).await.map_err(|error| {
+            tracing::error!(%error, "login: cannot check a password");
+            LoginError::Unavailable
+        })?;
         let refusal = match &found {
             None => Some(("unknown email", LoginError::Invalid)),
             Some(_) if !verified => Some(("wrong password", LoginError::Invalid)),
@@ -311,8 +301,8 @@ mod tests {
         let password = Password::parse("correct horse battery").unwrap();
         let phc = hash(&password).await.unwrap();
         assert!(phc.starts_with("$argon2id$"));
-        assert!(verify("correct horse battery", Some(phc.clone())).await);
-        assert!(!verify("correct horse battery!", Some(phc)).await);
-        assert!(!verify("correct horse battery", None).await, "the decoy never matches");
+        assert!(verify("correct horse battery", Some(phc.clone())).await.unwrap());
+        assert!(!verify("correct horse battery!", Some(phc)).await.unwrap());
+        assert!(!verify("correct horse battery", None).await.unwrap(), "the decoy never matches");
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::parser::types::OperationType;
-use async_graphql::{Data, ErrorExtensions};
+use async_graphql::Data;
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
@@ -17,11 +17,15 @@ use axum::Router;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use devart_commands::agents::KeyError;
+use std::net::{IpAddr, SocketAddr};
+
+use devart_commands::agents::{KeyError, Recall};
 use devart_commands::users::{record_refusal, Refusal};
 
 use crate::auth::{bearer, AuthError, Caller, Role};
 use crate::error::Code;
+use crate::limits::{Limit, Refused};
+use crate::metrics::LimitLabel;
 use crate::schema::RequestMeta;
 use crate::{App, Services};
 
@@ -58,14 +62,28 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// 429 for an identity over its mutation rate, with when to come back.
-fn too_many(media: &'static str, wait: std::time::Duration) -> Response {
-    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let mut response = respond(
-        StatusCode::TOO_MANY_REQUESTS,
-        media,
-        &json!({ "errors": [{ "message": format!("too many mutations from this identity; retry in {seconds} s"), "extensions": { "code": Code::RateLimited.as_str(), "retryAfterSeconds": seconds } }] }),
-    );
+/// 429 for a request held back by a limit, with when to come back.
+fn too_many(services: &Services, media: &'static str, refused: Refused) -> Response {
+    services.metrics.rate_limited.get_or_create(&LimitLabel { limit: refused.limit.as_str().into() }).inc();
+    let what = match refused.limit {
+        Limit::Address => "too many requests from this address",
+        Limit::Identity => "too many requests from this identity",
+        Limit::Mutations => "too many mutations from this identity",
+        Limit::AuthFailures | Limit::AccountFailures => "too many refused credentials",
+    };
+    let error = crate::error::rate_limited(what, refused.wait);
+    let body = json!({ "errors": [error.into_server_error(Default::default())] });
+    with_retry_after(respond(StatusCode::TOO_MANY_REQUESTS, media, &body), crate::error::retry_after_secs(refused.wait))
+}
+
+/// 503 for a request that could not be decided because a dependency failed (logged where met).
+fn unavailable(services: &Services, media: &'static str) -> Response {
+    services.metrics.unavailable.inc();
+    let body = json!({ "errors": [crate::error::unavailable_error().into_server_error(Default::default())] });
+    with_retry_after(respond(StatusCode::SERVICE_UNAVAILABLE, media, &body), crate::error::UNAVAILABLE_RETRY_SECS)
+}
+
+fn with_retry_after(mut response: Response, seconds: u64) -> Response {
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
@@ -129,44 +147,118 @@ fn respond(status: StatusCode, media: &'static str, body: &Value) -> Response {
     response
 }
 
-/// A person's JWT or an agent's API key, from `Authorization: Bearer …`.
-async fn authenticate(services: &Services, headers: &HeaderMap) -> Result<Caller, AuthError> {
-    let value = headers.get(header::AUTHORIZATION).ok_or(AuthError::Missing)?;
-    let token = bearer(value.to_str().map_err(|_| AuthError::Invalid)?)?;
-    verify(services, token).await
+/// Why a request's credentials did not make a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// Refused: 401.
+    Unauthenticated(AuthError),
+    /// Held back by a limit before they were checked, or refused once too often: 429.
+    Limited(Refused),
+    /// They could not be checked (the cause is logged): 503, retry.
+    Unavailable,
 }
 
-async fn verify(services: &Services, token: &str) -> Result<Caller, AuthError> {
-    let refused = |kind, subject: &str, error: AuthError| {
-        let (pool, subject) = (services.pool.clone(), subject.to_owned());
-        async move {
-            record_refusal(&pool, kind, &subject, &error.to_string()).await;
-            error
+impl Denied {
+    /// The HTTP response for this denial.
+    pub fn response(self, services: &Services, media: &'static str) -> Response {
+        match self {
+            Denied::Unauthenticated(error) => unauthenticated(error, media),
+            Denied::Limited(refused) => too_many(services, media, refused),
+            Denied::Unavailable => unavailable(services, media),
         }
-    };
+    }
+}
+
+/// The client's address: the connection's peer (unspecified where no connection info is known).
+pub fn client_address(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+}
+
+/// A person's JWT or an agent's API key, from `Authorization: Bearer …`; `None` without one.
+async fn authenticate(services: &Services, address: IpAddr, headers: &HeaderMap) -> Result<Option<Caller>, Denied> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let value = value.to_str().map_err(|_| AuthError::Invalid);
+    let token = value.and_then(bearer);
+    match token {
+        Ok(token) => verify(services, address, token).await.map(Some),
+        Err(error) => Err(refused(services, address, None, Refusal::TokenRefused, "bearer token", error).await),
+    }
+}
+
+/// Records refused credentials, unless `address` (or `account`) has been refused once too often:
+/// then the answer is 429 and nothing is written.
+async fn refused(
+    services: &Services,
+    address: IpAddr,
+    account: Option<&str>,
+    kind: Refusal,
+    subject: &str,
+    error: AuthError,
+) -> Denied {
+    if let Err(limited) = services.guards.failed(address, account) {
+        return Denied::Limited(limited);
+    }
+    record_refusal(&services.pool, kind, subject, &error.to_string()).await;
+    Denied::Unauthenticated(error)
+}
+
+/// The caller a bearer token stands for. Every limit is checked before the database is asked.
+pub async fn verify(services: &Services, address: IpAddr, token: &str) -> Result<Caller, Denied> {
+    let guards = &services.guards;
     if token.starts_with("dva_") {
-        // The key's public id names it in the log when it is well formed; the rest is secret.
-        let key_id =
-            token.get(4..20).filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit()) && token.get(20..21) == Some("_"));
-        let subject = key_id.map_or_else(|| "malformed key".to_owned(), |id| format!("key {id}"));
-        return match services.keys.verify(token).await {
-            Ok(agent) => Ok(Caller::agent(agent.id, agent.capabilities)),
-            Err(KeyError::Inactive) => Err(refused(Refusal::KeyRefused, &subject, AuthError::Deactivated).await),
-            Err(KeyError::Invalid) => Err(refused(Refusal::KeyRefused, &subject, AuthError::Invalid).await),
+        let recall = services.keys.recall(token);
+        // The key's public id names it in the log and in the limits; the rest is secret.
+        let account = recall.key_id().map(|id| format!("key {id}"));
+        let subject = account.clone().unwrap_or_else(|| "malformed key".to_owned());
+        let account = account.as_deref();
+        match &recall {
+            Recall::Malformed => {
+                guards.may_try(address, None).map_err(Denied::Limited)?;
+                return Err(refused(services, address, None, Refusal::KeyRefused, &subject, AuthError::Invalid).await);
+            }
+            Recall::Remembered { agent, .. } => guards.identity(&agent.to_string()).map_err(Denied::Limited)?,
+            Recall::Cold { .. } => guards.may_try(address, account).map_err(Denied::Limited)?,
+        }
+        return match services.keys.verify(token, &recall).await {
+            Ok(agent) => {
+                if matches!(recall, Recall::Cold { .. }) {
+                    guards.identity(&agent.id.to_string()).map_err(Denied::Limited)?;
+                }
+                Ok(Caller::agent(agent.id, agent.capabilities))
+            }
+            Err(KeyError::Inactive) => {
+                record_refusal(&services.pool, Refusal::KeyRefused, &subject, &AuthError::Deactivated.to_string())
+                    .await;
+                Err(Denied::Unauthenticated(AuthError::Deactivated))
+            }
+            Err(KeyError::Invalid) => {
+                Err(refused(services, address, account, Refusal::KeyRefused, &subject, AuthError::Invalid).await)
+            }
+            Err(KeyError::Unavailable) => Err(Denied::Unavailable),
         };
     }
     let caller = match services.signing_key.verify(token) {
         Ok(caller) => caller,
-        Err(error) => return Err(refused(Refusal::TokenRefused, "bearer token", error).await),
+        Err(error) => {
+            guards.may_try(address, None).map_err(Denied::Limited)?;
+            return Err(refused(services, address, None, Refusal::TokenRefused, "bearer token", error).await);
+        }
     };
+    guards.identity(&caller.subject).map_err(Denied::Limited)?;
     let Some(id) = caller.user else { return Ok(caller) };
     // A user's token stands for the account as it is now: its current role, while it is active.
     match services.commands.account(id).await {
         Ok(Some(account)) if account.active => Ok(Caller::user(id, Role::of(account.role))),
-        Ok(_) => Err(refused(Refusal::TokenRefused, &format!("user {id}"), AuthError::UserDeactivated).await),
+        Ok(_) => {
+            let error = AuthError::UserDeactivated;
+            record_refusal(&services.pool, Refusal::TokenRefused, &format!("user {id}"), &error.to_string()).await;
+            Err(Denied::Unauthenticated(error))
+        }
         Err(error) => {
-            tracing::warn!(%error, "authentication: cannot read the account");
-            Err(AuthError::Invalid)
+            tracing::error!(%error, user = %id, "authentication: cannot read the account");
+            Err(Denied::Unavailable)
         }
     }
 }
@@ -187,18 +279,36 @@ fn request_meta(headers: &HeaderMap) -> Result<RequestMeta, String> {
         None => None,
         Some(c) => Some(Uuid::parse_str(&c).map_err(|_| "X-Correlation-Id must be a UUID".to_owned())?),
     };
-    Ok(RequestMeta { idempotency_key, correlation_id })
+    Ok(RequestMeta { idempotency_key, correlation_id, client: None })
 }
 
-async fn graphql_post(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+/// The client's address, as an extractor.
+pub struct ClientAddress(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(client_address(&parts.extensions)))
+    }
+}
+
+async fn graphql_post(
+    State(app): State<App>,
+    ClientAddress(address): ClientAddress,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
+    if let Err(refused) = app.services.guards.request(address) {
+        return too_many(&app.services, media, refused);
+    }
     // Without a token, only signing in is allowed: that is checked once the document is read.
-    let caller = match authenticate(&app.services, &headers).await {
-        Ok(c) => Some(c),
-        Err(AuthError::Missing) => None,
-        Err(e) => return unauthenticated(e, media),
+    let caller = match authenticate(&app.services, address, &headers).await {
+        Ok(c) => c,
+        Err(denied) => return denied.response(&app.services, media),
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -220,7 +330,7 @@ async fn graphql_post(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     if caller.is_none() && !signs_in_only(&request) {
         return unauthenticated(AuthError::Missing, media);
     }
-    execute(&app, caller, &headers, request, media).await
+    execute(&app, caller, address, &headers, request, media).await
 }
 
 async fn graphql_get(
@@ -229,6 +339,7 @@ async fn graphql_get(
     request: Request<axum::body::Body>,
 ) -> Response {
     let (mut parts, _) = request.into_parts();
+    let address = client_address(&parts.extensions);
     if parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
         return websocket(app, &mut parts).await;
     }
@@ -241,9 +352,13 @@ async fn graphql_get(
     let Some(media) = negotiate(&headers) else {
         return not_acceptable();
     };
-    let caller = match authenticate(&app.services, &headers).await {
-        Ok(c) => c,
-        Err(e) => return unauthenticated(e, media),
+    if let Err(refused) = app.services.guards.request(address) {
+        return too_many(&app.services, media, refused);
+    }
+    let caller = match authenticate(&app.services, address, &headers).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return unauthenticated(AuthError::Missing, media),
+        Err(denied) => return denied.response(&app.services, media),
     };
     let mut params = serde_json::Map::new();
     for (key, value) in query {
@@ -276,7 +391,7 @@ async fn graphql_get(
             return response;
         }
     }
-    execute(&app, Some(caller), &headers, request, media).await
+    execute(&app, Some(caller), address, &headers, request, media).await
 }
 
 /// Validates the GraphQL-over-HTTP request parameters.
@@ -322,51 +437,60 @@ fn not_acceptable() -> Response {
 async fn execute(
     app: &App,
     caller: Option<Caller>,
+    address: IpAddr,
     headers: &HeaderMap,
     request: async_graphql::Request,
     media: &'static str,
 ) -> Response {
-    let meta = match request_meta(headers) {
+    let mut meta = match request_meta(headers) {
         Ok(m) => m,
         Err(m) => return bad_request(media, &m),
     };
+    meta.client = Some(address);
     if is_mutation(&request) {
-        // Anonymous requests (sign-ins) share one allowance.
-        let identity = caller.as_ref().map_or("anonymous", |c| c.subject.as_str());
-        if let Err(wait) = app.services.mutations.check(identity) {
-            app.services
-                .metrics
-                .graphql_errors
-                .get_or_create(&crate::metrics::OutcomeLabel { code: Code::RateLimited.as_str().into() })
-                .inc();
-            return too_many(media, wait);
+        // Anonymous requests (sign-ins) are counted per address.
+        let identity = caller.as_ref().map_or_else(|| format!("anonymous {address}"), |c| c.subject.clone());
+        if let Err(refused) = app.services.guards.mutation(&identity) {
+            return too_many(&app.services, media, refused);
         }
     }
     let request = match caller {
         Some(caller) => request.data(caller),
         None => request,
     };
-    let response = app.schema.execute(request.data(meta)).await;
+    let mut response = app.schema.execute(request.data(meta)).await;
     app.services.metrics.graphql_requests.inc();
     // A request error (unparsable or invalid document, bad variables) has no data and no paths.
     let request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
-    let mut body = serde_json::to_value(&response).expect("responses serialize");
-    if let Some(errors) = body.get_mut("errors").and_then(Value::as_array_mut) {
-        for error in errors {
-            let extensions =
-                error.as_object_mut().expect("errors are objects").entry("extensions").or_insert_with(|| json!({}));
-            let code = extensions
-                .as_object_mut()
-                .map(|e| e.entry("code").or_insert_with(|| Value::from(Code::BadUserInput.as_str())).clone())
-                .unwrap_or_default();
-            let code = code.as_str().unwrap_or("").to_owned();
-            app.services.metrics.graphql_errors.get_or_create(&crate::metrics::OutcomeLabel { code }).inc();
+    crate::error::fill_codes(&mut response.errors, request_error);
+    // An outage anywhere in the response makes it a 503, a limit a 429: the client retries.
+    let mut retry: Option<(StatusCode, u64)> = None;
+    for error in &response.errors {
+        let extensions = error.extensions.as_ref();
+        let code = extensions.and_then(|e| e.get("code")).map(|c| c.to_string()).unwrap_or_default();
+        let code = code.trim_matches('"');
+        app.services.metrics.graphql_errors.get_or_create(&crate::metrics::OutcomeLabel { code: code.into() }).inc();
+        let seconds = || match extensions.and_then(|e| e.get("retryAfterSeconds")) {
+            Some(async_graphql::Value::Number(n)) => n.as_u64().unwrap_or(1),
+            _ => crate::error::UNAVAILABLE_RETRY_SECS,
+        };
+        if code == Code::Unavailable.as_str() {
+            retry = Some((StatusCode::SERVICE_UNAVAILABLE, seconds()));
+        } else if code == Code::RateLimited.as_str() && retry.is_none() {
+            retry = Some((StatusCode::TOO_MANY_REQUESTS, seconds()));
         }
     }
+    let mut body = serde_json::to_value(&response).expect("responses serialize");
     if request_error {
         body.as_object_mut().map(|b| b.remove("data"));
+    }
+    if let Some((status, seconds)) = retry {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            app.services.metrics.unavailable.inc();
+        }
+        return with_retry_after(respond(status, media, &body), seconds);
     }
     let status = if request_error && media == GRAPHQL_RESPONSE { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     respond(status, media, &body)
@@ -382,7 +506,8 @@ async fn websocket(app: App, parts: &mut axum::http::request::Parts) -> Response
         Err(e) => return e.into_response(),
     };
     // A token may come with the upgrade request, or (as browsers must) in `connection_init`.
-    let header_caller = authenticate(&app.services, &parts.headers).await.ok();
+    let address = client_address(&parts.extensions);
+    let header_caller = authenticate(&app.services, address, &parts.headers).await.ok().flatten();
     let meta = request_meta(&parts.headers).unwrap_or_default();
     let services = app.services.clone();
     let schema = app.schema.clone();
@@ -399,9 +524,12 @@ async fn websocket(app: App, parts: &mut axum::http::request::Parts) -> Response
                                 .find_map(|k| payload.get(*k).and_then(Value::as_str))
                                 .ok_or_else(|| crate::error::error(Code::Unauthenticated, "missing bearer token"))?;
                             let token = bearer(value).unwrap_or(value);
-                            verify(&services, token).await.map_err(|e| {
-                                async_graphql::Error::new(e.to_string())
-                                    .extend_with(|_, x| x.set("code", "UNAUTHENTICATED"))
+                            verify(&services, address, token).await.map_err(|denied| match denied {
+                                Denied::Unauthenticated(e) => crate::error::error(Code::Unauthenticated, e.to_string()),
+                                Denied::Limited(refused) => {
+                                    crate::error::rate_limited("too many refused credentials", refused.wait)
+                                }
+                                Denied::Unavailable => crate::error::unavailable_error(),
                             })?
                         }
                     };

@@ -6,7 +6,8 @@
 //! - [`auth`]: JWT bearer tokens and roles.
 //! - [`db`]: reads in read-only transactions under the caller's database role.
 //! - [`error`]: the one client error shape: a message and an `extensions.code`.
-//! - [`limits`]: mutation rate limits per identity, CORS, introspection, time limits.
+//! - [`limits`]: rate limits per identity and address, failed-credential limits, CORS,
+//!   introspection, time limits; all checked before a request's work.
 //! - [`metrics`]: Prometheus counters and scrape-time gauges.
 
 pub mod auth;
@@ -54,7 +55,8 @@ pub struct Services {
     /// Verifies agents' API keys.
     pub keys: Arc<KeyVerifier>,
     pub limits: Limits,
-    pub mutations: Arc<limits::RateLimiter>,
+    /// The rate limits in force, checked before a request's work.
+    pub guards: Arc<limits::Guards>,
 }
 
 impl Services {
@@ -73,14 +75,14 @@ impl Services {
             run_updates,
             service_updates,
             metrics: Arc::new(metrics::Metrics::default()),
-            mutations: Arc::new(limits::RateLimiter::new(Limits::default().mutations_per_second)),
+            guards: Arc::new(limits::Guards::new(&Limits::default())),
             limits: Limits::default(),
         }
     }
 
     /// These services with `limits` in force instead of the defaults.
     pub fn with_limits(mut self, limits: Limits) -> Services {
-        self.mutations = Arc::new(limits::RateLimiter::new(limits.mutations_per_second));
+        self.guards = Arc::new(limits::Guards::new(&limits));
         self.limits = limits;
         self
     }
@@ -105,7 +107,9 @@ pub async fn serve(listener: TcpListener, services: Services, shutdown: Cancella
     tokio::spawn(forward_updates(services.clone(), "workflows", services.run_updates.clone(), shutdown.clone()));
     tokio::spawn(forward_updates(services.clone(), "services", services.service_updates.clone(), shutdown.clone()));
     let app = http::router(App::new(services));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 /// Feeds `sender` from a projection's change notifications on the bus.

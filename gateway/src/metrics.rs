@@ -17,8 +17,17 @@ pub struct OutcomeLabel {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Requests answered 429, by the limit that held them back.
+    pub rate_limited: Family<LimitLabel, Counter>,
+    /// Requests answered 503 because a dependency (Postgres, hashing) failed.
+    pub unavailable: Counter,
     pub graphql_requests: Counter,
     pub graphql_errors: Family<OutcomeLabel, Counter>,
     projection_lag: Family<ProjectionLabel, Gauge>,
@@ -32,6 +41,8 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("devart");
         let m = Metrics {
             graphql_requests: Counter::default(),
+            rate_limited: Family::default(),
+            unavailable: Counter::default(),
             graphql_errors: Family::default(),
             projection_lag: Family::default(),
             projection_checkpoint: Family::default(),
@@ -41,6 +52,12 @@ impl Default for Metrics {
         };
         registry.register("graphql_requests", "GraphQL operations executed", m.graphql_requests.clone());
         registry.register("graphql_errors", "GraphQL errors returned, by code", m.graphql_errors.clone());
+        registry.register(
+            "rate_limited",
+            "Requests held back before any work, by limit (address, identity, mutations, auth_failures, account_failures)",
+            m.rate_limited.clone(),
+        );
+        registry.register("unavailable", "Requests answered 503 because a dependency failed", m.unavailable.clone());
         registry.register(
             "projection_lag",
             "Events stored but not yet applied, by projection",

@@ -77,6 +77,8 @@ pub struct RequestMeta {
     pub idempotency_key: Option<String>,
     /// `X-Correlation-Id`: continues a correlation begun elsewhere.
     pub correlation_id: Option<Uuid>,
+    /// The client's address, for the limits on failed sign-ins.
+    pub client: Option<std::net::IpAddr>,
 }
 
 const PAGE_DEFAULT: i32 = 50;

@@ -8,9 +8,9 @@ use devart_domain::user::{Email, Password, UserState, UserStatus};
 use devart_projections::users::{UserRow, COLUMNS};
 use rand::RngCore;
 
-use super::{caller, command_context, domain, page_size, parse_id, read, require, services};
+use super::{caller, command_context, domain, page_size, parse_id, read, require, services, RequestMeta};
 use crate::auth::Role;
-use crate::error::{error, gql, Code};
+use crate::error::{error, gql, rate_limited, unavailable_error, Code};
 
 /// How long a session's token lasts.
 const SESSION_HOURS: i64 = 12;
@@ -140,8 +140,20 @@ impl PeopleMutation {
     /// security log and do not tell an unknown address from a wrong password.
     async fn login(&self, ctx: &Context<'_>, email: String, password: String) -> async_graphql::Result<Session> {
         let s = services(ctx);
+        // Failed sign-ins are limited per address and per account, before the password is checked;
+        // past the limit the answer is the same whichever was at fault.
+        let address =
+            ctx.data_opt::<RequestMeta>().and_then(|m| m.client).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        let account = format!("user {}", email.trim().to_lowercase());
+        let limited = |refused: crate::limits::Refused| rate_limited("too many failed sign-ins", refused.wait);
+        s.guards.may_try(address, Some(&account)).map_err(limited)?;
         let account = s.commands.login(&email, &password).await.map_err(|e| match e {
-            LoginError::Invalid | LoginError::Deactivated => error(Code::Unauthenticated, e.to_string()),
+            LoginError::Invalid => match s.guards.failed(address, Some(&account)) {
+                Ok(()) => error(Code::Unauthenticated, e.to_string()),
+                Err(refused) => limited(refused),
+            },
+            LoginError::Deactivated => error(Code::Unauthenticated, e.to_string()),
+            LoginError::Unavailable => unavailable_error(),
         })?;
         let ttl = chrono::Duration::hours(SESSION_HOURS);
         let role = Role::of(account.role);
