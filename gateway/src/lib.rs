@@ -8,6 +8,7 @@
 //! - [`error`]: the one client error shape: a message and an `extensions.code`.
 //! - [`limits`]: mutation rate limits per identity, CORS, introspection, time limits.
 //! - [`metrics`]: Prometheus counters and scrape-time gauges.
+//! - [`ws`]: GraphQL over WebSocket (`graphql-transport-ws`), its close codes and caps.
 
 pub mod auth;
 pub mod db;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod schema;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -55,6 +57,8 @@ pub struct Services {
     pub keys: Arc<KeyVerifier>,
     pub limits: Limits,
     pub mutations: Arc<limits::RateLimiter>,
+    /// Open WebSocket connections per identity, for their cap.
+    pub websockets: Arc<ws::Connections>,
 }
 
 impl Services {
@@ -75,6 +79,7 @@ impl Services {
             metrics: Arc::new(metrics::Metrics::default()),
             mutations: Arc::new(limits::RateLimiter::new(Limits::default().mutations_per_second)),
             limits: Limits::default(),
+            websockets: Arc::default(),
         }
     }
 

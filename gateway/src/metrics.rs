@@ -17,10 +17,20 @@ pub struct OutcomeLabel {
     pub code: String,
 }
 
+/// A WebSocket close frame's code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabel {
+    pub code: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub graphql_requests: Counter,
     pub graphql_errors: Family<OutcomeLabel, Counter>,
+    /// WebSocket connections open now.
+    pub websocket_connections: Gauge,
+    /// WebSocket connections the server closed, by close code.
+    pub websocket_closes: Family<CloseLabel, Counter>,
     projection_lag: Family<ProjectionLabel, Gauge>,
     projection_checkpoint: Family<ProjectionLabel, Gauge>,
     store_head: Gauge,
@@ -33,6 +43,8 @@ impl Default for Metrics {
         let m = Metrics {
             graphql_requests: Counter::default(),
             graphql_errors: Family::default(),
+            websocket_connections: Gauge::default(),
+            websocket_closes: Family::default(),
             projection_lag: Family::default(),
             projection_checkpoint: Family::default(),
             store_head: Gauge::default(),
@@ -41,6 +53,12 @@ impl Default for Metrics {
         };
         registry.register("graphql_requests", "GraphQL operations executed", m.graphql_requests.clone());
         registry.register("graphql_errors", "GraphQL errors returned, by code", m.graphql_errors.clone());
+        registry.register("websocket_connections", "WebSocket connections open", m.websocket_connections.clone());
+        registry.register(
+            "websocket_closes",
+            "WebSocket connections closed by the server, by close code",
+            m.websocket_closes.clone(),
+        );
         registry.register(
             "projection_lag",
             "Events stored but not yet applied, by projection",
