@@ -69,6 +69,7 @@ pub struct WebSocketLimits {
     #[arg(
         id = "ws_init_timeout_secs",
         long = "ws-init-timeout-secs",
+        value_name = "SECONDS",
         env = "DEVART_WS_INIT_TIMEOUT_SECS",
         default_value_t = 10,
         value_parser = clap::value_parser!(u64).range(1..),
@@ -89,6 +90,7 @@ pub struct WebSocketLimits {
     #[arg(
         id = "ws_subscriptions_max",
         long = "ws-subscriptions-max",
+        value_name = "COUNT",
         env = "DEVART_WS_SUBSCRIPTIONS_MAX",
         default_value_t = 100,
         global = true
@@ -99,6 +101,7 @@ pub struct WebSocketLimits {
     #[arg(
         id = "ws_connections_per_identity",
         long = "ws-connections-per-identity",
+        value_name = "COUNT",
         env = "DEVART_WS_CONNECTIONS_PER_IDENTITY",
         default_value_t = 32,
         global = true
