@@ -347,7 +347,7 @@ fn is_request_error(response: &Response) -> bool {
 }
 
 /// The connection after `connection_ack`.
-struct Session {
+struct Acknowledged {
     data: Arc<Data>,
     caller: Caller,
     _admitted: Admitted,
@@ -388,7 +388,7 @@ struct Connection {
     socket: WebSocket,
     app: App,
     handshake: Option<Handshake>,
-    session: Option<Session>,
+    acknowledged: Option<Acknowledged>,
     init_received: bool,
     operations: HashMap<Arc<str>, Operation>,
     results: SelectAll<BoxStream<'static, Output>>,
@@ -405,7 +405,7 @@ impl Connection {
             socket,
             app,
             handshake: Some(handshake),
-            session: None,
+            acknowledged: None,
             init_received: false,
             operations: HashMap::new(),
             results,
@@ -530,7 +530,7 @@ impl Connection {
         let mut data = Data::default();
         data.insert(caller.clone());
         data.insert(handshake.meta);
-        self.session = Some(Session { data: Arc::new(data), caller, _admitted: admitted });
+        self.acknowledged = Some(Acknowledged { data: Arc::new(data), caller, _admitted: admitted });
         let ping_secs = self.services().limits.websocket.ping_secs;
         if ping_secs > 0 {
             let period = Duration::from_secs(ping_secs);
@@ -542,7 +542,7 @@ impl Connection {
     }
 
     async fn subscribe(&mut self, id: String, request: async_graphql::Request) -> Result<(), Ended> {
-        let Some(session) = &self.session else { return Err(Close::Unauthorized.into()) };
+        let Some(acknowledged) = &self.acknowledged else { return Err(Close::Unauthorized.into()) };
         if self.operations.contains_key(id.as_str()) {
             return Err(Close::SubscriberExists(id).into());
         }
@@ -551,7 +551,7 @@ impl Connection {
             return Err(Close::TooManySubscriptions(max).into());
         }
         if is_mutation(&request) {
-            if let Err(wait) = self.services().mutations.check(&session.caller.subject) {
+            if let Err(wait) = self.services().mutations.check(&acknowledged.caller.subject) {
                 let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
                 self.count_error(Code::RateLimited.as_str());
                 let error = json!({
@@ -566,7 +566,7 @@ impl Connection {
         let (run, id): (u64, Arc<str>) = (self.runs, id.into());
         let results = {
             let id = id.clone();
-            self.app.schema.execute_stream_with_session_data(request, session.data.clone()).enumerate().map(
+            self.app.schema.execute_stream_with_session_data(request, acknowledged.data.clone()).enumerate().map(
                 move |(n, response)| Output {
                     id: id.clone(),
                     run,
