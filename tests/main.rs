@@ -26,4 +26,5 @@ mod relay;
 mod schema;
 mod settings;
 mod time_travel;
+mod websocket;
 mod workflows;

@@ -3,10 +3,8 @@
 
 use std::collections::HashMap;
 
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
-use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Query, State};
@@ -497,50 +495,21 @@ async fn execute(
 }
 
 async fn websocket(app: App, parts: &mut axum::http::request::Parts) -> Response {
-    let protocol = match GraphQLProtocol::from_request_parts(parts, &()).await {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     let upgrade = match WebSocketUpgrade::from_request_parts(parts, &()).await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
     // A token may come with the upgrade request, or (as browsers must) in `connection_init`.
     let address = client_address(&parts.extensions);
-    let header_caller = authenticate(&app.services, address, &parts.headers).await.ok().flatten();
-    let meta = request_meta(&parts.headers).unwrap_or_default();
+    let caller = match authenticate(&app.services, address, &parts.headers).await {
+        Ok(Some(caller)) => Ok(caller),
+        Ok(None) => Err(Denied::Unauthenticated(AuthError::Missing)),
+        Err(denied) => Err(denied),
+    };
+    let meta = RequestMeta { client: Some(address), ..request_meta(&parts.headers).unwrap_or_default() };
     let services = app.services.clone();
-    let schema = app.schema.clone();
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let caller = match header_caller {
-                        Some(c) => c,
-                        None => {
-                            let value = ["Authorization", "authorization", "token"]
-                                .iter()
-                                .find_map(|k| payload.get(*k).and_then(Value::as_str))
-                                .ok_or_else(|| crate::error::error(Code::Unauthenticated, "missing bearer token"))?;
-                            let token = bearer(value).unwrap_or(value);
-                            verify(&services, address, token).await.map_err(|denied| match denied {
-                                Denied::Unauthenticated(e) => crate::error::error(Code::Unauthenticated, e.to_string()),
-                                Denied::Limited(refused) => {
-                                    crate::error::rate_limited("too many refused credentials", refused.wait)
-                                }
-                                Denied::Unavailable => crate::error::unavailable_error(),
-                            })?
-                        }
-                    };
-                    let mut data = Data::default();
-                    data.insert(caller);
-                    data.insert(meta);
-                    Ok(data)
-                })
-                .serve()
-        })
-        .into_response()
+    let handshake = crate::ws::Handshake { caller, meta };
+    crate::ws::accept(app, upgrade, handshake, move |token| async move { verify(&services, address, &token).await })
 }
 
 async fn readyz(State(App { services, .. }): State<App>) -> Response {

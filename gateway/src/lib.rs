@@ -9,6 +9,7 @@
 //! - [`limits`]: rate limits per identity and address, failed-credential limits, CORS,
 //!   introspection, time limits; all checked before a request's work.
 //! - [`metrics`]: Prometheus counters and scrape-time gauges.
+//! - [`ws`]: GraphQL over WebSocket (`graphql-transport-ws`), its close codes and caps.
 
 pub mod auth;
 pub mod db;
@@ -17,6 +18,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod schema;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -57,6 +59,8 @@ pub struct Services {
     pub limits: Limits,
     /// The rate limits in force, checked before a request's work.
     pub guards: Arc<limits::Guards>,
+    /// Open WebSocket connections per identity, for their cap.
+    pub websockets: Arc<ws::Connections>,
 }
 
 impl Services {
@@ -77,6 +81,7 @@ impl Services {
             metrics: Arc::new(metrics::Metrics::default()),
             guards: Arc::new(limits::Guards::new(&Limits::default())),
             limits: Limits::default(),
+            websockets: Arc::default(),
         }
     }
 

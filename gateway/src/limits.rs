@@ -54,6 +54,9 @@ pub struct Limits {
     /// How long a request over HTTP may take before it is answered with 408, in seconds.
     #[arg(long, env = "DEVART_REQUEST_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub request_timeout_secs: u64,
+    /// GraphQL over WebSocket: initialisation timeout, keep-alive and caps.
+    #[command(flatten)]
+    pub websocket: crate::ws::WebSocketLimits,
 }
 
 impl Default for Limits {
@@ -67,6 +70,7 @@ impl Default for Limits {
             cors_origins: Vec::new(),
             introspection: true,
             request_timeout_secs: 30,
+            websocket: crate::ws::WebSocketLimits::default(),
         }
     }
 }

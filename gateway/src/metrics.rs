@@ -22,6 +22,12 @@ pub struct LimitLabel {
     pub limit: String,
 }
 
+/// A WebSocket close frame's code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabel {
+    pub code: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Requests answered 429, by the limit that held them back.
@@ -30,6 +36,10 @@ pub struct Metrics {
     pub unavailable: Counter,
     pub graphql_requests: Counter,
     pub graphql_errors: Family<OutcomeLabel, Counter>,
+    /// WebSocket connections open now.
+    pub websocket_connections: Gauge,
+    /// WebSocket connections the server closed, by close code.
+    pub websocket_closes: Family<CloseLabel, Counter>,
     projection_lag: Family<ProjectionLabel, Gauge>,
     projection_checkpoint: Family<ProjectionLabel, Gauge>,
     store_head: Gauge,
@@ -44,6 +54,8 @@ impl Default for Metrics {
             rate_limited: Family::default(),
             unavailable: Counter::default(),
             graphql_errors: Family::default(),
+            websocket_connections: Gauge::default(),
+            websocket_closes: Family::default(),
             projection_lag: Family::default(),
             projection_checkpoint: Family::default(),
             store_head: Gauge::default(),
@@ -52,6 +64,12 @@ impl Default for Metrics {
         };
         registry.register("graphql_requests", "GraphQL operations executed", m.graphql_requests.clone());
         registry.register("graphql_errors", "GraphQL errors returned, by code", m.graphql_errors.clone());
+        registry.register("websocket_connections", "WebSocket connections open", m.websocket_connections.clone());
+        registry.register(
+            "websocket_closes",
+            "WebSocket connections closed by the server, by close code",
+            m.websocket_closes.clone(),
+        );
         registry.register(
             "rate_limited",
             "Requests held back before any work, by limit (address, identity, mutations, auth_failures, account_failures)",
