@@ -54,8 +54,12 @@ const STDERR_KEEP_BYTES: usize = Message::LEN_MAX * 4;
 /// How long one request to the gateway may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Tries of an outcome report that failed on the way (each waiting twice as long as the last).
-const REPORT_TRIES: u32 = 5;
+/// The first wait after a call that may succeed later (an outage, a limit, a lost connection);
+/// each next wait doubles, jittered, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+
+/// The longest wait between two tries of a call that may succeed later.
+const RETRY_MAX: Duration = Duration::from_secs(15);
 
 /// How long the command's output may stay open after the command exits (a process it started
 /// may hold it); what was read by then is used.
@@ -132,6 +136,9 @@ pub enum ApiError {
     Transport(reqwest::Error),
     /// The gateway refused the key (HTTP 401): it is wrong, rotated, or its agent is deactivated.
     Unauthenticated(String),
+    /// The gateway could not serve now (HTTP 503: a dependency is down) or asked the agent to slow
+    /// down (HTTP 429); the same call may succeed after `retry_after`.
+    Later { status: u16, retry_after: Option<Duration>, message: String },
     /// The gateway answered with a GraphQL error.
     Refused { code: String, message: String },
     /// The gateway answered with an HTTP error status and no GraphQL error.
@@ -144,7 +151,7 @@ impl ApiError {
     /// The call may succeed if made again: it may not have arrived, or the gateway failed inside.
     pub fn is_transient(&self) -> bool {
         match self {
-            ApiError::Transport(_) => true,
+            ApiError::Transport(_) | ApiError::Later { .. } => true,
             ApiError::Status(status) => *status >= 500 || *status == 429,
             ApiError::Refused { code, .. } => code == "INTERNAL",
             ApiError::Unauthenticated(_) | ApiError::Malformed(_) => false,
@@ -178,6 +185,7 @@ impl fmt::Display for ApiError {
         match self {
             ApiError::Transport(e) => write!(f, "calling the gateway: {e}"),
             ApiError::Unauthenticated(message) => write!(f, "the API key was refused: {message}"),
+            ApiError::Later { status, message, .. } => write!(f, "the gateway answered HTTP {status}: {message}"),
             ApiError::Refused { code, message } => write!(f, "{code}: {message}"),
             ApiError::Status(status) => write!(f, "the gateway answered HTTP {status}"),
             ApiError::Malformed(what) => write!(f, "unexpected answer from the gateway: {what}"),
@@ -246,6 +254,9 @@ pub struct Client {
     http: reqwest::Client,
     url: String,
     key: Secret,
+    /// Since when calls have been failing on the way or with 503/429: an outage is logged once
+    /// when it begins and once when it ends, not at every try.
+    outage: Mutex<Option<Instant>>,
 }
 
 impl Client {
@@ -255,7 +266,7 @@ impl Client {
             .user_agent(concat!("devart-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("building the HTTP client")?;
-        Ok(Client { http, url: url.to_owned(), key })
+        Ok(Client { http, url: url.to_owned(), key, outage: Mutex::new(None) })
     }
 
     /// Claims a task; `None` when nothing fits.
@@ -303,6 +314,31 @@ impl Client {
         field: &str,
         idempotency_key: Option<&str>,
     ) -> Result<Value, ApiError> {
+        let answer = self.post(query, variables, field, idempotency_key).await;
+        let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
+        match &answer {
+            Err(error) if error.is_transient() => {
+                if outage.is_none() {
+                    tracing::warn!(%error, "the gateway cannot serve now; waiting and trying again");
+                    *outage = Some(Instant::now());
+                }
+            }
+            _ => {
+                if let Some(since) = outage.take() {
+                    tracing::info!(after = ?since.elapsed(), "the gateway serves again");
+                }
+            }
+        }
+        answer
+    }
+
+    async fn post(
+        &self,
+        query: &str,
+        variables: Value,
+        field: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, ApiError> {
         let mut request =
             self.http.post(&self.url).bearer_auth(&self.key.0).json(&json!({ "query": query, "variables": variables }));
         if let Some(key) = idempotency_key {
@@ -310,11 +346,20 @@ impl Client {
         }
         let response = request.send().await.map_err(ApiError::Transport)?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let mut body: Value = response.json().await.unwrap_or(Value::Null);
         let error = &body["errors"][0];
         let message = error["message"].as_str().unwrap_or("no message").to_owned();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(ApiError::Unauthenticated(message));
+        }
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(ApiError::Later { status: status.as_u16(), retry_after, message });
         }
         if !error.is_null() {
             let code = error["extensions"]["code"].as_str().unwrap_or("INTERNAL").to_owned();
@@ -337,11 +382,16 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<Outc
     }
     let client = Client::new(&args.url, args.key.clone())?;
     tracing::info!(url = %args.url, lease_secs = args.lease_secs, command = ?args.command, "agent started");
+    let mut backoff = Backoff::default();
     loop {
         if shutdown.is_cancelled() {
             return Ok(Outcome::Stopped);
         }
-        let task = match client.claim(args.capabilities.as_deref(), args.lease()).await {
+        let claimed = client.claim(args.capabilities.as_deref(), args.lease()).await;
+        if !matches!(&claimed, Err(e) if e.is_transient()) {
+            backoff = Backoff::default();
+        }
+        let task = match claimed {
             Ok(Some(task)) => task,
             Ok(None) if args.once => {
                 tracing::info!("no task available");
@@ -349,6 +399,13 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<Outc
             }
             Ok(None) => {
                 if !pause(args.poll(), &shutdown).await {
+                    return Ok(Outcome::Stopped);
+                }
+                continue;
+            }
+            // An outage, a limit or a lost connection: wait, then ask again, however long it lasts.
+            Err(error) if error.is_transient() => {
+                if !pause(backoff.next(&error), &shutdown).await {
                     return Ok(Outcome::Stopped);
                 }
                 continue;
@@ -365,6 +422,33 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<Outc
         work(&client, &args, &task, &shutdown).await?;
         if args.once {
             return Ok(Outcome::Worked);
+        }
+    }
+}
+
+/// Waits between tries of a call that may succeed later: doubling from [`RETRY_FIRST`] up to
+/// [`RETRY_MAX`], each wait drawn between its half and its whole so that agents that failed
+/// together do not come back together, and never shorter than the gateway's `Retry-After`.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    ceiling: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { ceiling: RETRY_FIRST }
+    }
+}
+
+impl Backoff {
+    fn next(&mut self, error: &ApiError) -> Duration {
+        use rand::Rng;
+        let ceiling = self.ceiling;
+        self.ceiling = (ceiling * 2).min(RETRY_MAX);
+        let jittered = rand::thread_rng().gen_range(ceiling / 2..=ceiling);
+        match error {
+            ApiError::Later { retry_after: Some(after), .. } => jittered.max(*after.min(&RETRY_MAX)),
+            _ => jittered,
         }
     }
 }
@@ -397,7 +481,7 @@ async fn work(client: &Client, args: &Args, task: &ClaimedTask, shutdown: &Cance
         Ok(running) => running,
         Err(e) => {
             let message = format!("the agent could not start its command: {e}");
-            report(task, started, "failed", persist(|| client.fail(task, &message, true)).await)?;
+            report(task, started, "failed", persist(shutdown, || client.fail(task, &message, true)).await)?;
             return Err(e).with_context(|| format!("starting {:?}", args.command));
         }
     };
@@ -406,17 +490,17 @@ async fn work(client: &Client, args: &Args, task: &ClaimedTask, shutdown: &Cance
             let (stdout, stderr) = running.output().await;
             if status.success() {
                 let result = result_of(&stdout);
-                report(task, started, "completed", persist(|| client.complete(task, &result)).await)
+                report(task, started, "completed", persist(shutdown, || client.complete(task, &result)).await)
             } else {
                 let error = error_of(status, &stderr.bytes);
                 let retryable = status.code() != Some(EXIT_USAGE);
                 tracing::info!(task_id = %task.id, %status, retryable, "command failed");
-                report(task, started, "failed", persist(|| client.fail(task, &error, retryable)).await)
+                report(task, started, "failed", persist(shutdown, || client.fail(task, &error, retryable)).await)
             }
         }
         Ended::Lost(e) => {
             let message = format!("the agent lost track of its command: {e}");
-            report(task, started, "failed", persist(|| client.fail(task, &message, true)).await)
+            report(task, started, "failed", persist(shutdown, || client.fail(task, &message, true)).await)
         }
         Ended::Cancelled => {
             let elapsed = started.elapsed();
@@ -430,7 +514,7 @@ async fn work(client: &Client, args: &Args, task: &ClaimedTask, shutdown: &Cance
         Ended::Refused(error) => Err(error).context("heartbeating"),
         Ended::Stopped => {
             let message = "the agent was stopped before its command finished";
-            report(task, started, "failed", persist(|| client.fail(task, message, true)).await)
+            report(task, started, "failed", persist(shutdown, || client.fail(task, message, true)).await)
         }
     }
 }
@@ -462,6 +546,10 @@ async fn supervise(
                 }
                 Err(e) if e.lease_lost() => break Ended::LeaseLost(e),
                 Err(e) if e.key_refused() => break Ended::Refused(e),
+                // An outage is logged once by the client; the command goes on meanwhile.
+                Err(error) if error.is_transient() => {
+                    tracing::debug!(task_id = %task.id, %error, "heartbeat failed; trying again at the next");
+                }
                 Err(error) => tracing::warn!(task_id = %task.id, %error, "heartbeat failed; trying again at the next"),
             },
         }
@@ -491,24 +579,26 @@ fn report(task: &ClaimedTask, started: Instant, outcome: &str, reported: Result<
     }
 }
 
-/// Makes `call` until it succeeds or fails for a reason other than the way there.
-async fn persist<F, Fut>(mut call: F) -> Result<(), ApiError>
+/// Makes `call` until it succeeds or fails for a reason other than the way there: an outcome is
+/// kept through an outage of any length, and reported once the gateway serves again (if the lease
+/// ran out meanwhile, the report is refused and the task was someone else's to do). Gives up only
+/// when the agent is stopped.
+async fn persist<F, Fut>(shutdown: &CancellationToken, mut call: F) -> Result<(), ApiError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), ApiError>>,
 {
-    let mut delay = Duration::from_millis(200);
-    for _ in 1..REPORT_TRIES {
+    let mut backoff = Backoff::default();
+    loop {
         match call().await {
             Err(error) if error.is_transient() => {
-                tracing::warn!(%error, "reporting failed; trying again");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                if !pause(backoff.next(&error), shutdown).await {
+                    return Err(error);
+                }
             }
             reported => return reported,
         }
     }
-    call().await
 }
 
 /// The command, running for one task, and what it has written so far.
@@ -694,6 +784,20 @@ fn last_lines(text: &str, max_chars: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_double_with_jitter_up_to_a_cap_and_honour_retry_after() {
+        let mut backoff = Backoff::default();
+        let transport = ApiError::Status(502);
+        let waits: Vec<Duration> = (0..10).map(|_| backoff.next(&transport)).collect();
+        assert!(waits[0] >= RETRY_FIRST / 2 && waits[0] <= RETRY_FIRST, "{waits:?}");
+        assert!(waits.iter().all(|w| *w <= RETRY_MAX), "{waits:?}");
+        assert!(waits[9] >= RETRY_MAX / 2, "it reaches the cap: {waits:?}");
+        let later = ApiError::Later { status: 503, retry_after: Some(Duration::from_secs(4)), message: String::new() };
+        assert!(Backoff::default().next(&later) >= Duration::from_secs(4));
+        assert!(later.is_transient() && !later.is_fatal() && !later.key_refused());
+        assert!(ApiError::Unauthenticated("no".into()).is_fatal());
+    }
 
     #[test]
     fn a_tail_keeps_the_last_bytes_and_knows_it_dropped_some() {

@@ -475,10 +475,10 @@ impl Drop for Lab {
 }
 
 /// A directory for the cluster, NATS's storage and every log; removed on drop.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    fn create() -> Scratch {
+    pub(crate) fn create() -> Scratch {
         let scratch = Scratch(std::env::temp_dir().join(format!("devart-chaos-{}", Uuid::new_v4().simple())));
         std::fs::create_dir(&scratch.0).unwrap();
         if running_as_root() {
@@ -508,14 +508,14 @@ impl Drop for Scratch {
 
 /// A Postgres cluster of its own, run by the `postgres` user when the test runs as root; stopped
 /// on drop.
-struct Postgres {
+pub(crate) struct Postgres {
     data: PathBuf,
-    log: PathBuf,
-    port: u16,
+    pub(crate) log: PathBuf,
+    pub(crate) port: u16,
 }
 
 impl Postgres {
-    fn create(scratch: &Path) -> Postgres {
+    pub(crate) fn create(scratch: &Path) -> Postgres {
         let postgres = Postgres { data: scratch.join("pg"), log: scratch.join("postgres.log"), port: free_port() };
         run(as_postgres("initdb").arg("-D").arg(&postgres.data).args([
             "--username=postgres",
@@ -539,7 +539,7 @@ impl Postgres {
         postgres
     }
 
-    fn ctl(&self) -> Command {
+    pub(crate) fn ctl(&self) -> Command {
         let mut command = as_postgres("pg_ctl");
         command.arg("--pgdata").arg(&self.data);
         command
@@ -558,15 +558,15 @@ impl Drop for Postgres {
 
 /// A NATS server with JetStream of its own, restartable on the same port and storage; killed on
 /// drop.
-struct Nats {
-    port: u16,
-    store: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
+pub(crate) struct Nats {
+    pub(crate) port: u16,
+    pub(crate) store: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) child: Option<Child>,
 }
 
 impl Nats {
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         let child = Command::new(NATS_SERVER)
             .args(["--jetstream", "--addr", "127.0.0.1", "--port", &self.port.to_string(), "--store_dir"])
             .arg(&self.store)
@@ -666,7 +666,7 @@ fn task_id(task: &Value) -> Result<Uuid, String> {
 
 /// Runs a command to its end, letting the clients go on meanwhile (it blocks this worker thread
 /// only, so it needs the multi-threaded runtime); panics with its output if it fails.
-fn run(command: &mut Command) {
+pub(crate) fn run(command: &mut Command) {
     let output =
         tokio::task::block_in_place(|| command.output()).unwrap_or_else(|e| panic!("{command:?} does not start: {e}"));
     assert!(
@@ -694,15 +694,15 @@ fn running_as_root() -> bool {
 }
 
 /// `kill -9`, and the exit collected.
-fn kill_9(mut child: Child) {
+pub(crate) fn kill_9(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
 
-fn append(path: &Path) -> File {
+pub(crate) fn append(path: &Path) -> File {
     OpenOptions::new().create(true).append(true).open(path).unwrap()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

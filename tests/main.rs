@@ -16,6 +16,7 @@ mod crash;
 mod event_store;
 mod gateway;
 mod hardening;
+mod honest_failures;
 mod integrity;
 mod people;
 mod portable;

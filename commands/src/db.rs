@@ -14,7 +14,7 @@ pub async fn connect(url: &str, connections_max: u32) -> Result<PgPool, sqlx::Er
     let options = PgConnectOptions::from_str(url)?.application_name("devart").disable_statement_logging();
     PgPoolOptions::new()
         .max_connections(connections_max)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
 }
