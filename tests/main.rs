@@ -25,5 +25,6 @@ mod reference_agent;
 mod relay;
 mod schema;
 mod settings;
+mod stored_data;
 mod time_travel;
 mod workflows;

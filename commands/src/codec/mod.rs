@@ -34,6 +34,9 @@ pub enum CodecError {
     /// The payload does not parse as its layout, or holds a value its domain type refuses.
     #[error("malformed {event_type} v{schema_version} payload: {message}")]
     Malformed { event_type: String, schema_version: u16, message: String },
+    /// A value stored beside the payload (the stream id, the actor's kind) is none devart writes.
+    #[error("{column} `{value}`: {message}")]
+    Column { column: &'static str, value: String, message: String },
 }
 
 /// Declares every event type: its newest schema version and layout, the older layouts still read
