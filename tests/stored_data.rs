@@ -206,3 +206,65 @@ async fn a_stored_role_that_is_none_of_the_roles_is_an_error_in_events_and_accou
     assert!(commands.login("vera@example.org", "a long enough password").await.is_err());
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn budget_snapshots_of_before_their_layout_read_once_migrated_and_an_unreadable_one_names_its_service() {
+    use devart_domain::money::Money;
+    use devart_domain::service::{Currency, RegisterService, ServiceName};
+
+    let env = TestEnv::new().await;
+    let commands = env.commands();
+    let id = Uuid::now_v7();
+    let register = RegisterService {
+        id,
+        name: ServiceName::parse("llm").unwrap(),
+        currency: Currency::usd(),
+        monthly_budget: Money::parse("budget", "100").unwrap(),
+        fallback_service_id: None,
+        unit_prices: Default::default(),
+    };
+    commands.register_service(register, &env.context()).await.unwrap();
+    let written = commands.service(id).await.unwrap().unwrap();
+    let layout: i64 =
+        sqlx::query_scalar("select (state->>'version')::bigint from service_budgets where service_id = $1")
+            .bind(id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(layout, 1);
+
+    // A row as written before snapshots had a layout of their own: the state's serde form.
+    sqlx::query("update service_budgets set state = state - 'version' where service_id = $1")
+        .bind(id)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let error = commands.service(id).await.unwrap_err();
+    assert!(error.to_string().contains(&format!("undecodable service_budgets row {id}")), "{error}");
+    assert!(commands.services().await.is_err(), "the listing does not leave it out");
+    sqlx::raw_sql(include_str!("../migrations/0013_budget_snapshot_layout.sql")).execute(&env.pool).await.unwrap();
+    assert_eq!(commands.service(id).await.unwrap().unwrap().state, written.state, "read again once migrated");
+
+    // A damaged one stops the commands that would decide on it, naming the service.
+    sqlx::query("update service_budgets set state = jsonb_set(state, '{spent}', '-1') where service_id = $1")
+        .bind(id)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let request = devart_commands::budgets::UsageRequest {
+        service_id: id,
+        amount: Money::parse("amount", "1").unwrap(),
+        task_id: None,
+        agent_id: None,
+        idempotency_key: "k".into(),
+    };
+    let error = commands.authorize_usage(&request, &env.context()).await.unwrap_err();
+    assert!(error.to_string().contains(&id.to_string()), "{error}");
+    let appended: i64 = sqlx::query_scalar("select count(*) from events where stream_id = $1")
+        .bind(StreamId::new("service", id).as_str())
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(appended, 1, "nothing decided on a state that did not read");
+    env.cleanup().await;
+}
