@@ -56,7 +56,7 @@ pub fn follow(store: EventStore, bus: Bus, after: Position) -> impl Stream<Item 
             };
             let (position, recorded) = match message? {
                 Live::Event(recorded) => match recorded.meta.position {
-                    Some(position) => (position, Some(recorded)),
+                    Some(position) => (position, Some(*recorded)),
                     None => continue,
                 },
                 Live::Undecodable(position) => (position, None),
@@ -77,7 +77,7 @@ pub fn follow(store: EventStore, bus: Bus, after: Position) -> impl Stream<Item 
 
 /// What the live part delivers.
 enum Live {
-    Event(Recorded),
+    Event(Box<Recorded>),
     /// A message carrying this position whose event did not decode.
     Undecodable(Position),
 }
@@ -102,7 +102,7 @@ async fn live_from(
             match m {
                 Err(e) => Some(Err(FeedError::Nats(e.to_string()))),
                 Ok(m) => match bus::decode_message(m.headers.as_ref(), &m.payload) {
-                    Ok(recorded) => Some(Ok(Live::Event(recorded))),
+                    Ok(recorded) => Some(Ok(Live::Event(Box::new(recorded)))),
                     Err(error) => {
                         let position = m.headers.as_ref().and_then(|h| h.get("ce-position")?.as_str().parse().ok());
                         match position {
