@@ -48,7 +48,13 @@ pub async fn import(config: &Config, input: impl BufRead) -> anyhow::Result<u64>
         }
         let value: serde_json::Value =
             serde_json::from_str(&line).with_context(|| format!("line {}: not JSON", n + 1))?;
-        let recorded = devart_commands::bus::from_cloudevent_json(&value).with_context(|| format!("line {}", n + 1))?;
+        let recorded = devart_commands::bus::from_cloudevent_json(&value).with_context(|| {
+            let position = value.get("position").and_then(|p| p.as_str()).and_then(|p| p.parse::<u64>().ok());
+            match position {
+                Some(position) => format!("line {} (position {position})", n + 1),
+                None => format!("line {}", n + 1),
+            }
+        })?;
         batch.push(recorded);
         if batch.len() == BATCH {
             next = devart_commands::portable::import_batch(&store, &batch, next).await?;

@@ -24,6 +24,8 @@ use sqlx::{Arguments, Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod snapshot;
+
 use crate::handler::{CommandError, Commands};
 use crate::store::{self, Beside, CommandContext, StoreError};
 
@@ -108,23 +110,31 @@ fn keyed(context: &CommandContext, what: &str, key: &str) -> CommandContext {
     keyed
 }
 
-/// Snapshot rows (`service_id, version, state`) by service.
-fn by_id(rows: Vec<(Uuid, i64, sqlx::types::Json<ServiceState>)>) -> BTreeMap<Uuid, Snapshot> {
-    rows.into_iter().map(|(id, v, s)| (id, Snapshot { state: s.0, version: v as u64 })).collect()
+/// A snapshot row: `service_id, version, state`.
+type Row = (Uuid, i64, sqlx::types::Json<serde_json::Value>);
+
+/// A snapshot row as its service's state; an error naming the service if it does not read.
+fn decoded((id, version, state): Row) -> Result<Snapshot, StoreError> {
+    Ok(Snapshot { state: snapshot::decode(id, state.0)?, version: version as u64 })
+}
+
+/// Snapshot rows by service.
+fn by_id(rows: Vec<Row>) -> Result<BTreeMap<Uuid, Snapshot>, CommandError> {
+    Ok(rows.into_iter().map(|row| Ok((row.0, decoded(row)?))).collect::<Result<_, StoreError>>()?)
 }
 
 async fn lock(conn: &mut PgConnection, ids: &[Uuid]) -> Result<BTreeMap<Uuid, Snapshot>, CommandError> {
     let mut sorted: Vec<Uuid> = ids.to_vec();
     sorted.sort();
     sorted.dedup();
-    let rows: Vec<(Uuid, i64, sqlx::types::Json<ServiceState>)> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(
         "select service_id, version, state from service_budgets where service_id = any($1) order by service_id \
          for update",
     )
     .bind(&sorted)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(by_id(rows))
+    by_id(rows)
 }
 
 /// The change that writes service `id`'s snapshot at stream version `version`.
@@ -138,7 +148,7 @@ fn snapshot_change(id: Uuid, version: u64, state: &ServiceState) -> Beside {
         |a| {
             a.add(id)?;
             a.add(version as i64)?;
-            a.add(sqlx::types::Json(state))?;
+            a.add(snapshot::encode(state))?;
             a.add(state.period.to_string())?;
             a.add(next_expiry)
         },
@@ -149,7 +159,7 @@ fn snapshot_change(id: Uuid, version: u64, state: &ServiceState) -> Beside {
 /// once, at most [`CHAIN_MAX`]), in one statement, in id order (so two authorizations never wait
 /// on each other in a cycle). A chain that changed meanwhile shows in the locked rows.
 async fn lock_chain(conn: &mut PgConnection, first: Uuid) -> Result<BTreeMap<Uuid, Snapshot>, CommandError> {
-    let rows: Vec<(Uuid, i64, sqlx::types::Json<ServiceState>)> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(
         "with recursive chain (service_id, depth) as ( \
              select $1::uuid, 1 \
              union \
@@ -163,7 +173,7 @@ async fn lock_chain(conn: &mut PgConnection, first: Uuid) -> Result<BTreeMap<Uui
     .bind(CHAIN_MAX as i32)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(by_id(rows))
+    by_id(rows)
 }
 
 /// Writes service `id`'s snapshot at stream version `version`.
@@ -197,12 +207,12 @@ async fn answer<'c, T: for<'de> Deserialize<'de>>(
 
 /// A service's current state, from its snapshot; `None` if it does not exist.
 async fn service_with<'c>(executor: impl sqlx::PgExecutor<'c>, id: Uuid) -> Result<Option<Snapshot>, CommandError> {
-    let row: Option<(i64, sqlx::types::Json<ServiceState>)> =
-        sqlx::query_as("select version, state from service_budgets where service_id = $1")
+    let row: Option<Row> =
+        sqlx::query_as("select service_id, version, state from service_budgets where service_id = $1")
             .bind(id)
             .fetch_optional(executor)
             .await?;
-    Ok(row.map(|(v, s)| Snapshot { state: s.0, version: v as u64 }))
+    Ok(row.map(decoded).transpose()?)
 }
 
 impl Commands {
@@ -563,10 +573,11 @@ pub async fn run_budget_clock(commands: Commands, shutdown: CancellationToken) {
 impl Commands {
     /// Every service's current state, from the snapshots, by name.
     pub async fn services(&self) -> Result<Vec<Snapshot>, CommandError> {
-        let rows: Vec<(i64, sqlx::types::Json<ServiceState>)> =
-            sqlx::query_as("select version, state from service_budgets order by state->>'name', service_id")
-                .fetch_all(self.store().pool())
-                .await?;
-        Ok(rows.into_iter().map(|(v, s)| Snapshot { state: s.0, version: v as u64 }).collect())
+        let rows: Vec<Row> = sqlx::query_as(
+            "select service_id, version, state from service_budgets order by state->>'name', service_id",
+        )
+        .fetch_all(self.store().pool())
+        .await?;
+        Ok(rows.into_iter().map(decoded).collect::<Result<_, _>>()?)
     }
 }

@@ -242,7 +242,10 @@ pub fn decode_message(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<Rec
             id: get("ce-actorid")?,
         },
         correlation_id: uuid("ce-correlationid")?,
-        causation_id: headers.get("ce-causationid").and_then(|v| Uuid::parse_str(v.as_str()).ok()),
+        causation_id: headers
+            .get("ce-causationid")
+            .map(|v| Uuid::parse_str(v.as_str()).map_err(|_| MessageError("ce-causationid is not a uuid".into())))
+            .transpose()?,
     };
     Ok(Recorded { meta, event })
 }
@@ -300,7 +303,10 @@ pub fn from_cloudevent_json(value: &serde_json::Value) -> Result<Recorded, Messa
             id: text("actorid")?,
         },
         correlation_id: uuid("correlationid")?,
-        causation_id: value.get("causationid").and_then(|v| v.as_str()).and_then(|v| Uuid::parse_str(v).ok()),
+        causation_id: match value.get("causationid") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(_) => Some(uuid("causationid")?),
+        },
     };
     Ok(Recorded { meta, event })
 }

@@ -43,23 +43,25 @@ struct Link {
 }
 
 impl Link {
-    fn read(row: &PgRow) -> Link {
-        Link {
-            position: row.get::<i64, _>("position") as u64,
-            event_id: row.get("event_id"),
-            stream_id: row.get("stream_id"),
-            stream_version: row.get("stream_version"),
-            event_type: row.get("event_type"),
-            schema_version: row.get("schema_version"),
-            payload: row.get("payload"),
-            occurred_at: row.get("occurred_at"),
-            actor_kind: row.get("actor_kind"),
-            actor_id: row.get("actor_id"),
-            correlation_id: row.get("correlation_id"),
-            causation_id: row.get("causation_id"),
-            command_id: row.get("command_id"),
-            hash: row.get("hash"),
-        }
+    /// Only the columns' bytes: the chain covers what is stored, whether or not it decodes, so a
+    /// damaged payload is reported at its position like any other change.
+    fn read(row: &PgRow) -> Result<Link, sqlx::Error> {
+        Ok(Link {
+            position: row.try_get::<i64, _>("position")? as u64,
+            event_id: row.try_get("event_id")?,
+            stream_id: row.try_get("stream_id")?,
+            stream_version: row.try_get("stream_version")?,
+            event_type: row.try_get("event_type")?,
+            schema_version: row.try_get("schema_version")?,
+            payload: row.try_get("payload")?,
+            occurred_at: row.try_get("occurred_at")?,
+            actor_kind: row.try_get("actor_kind")?,
+            actor_id: row.try_get("actor_id")?,
+            correlation_id: row.try_get("correlation_id")?,
+            causation_id: row.try_get("causation_id")?,
+            command_id: row.try_get("command_id")?,
+            hash: row.try_get("hash")?,
+        })
     }
 
     /// This event's hash at `position` after `previous`. Variable-length fields are
@@ -117,7 +119,7 @@ impl EventStore {
         let mut positions = Vec::with_capacity(rows.len());
         let mut hashes = Vec::with_capacity(rows.len());
         for (expected, row) in (head as u64 + 1..).zip(&rows) {
-            let link = Link::read(row);
+            let link = Link::read(row)?;
             // Positions are dense; a hole means the sequencer has not finished (or someone removed
             // a row, which verification reports): stop before it.
             if link.position != expected {
@@ -218,7 +220,7 @@ pub async fn verify(pool: &PgPool, from: Position, to: Option<Position>) -> Resu
         .bind(BATCH + 1)
         .fetch_all(pool)
         .await?;
-        let links: Vec<Link> = rows.iter().map(Link::read).collect();
+        let links = rows.iter().map(Link::read).collect::<Result<Vec<Link>, _>>()?;
         if links.is_empty() {
             return Ok(broken(expected, Tampering::Removed, "no event at this position"));
         }

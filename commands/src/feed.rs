@@ -3,7 +3,9 @@
 //!
 //! Catch-up reads the store to its head H; the live part starts an ordered consumer at stream
 //! sequence H+1 (sequence N carries position N). Whatever arrives is checked against the last
-//! position handed out: a repeat is dropped, a hole is filled from the store.
+//! position handed out: a repeat is dropped, a hole is filled from the store. A message of ours
+//! that does not decode is read from the store instead, so the feed either hands out the stored
+//! event or fails naming its position; it never passes over one.
 
 use std::collections::VecDeque;
 
@@ -31,7 +33,7 @@ pub fn follow(store: EventStore, bus: Bus, after: Position) -> impl Stream<Item 
         bus: Bus,
         last: Position,
         buffer: VecDeque<Recorded>,
-        live: Option<futures::stream::BoxStream<'static, Result<Recorded, FeedError>>>,
+        live: Option<futures::stream::BoxStream<'static, Result<Live, FeedError>>>,
     }
     let state = State { store, bus, last: after, buffer: VecDeque::new(), live: None };
     futures::stream::try_unfold(state, |mut s| async move {
@@ -52,26 +54,38 @@ pub fn follow(store: EventStore, bus: Bus, after: Position) -> impl Stream<Item 
             let Some(message) = live.next().await else {
                 return Err(FeedError::Nats("the live feed ended".into()));
             };
-            let recorded = message?;
-            let Some(position) = recorded.meta.position else {
-                continue;
+            let (position, recorded) = match message? {
+                Live::Event(recorded) => match recorded.meta.position {
+                    Some(position) => (position, Some(*recorded)),
+                    None => continue,
+                },
+                Live::Undecodable(position) => (position, None),
             };
             if position <= s.last {
                 continue;
             }
-            if position > s.last.next() {
-                let missing = s.store.read_all(s.last, Some(Position(position.0 - 1)), usize::MAX).await?;
+            // The store up to the hole's end, or up to and including what did not decode here.
+            let through = if recorded.is_some() { Position(position.0 - 1) } else { position };
+            if through > s.last {
+                let missing = s.store.read_all(s.last, Some(through), usize::MAX).await?;
                 s.buffer.extend(missing);
             }
-            s.buffer.push_back(recorded);
+            s.buffer.extend(recorded);
         }
     })
+}
+
+/// What the live part delivers.
+enum Live {
+    Event(Box<Recorded>),
+    /// A message carrying this position whose event did not decode.
+    Undecodable(Position),
 }
 
 async fn live_from(
     bus: &Bus,
     last: Position,
-) -> Result<futures::stream::BoxStream<'static, Result<Recorded, FeedError>>, FeedError> {
+) -> Result<futures::stream::BoxStream<'static, Result<Live, FeedError>>, FeedError> {
     let nats = |e: &dyn std::fmt::Display| FeedError::Nats(e.to_string());
     let stream = bus.ensure_stream().await.map_err(|e| nats(&*e))?;
     let consumer = stream
@@ -88,10 +102,19 @@ async fn live_from(
             match m {
                 Err(e) => Some(Err(FeedError::Nats(e.to_string()))),
                 Ok(m) => match bus::decode_message(m.headers.as_ref(), &m.payload) {
-                    Ok(recorded) => Some(Ok(recorded)),
+                    Ok(recorded) => Some(Ok(Live::Event(Box::new(recorded)))),
                     Err(error) => {
-                        tracing::warn!(%error, "feed: skipping a foreign message");
-                        None
+                        let position = m.headers.as_ref().and_then(|h| h.get("ce-position")?.as_str().parse().ok());
+                        match position {
+                            Some(position) => {
+                                tracing::warn!(%error, %position, "feed: reading an undecodable message from the store");
+                                Some(Ok(Live::Undecodable(position)))
+                            }
+                            None => {
+                                tracing::warn!(%error, "feed: skipping a foreign message");
+                                None
+                            }
+                        }
                     }
                 },
             }

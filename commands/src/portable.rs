@@ -114,30 +114,30 @@ impl Commands {
                 .bind(kind)
                 .fetch_all(pool)
         };
+        // A stream id that is not one is damage to report, not a stream to leave out.
         let folded = |stream: &String| {
-            let stream = StreamId::parse(stream).ok();
-            async move {
-                match stream {
-                    Some(stream) => Ok::<_, CommandError>(Some(self.store().read_stream(&stream, None).await?)),
-                    None => Ok(None),
-                }
-            }
+            let stream = StreamId::parse(stream).map_err(|message| StoreError::Undecodable {
+                table: "events",
+                key: format!("of stream `{stream}`"),
+                message,
+            });
+            async move { Ok::<_, CommandError>(self.store().read_stream(&stream?, None).await?) }
         };
         let tasks = streams(Task::KIND).await?;
         for stream in &tasks {
-            let Some(recorded) = folded(stream).await? else { continue };
+            let recorded = folded(stream).await?;
             let task = fold::<Task>(&recorded);
             crate::queue::sync(&task.state, task.created_at.unwrap_or_default()).execute(pool).await?;
         }
         let services = streams(Service::KIND).await?;
         for stream in &services {
-            let Some(recorded) = folded(stream).await? else { continue };
+            let recorded = folded(stream).await?;
             let service = fold::<Service>(&recorded);
             crate::budgets::write_snapshot(pool, service.state.id, service.version, &service.state).await?;
         }
         let agents = streams(Agent::KIND).await?;
         for stream in &agents {
-            let Some(recorded) = folded(stream).await? else { continue };
+            let recorded = folded(stream).await?;
             let agent = fold::<Agent>(&recorded).state;
             sqlx::query(
                 "insert into agent_keys (key_id, agent_id, secret_hash, active, capabilities) \
@@ -153,7 +153,7 @@ impl Commands {
         }
         let users = streams(User::KIND).await?;
         for stream in &users {
-            let Some(recorded) = folded(stream).await? else { continue };
+            let recorded = folded(stream).await?;
             let user = fold::<User>(&recorded).state;
             sqlx::query(
                 "insert into user_credentials (user_id, email, password_hash, role, active) \

@@ -24,8 +24,13 @@ pub enum StoreError {
     /// The command id was recorded already: the command ran before.
     #[error("command {0} was already executed")]
     DuplicateCommand(Uuid),
-    #[error("undecodable event: {0}")]
-    Codec(#[from] CodecError),
+    /// A stored event that does not decode: its payload, or a column beside it, holds what devart
+    /// never writes. Reads of it fail rather than guess.
+    #[error("undecodable event at {at}: {error}")]
+    Codec { at: EventAt, error: CodecError },
+    /// A row of a write-side table (a budget snapshot, an account) that does not decode.
+    #[error("undecodable {table} row {key}: {message}")]
+    Undecodable { table: &'static str, key: String, message: String },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     /// Hashing a secret failed (not: the secret was wrong).
@@ -56,6 +61,26 @@ pub fn unavailable(error: &sqlx::Error) -> bool {
             c.starts_with("08") || c.starts_with("53") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
         }),
         _ => false,
+    }
+}
+
+/// Where a stored event is: its stream and version, and its global position once sequenced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventAt {
+    /// As stored, which may be what does not decode.
+    pub stream_id: String,
+    pub stream_version: u64,
+    pub position: Option<Position>,
+}
+
+impl std::fmt::Display for EventAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.position {
+            Some(position) => {
+                write!(f, "position {position} (stream {} version {})", self.stream_id, self.stream_version)
+            }
+            None => write!(f, "stream {} version {} (not sequenced yet)", self.stream_id, self.stream_version),
+        }
     }
 }
 
@@ -375,29 +400,40 @@ fn renumbered(sql: &str, before: usize) -> String {
 /// The advisory-lock key sequencers take turns on ("devart:s" in ASCII).
 const SEQUENCER_LOCK: i64 = 0x6465_7661_7274_3a73;
 
+/// A row of `events` as a [`Recorded`]; anything in it that does not decode is an error that
+/// names the event's place, never a default.
 pub(crate) fn decode_row(row: &PgRow) -> Result<Recorded, StoreError> {
-    let event_type: String = row.get("event_type");
-    let schema_version = row.get::<i16, _>("schema_version") as u16;
-    let payload: &[u8] = row.get("payload");
-    let event = codec::decode(&event_type, schema_version, payload)?;
-    let stream_id: String = row.get("stream_id");
-    let actor_kind: String = row.get("actor_kind");
+    let stream_id: String = row.try_get("stream_id")?;
+    let at = EventAt {
+        stream_version: row.try_get::<i64, _>("stream_version")? as u64,
+        position: row.try_get::<Option<i64>, _>("position")?.map(|p| Position(p as u64)),
+        stream_id,
+    };
+    let event_type: String = row.try_get("event_type")?;
+    let schema_version = row.try_get::<i16, _>("schema_version")? as u16;
+    let payload: &[u8] = row.try_get("payload")?;
+    let actor_kind: String = row.try_get("actor_kind")?;
+    let column = |column: &'static str, value: &str, message: String| StoreError::Codec {
+        at: at.clone(),
+        error: CodecError::Column { column, value: value.to_owned(), message },
+    };
+    let event = codec::decode(&event_type, schema_version, payload)
+        .map_err(|error| StoreError::Codec { at: at.clone(), error })?;
+    let stream_id = StreamId::parse(&at.stream_id).map_err(|message| column("stream_id", &at.stream_id, message))?;
+    let kind = ActorKind::parse(&actor_kind)
+        .ok_or_else(|| column("actor_kind", &actor_kind, "not user, agent or system".into()))?;
     Ok(Recorded {
         meta: EventMeta {
-            event_id: row.get("event_id"),
-            stream_id: StreamId::parse(&stream_id).map_err(|message| CodecError::Malformed {
-                event_type: event_type.clone(),
-                schema_version,
-                message,
-            })?,
-            stream_version: row.get::<i64, _>("stream_version") as u64,
-            position: row.get::<Option<i64>, _>("position").map(|p| Position(p as u64)),
+            event_id: row.try_get("event_id")?,
+            stream_id,
+            stream_version: at.stream_version,
+            position: at.position,
             event_type,
             schema_version,
-            occurred_at: row.get("occurred_at"),
-            actor: Actor { kind: ActorKind::parse(&actor_kind).unwrap_or(ActorKind::System), id: row.get("actor_id") },
-            correlation_id: row.get("correlation_id"),
-            causation_id: row.get("causation_id"),
+            occurred_at: row.try_get("occurred_at")?,
+            actor: Actor { kind, id: row.try_get("actor_id")? },
+            correlation_id: row.try_get("correlation_id")?,
+            causation_id: row.try_get("causation_id")?,
         },
         event,
     })

@@ -243,10 +243,18 @@ impl Commands {
                     tracing::error!(%error, "login: cannot read credentials");
                     LoginError::Unavailable
                 })?;
+        let mut unreadable = false;
         let (phc, found) = match row {
-            Some((id, email, phc, role, active)) => {
-                (Some(phc), Some(Account { id, email, role: role_of(&role), active }))
-            }
+            Some((id, email, phc, role, active)) => match role_of(id, &role) {
+                Ok(role) => (Some(phc), Some(Account { id, email, role, active })),
+                // An account whose role cannot be read signs in as nobody: no role is granted
+                // that nobody gave. A decoy is still checked, so the time taken tells nothing.
+                Err(error) => {
+                    tracing::error!(%error, "login: refused");
+                    unreadable = true;
+                    (None, None)
+                }
+            },
             None => (None, None),
         };
         let verified = verify(password, phc).await.map_err(|error| {
@@ -254,6 +262,7 @@ impl Commands {
             LoginError::Unavailable
         })?;
         let refusal = match &found {
+            None if unreadable => Some(("unreadable account", LoginError::Invalid)),
             None => Some(("unknown email", LoginError::Invalid)),
             Some(_) if !verified => Some(("wrong password", LoginError::Invalid)),
             Some(account) if !account.active => Some(("user deactivated", LoginError::Deactivated)),
@@ -276,7 +285,7 @@ impl Commands {
                 .bind(id)
                 .fetch_optional(self.store().pool())
                 .await?;
-        Ok(row.map(|(id, email, role, active)| Account { id, email, role: role_of(&role), active }))
+        row.map(|(id, email, role, active)| Ok(Account { id, email, role: role_of(id, &role)?, active })).transpose()
     }
 
     async fn account_by_email(&self, email: &str) -> Result<Option<Uuid>, StoreError> {
@@ -287,14 +296,30 @@ impl Commands {
     }
 }
 
-/// Roles in `user_credentials` are checked by the table; anything else reads as the least one.
-fn role_of(role: &str) -> UserRole {
-    UserRole::parse(role).unwrap_or(UserRole::Viewer)
+/// Roles in `user_credentials` are checked by the table; anything else is an unreadable account,
+/// not the least role: reading it as one would hand out or take away rights nobody changed.
+fn role_of(id: Uuid, role: &str) -> Result<UserRole, StoreError> {
+    UserRole::parse(role).map_err(|_| StoreError::Undecodable {
+        table: "user_credentials",
+        key: id.to_string(),
+        message: format!("role `{role}` is none of viewer, supervisor, admin"),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_role_that_is_none_of_the_roles_is_an_error() {
+        assert_eq!(role_of(Uuid::nil(), "supervisor").unwrap(), UserRole::Supervisor);
+        let error = role_of(Uuid::nil(), "Admin").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "undecodable user_credentials row 00000000-0000-0000-0000-000000000000: role `Admin` is none of viewer, \
+             supervisor, admin"
+        );
+    }
 
     #[tokio::test]
     async fn a_password_verifies_against_its_hash_only() {

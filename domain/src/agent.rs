@@ -6,8 +6,11 @@ use crate::aggregate::{Aggregate, DomainError};
 use crate::task::Capabilities;
 
 /// An agent's display name: trimmed, 1 to 100 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct AgentName(String);
+
+parsed_from!(AgentName, String, DomainError, |v| AgentName::parse(&v));
 
 impl AgentName {
     pub const LEN_MAX: usize = 100;

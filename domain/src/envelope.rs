@@ -36,7 +36,10 @@ impl FromStr for Position {
 
 /// The stream an event belongs to: `<aggregate>-<uuid>`, for example `task-0190…`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct StreamId(String);
+
+parsed_from!(StreamId, String, String, |v| StreamId::parse(&v));
 
 impl StreamId {
     pub fn new(kind: &str, id: Uuid) -> StreamId {

@@ -18,6 +18,20 @@
 //! Nothing here reads a clock, a database or the network: the write side looks up whatever a decision
 //! needs first and puts it in the command.
 
+/// `TryFrom<raw>` through a type's own constructor, for `#[serde(try_from = "raw")]`: no stored or
+/// wire value deserializes into one its constructor would refuse.
+macro_rules! parsed_from {
+    ($ty:ty, $raw:ty, $error:ty, $parse:expr) => {
+        impl TryFrom<$raw> for $ty {
+            type Error = $error;
+            fn try_from(raw: $raw) -> Result<Self, Self::Error> {
+                let parse: fn($raw) -> Result<$ty, $error> = $parse;
+                parse(raw)
+            }
+        }
+    };
+}
+
 pub mod agent;
 pub mod aggregate;
 pub mod envelope;
@@ -111,5 +125,62 @@ impl From<user::UserEvent> for Event {
 impl From<task::TaskEvent> for Event {
     fn from(e: task::TaskEvent) -> Self {
         Event::Task(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{from_value, json, to_value};
+
+    use crate::money::Money;
+    use crate::service::Period;
+    use crate::task::{Capabilities, Priority, Title};
+    use crate::user::UserRole;
+    use crate::StreamId;
+
+    #[test]
+    fn values_with_preconditions_deserialize_only_through_them() {
+        assert_eq!(from_value::<Priority>(json!(5)).unwrap(), Priority::parse(5).unwrap());
+        for bad in [json!(0), json!(6), json!(-1), json!("3")] {
+            assert!(from_value::<Priority>(bad.clone()).is_err(), "{bad}");
+        }
+        assert_eq!(from_value::<Title>(json!("  Ship it ")).unwrap().as_str(), "Ship it");
+        assert!(from_value::<Title>(json!("")).is_err());
+        assert!(from_value::<Title>(json!("a\u{7}b")).is_err());
+        assert!(from_value::<Title>(json!("x".repeat(201))).is_err());
+        let caps = from_value::<Capabilities>(json!(["rust", "docs", "rust"])).unwrap();
+        assert_eq!(caps.to_strings(), ["docs", "rust"]);
+        assert!(from_value::<Capabilities>(json!(["Rust"])).is_err());
+        assert!(from_value::<StreamId>(json!("task-0190c8a4-0000-7000-8000-000000000001")).is_ok());
+        for bad in ["task", "task-", "Task-0190c8a4-0000-7000-8000-000000000001", "task-nope"] {
+            assert!(from_value::<StreamId>(json!(bad)).is_err(), "{bad}");
+        }
+        assert!(from_value::<UserRole>(json!("owner")).is_err());
+        assert_eq!(from_value::<UserRole>(json!("admin")).unwrap(), UserRole::Admin);
+    }
+
+    #[test]
+    fn amounts_and_periods_keep_their_form_and_refuse_what_is_out_of_range() {
+        let money = Money::parse("amount", "12.5").unwrap();
+        assert_eq!(to_value(money).unwrap(), json!(12_500_000));
+        assert_eq!(from_value::<Money>(json!(12_500_000)).unwrap(), money);
+        assert!(from_value::<Money>(json!(-1)).is_err());
+        assert!(from_value::<Money>(json!(Money::MAX.micros() + 1)).is_err());
+        let period = Period { year: 2026, month: 11 };
+        assert_eq!(to_value(period).unwrap(), json!({ "year": 2026, "month": 11 }));
+        assert_eq!(from_value::<Period>(json!({ "year": 2026, "month": 11 })).unwrap(), period);
+        assert!(from_value::<Period>(json!({ "year": 2026, "month": 13 })).is_err());
+        assert!(from_value::<Period>(json!({ "year": 2026, "month": 0 })).is_err());
+    }
+
+    #[test]
+    fn each_serializes_to_what_it_deserializes_from() {
+        let role = UserRole::Supervisor;
+        assert_eq!(from_value::<UserRole>(to_value(role).unwrap()).unwrap(), role);
+        let title = Title::parse("t").unwrap();
+        assert_eq!(from_value::<Title>(to_value(&title).unwrap()).unwrap(), title);
+        let key = crate::settings::Key::DefaultLeaseSeconds;
+        assert_eq!(to_value(key).unwrap(), json!("queue.defaultLeaseSeconds"));
+        assert_eq!(from_value::<crate::settings::Key>(json!("queue.defaultLeaseSeconds")).unwrap(), key);
     }
 }

@@ -6,8 +6,20 @@ use crate::aggregate::DomainError;
 
 /// A non-negative amount with up to six decimal places (a millionth of the currency unit, enough
 /// for per-token prices), kept as an integer count of millionths so that sums are exact.
+///
+/// Its serde form is the count of millionths (what snapshots and stored answers hold), checked
+/// on the way in like [`Money::parse`] checks text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "i64")]
 pub struct Money(i64);
+
+parsed_from!(Money, i64, DomainError, |micros| {
+    if (0..=Money::MAX.0).contains(&micros) {
+        Ok(Money(micros))
+    } else {
+        Err(DomainError::invalid("amount", format!("{micros} millionths is not an amount from 0 to {}", Money::MAX)))
+    }
+});
 
 impl Money {
     pub const ZERO: Money = Money(0);

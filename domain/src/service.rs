@@ -20,6 +20,7 @@ use crate::money::Money;
 
 /// A calendar month in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "PeriodFields")]
 pub struct Period {
     pub year: i32,
     /// 1 to 12.
@@ -55,6 +56,21 @@ impl Period {
     }
 }
 
+/// A [`Period`]'s serde form, checked before it becomes one.
+#[derive(Deserialize)]
+struct PeriodFields {
+    year: i32,
+    month: u32,
+}
+
+parsed_from!(Period, PeriodFields, String, |p| {
+    if (1..=12).contains(&p.month) {
+        Ok(Period { year: p.year, month: p.month })
+    } else {
+        Err(format!("month {} of {} is not 1 to 12", p.month, p.year))
+    }
+});
+
 impl fmt::Display for Period {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04}-{:02}", self.year, self.month)
@@ -62,8 +78,11 @@ impl fmt::Display for Period {
 }
 
 /// A service's display name: trimmed, 1 to 100 printable characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct ServiceName(String);
+
+parsed_from!(ServiceName, String, DomainError, |v| ServiceName::parse(&v));
 
 impl ServiceName {
     pub fn parse(value: &str) -> Result<ServiceName, DomainError> {
@@ -80,8 +99,11 @@ impl ServiceName {
 }
 
 /// An ISO 4217 currency code: three capital letters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Currency(String);
+
+parsed_from!(Currency, String, DomainError, |v| Currency::parse(&v));
 
 impl Currency {
     pub fn parse(value: &str) -> Result<Currency, DomainError> {
@@ -103,8 +125,13 @@ impl Currency {
 }
 
 /// Alert thresholds in percent of the budget: 1 to 1,000, ascending, no repeats.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Vec<u32>")]
 pub struct Thresholds(Vec<u32>);
+
+parsed_from!(Thresholds, Vec<u32>, DomainError, |v| Thresholds::parse(
+    &v.into_iter().map(i64::from).collect::<Vec<_>>()
+));
 
 impl Thresholds {
     pub fn parse(values: &[i64]) -> Result<Thresholds, DomainError> {

@@ -15,7 +15,9 @@ use crate::aggregate::{Aggregate, DomainError};
 pub const SETTINGS_ID: Uuid = Uuid::from_u128(0x6465_7661_7274_2d73_6574_7469_6e67_7300);
 
 /// Every setting devart knows, with its default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// On the wire, a key is its name (`queue.defaultLeaseSeconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum Key {
     /// Percentages of a service's budget whose crossing raises an alert.
     AlertThresholds,
@@ -29,6 +31,14 @@ pub enum Key {
     DefaultLeaseSeconds,
     /// A task's attempts when its creator does not say.
     DefaultMaxAttempts,
+}
+
+parsed_from!(Key, String, DomainError, |v| Key::parse(&v));
+
+impl From<Key> for &'static str {
+    fn from(key: Key) -> &'static str {
+        key.name()
+    }
 }
 
 impl Key {

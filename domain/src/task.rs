@@ -9,7 +9,10 @@ use crate::outliers::CostOutlier;
 
 /// A task's priority: 1 (lowest) to 5 (highest). Always in range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8")]
 pub struct Priority(u8);
+
+parsed_from!(Priority, u8, DomainError, |v| Priority::parse(i64::from(v)));
 
 impl Priority {
     pub const MIN: u8 = 1;
@@ -31,7 +34,10 @@ impl Priority {
 
 /// A task title: trimmed, 1 to 200 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Title(String);
+
+parsed_from!(Title, String, DomainError, |v| Title::parse(&v));
 
 impl Title {
     pub const LEN_MAX: usize = 200;
@@ -57,7 +63,10 @@ impl Title {
 
 /// A task description: free text up to 20,000 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Description(String);
+
+parsed_from!(Description, String, DomainError, |v| Description::parse(&v));
 
 impl Description {
     pub const LEN_MAX: usize = 20_000;
@@ -79,7 +88,10 @@ impl Description {
 
 /// A capability an agent has and a task requires: 1 to 64 of `a-z 0-9 - _ . : /`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Capability(String);
+
+parsed_from!(Capability, String, DomainError, |v| Capability::parse(&v));
 
 impl Capability {
     pub const LEN_MAX: usize = 64;
@@ -107,7 +119,10 @@ impl Capability {
 
 /// A sorted set of at most 32 capabilities.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "Vec<String>")]
 pub struct Capabilities(Vec<Capability>);
+
+parsed_from!(Capabilities, Vec<String>, DomainError, |v| Capabilities::parse(&v));
 
 impl Capabilities {
     pub const COUNT_MAX: usize = 32;
@@ -181,8 +196,11 @@ impl TaskStatus {
 }
 
 /// How many attempts a task gets: 1 to 100, 3 unless the task says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u32")]
 pub struct MaxAttempts(u32);
+
+parsed_from!(MaxAttempts, u32, DomainError, |v| MaxAttempts::parse(i64::from(v)));
 
 impl MaxAttempts {
     pub const DEFAULT: MaxAttempts = MaxAttempts(3);
@@ -204,8 +222,11 @@ impl MaxAttempts {
 /// A JSON document given with a task or returned by it, kept as its text: at most 256 KiB.
 ///
 /// The write side checks that it parses; the domain only carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Document(String);
+
+parsed_from!(Document, String, DomainError, |v| Document::parse("document", v));
 
 impl Document {
     pub const LEN_MAX: usize = 256 * 1024;
@@ -227,8 +248,11 @@ impl Document {
 }
 
 /// A short text an agent reports: an error or a progress message, 1 to 4,000 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Message(String);
+
+parsed_from!(Message, String, DomainError, |v| Message::parse("message", &v));
 
 impl Message {
     pub const LEN_MAX: usize = 4_000;
@@ -247,8 +271,11 @@ impl Message {
 }
 
 /// How far along a task is: 0 to 100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8")]
 pub struct Percent(u8);
+
+parsed_from!(Percent, u8, DomainError, |v| Percent::parse(i64::from(v)));
 
 impl Percent {
     pub fn parse(value: i64) -> Result<Percent, DomainError> {

@@ -8,8 +8,8 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, DomainError};
 
 /// What a person may do. Ordered: each role may do what the ones before it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum UserRole {
     /// Reads everything a person may read, changes nothing.
     #[default]
@@ -19,6 +19,8 @@ pub enum UserRole {
     /// Everything, including people.
     Admin,
 }
+
+parsed_from!(UserRole, String, DomainError, |v| UserRole::parse(&v));
 
 impl UserRole {
     pub const ALL: [UserRole; 3] = [UserRole::Viewer, UserRole::Supervisor, UserRole::Admin];
@@ -41,8 +43,11 @@ impl UserRole {
 
 /// A sign-in address: trimmed, lower-cased, one `@` with text on both sides, at most 254
 /// characters, no spaces or control characters. Deliverability is not this type's business.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct Email(String);
+
+parsed_from!(Email, String, DomainError, |v| Email::parse(&v));
 
 impl Email {
     pub const LEN_MAX: usize = 254;

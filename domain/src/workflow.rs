@@ -16,8 +16,11 @@ use crate::task::{Capabilities, Description, MaxAttempts, Priority, Title};
 
 /// A workflow's name: trimmed, 1 to 100 printable characters. Names identify workflows, without
 /// regard to case: defining a name again makes a new version of the same workflow.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub struct WorkflowName(String);
+
+parsed_from!(WorkflowName, String, DomainError, |v| WorkflowName::parse(&v));
 
 impl WorkflowName {
     pub const LEN_MAX: usize = 100;
