@@ -43,8 +43,9 @@ pub enum Error {
     NotJson(String),
     #[error("GraphQL errors: {0}")]
     Graphql(serde_json::Value),
+    /// Boxed: the WebSocket's error is many times the size of any other.
     #[error("the WebSocket")]
-    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    WebSocket(#[source] Box<tokio_tungstenite::tungstenite::Error>),
     /// The other side broke the `graphql-transport-ws` protocol, or closed the connection.
     #[error("graphql-transport-ws: {0}")]
     Protocol(String),
@@ -58,6 +59,12 @@ pub enum Error {
     NoSecret,
     #[error("binding a free port")]
     Bind(#[source] std::io::Error),
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for Error {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        Error::WebSocket(Box::new(e))
+    }
 }
 
 impl Error {
