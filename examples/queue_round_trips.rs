@@ -1,5 +1,5 @@
 //! Counts the database round trips and times one claim and one completion through the command
-//! layer, as `devart bench --only queue` drives them, one agent at a time.
+//! layer, as `devart-bench --only queue` drives them, one agent at a time.
 //!
 //! Postgres is reached through a small proxy that counts what sqlx waits on: every `Sync` of the
 //! extended protocol and every simple `Query` is one round trip. That includes the pool's own: it

@@ -10,7 +10,6 @@
 
 pub mod agent;
 pub mod alerts;
-pub mod bench;
 pub mod portable;
 
 use std::fmt;

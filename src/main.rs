@@ -93,8 +93,6 @@ enum Command {
     },
     /// Prints the GraphQL schema (SDL).
     Schema,
-    /// Measures devart against raw baselines on the same database and prints a table.
-    Bench(devart::bench::Args),
     /// Works tasks as an agent: claims them over the GraphQL API and runs a command for each.
     Agent(devart::agent::Args),
 }
@@ -241,7 +239,6 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", devart_gateway::schema::build(None).sdl());
             Ok(())
         }
-        Command::Bench(args) => devart::bench::run(&config, args).await,
         Command::Agent(args) => {
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -1,80 +1,105 @@
-//! `devart bench`: devart's paths measured against raw baselines on the same servers, in the same run.
+//! `devart-bench`: devart's paths measured against raw baselines on the same servers, in the
+//! same run.
 //!
 //! A figure alone says little on a noisy machine, so every devart figure stands beside a baseline
 //! measured minutes apart on the same Postgres and NATS: a plain `INSERT`, a plain JetStream
 //! publish, a plain SQL copy, a trivial HTTP query, a plain SQL queue. Where a baseline exists, the
 //! target is a ratio.
 //!
-//! Each benchmark runs in a scratch database and NATS prefix of its own, removed afterwards (also
-//! after an error or Ctrl-C), so benchmarks cannot disturb each other or a real instance.
+//! Each benchmark runs on a stack of its own (`devart_testkit::Stack`: a database cloned from the
+//! migrated template, a NATS prefix), removed afterwards (also after an error or Ctrl-C), so
+//! benchmarks cannot disturb each other or a real instance. devart's side writes only through its
+//! own APIs (`EventStore`, `Commands`, GraphQL), as devart itself does; the baselines' raw SQL
+//! writes only into tables of their own.
+
+mod table;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use async_nats::HeaderMap;
 use chrono::Utc;
+use clap::Parser;
+use devart::{Config, Role, Secret};
 use devart_commands::queue::{ClaimRequest, LEASE_DEFAULT};
-use devart_commands::{Bus, CommandContext, Commands, EventStore, Nudge};
+use devart_commands::store::Beside;
+use devart_commands::{Bus, CommandContext, Commands, EventStore, Nudge, Stored};
 use devart_domain::agent::AgentName;
 use devart_domain::task::{Capabilities, CreateTask, Task, TaskCommand, TaskEvent, TaskState, Title};
 use devart_domain::{Actor, Aggregate, Event, StreamId};
 use devart_projections::tasks::TasksProjection;
-use futures::{SinkExt, StreamExt, TryStreamExt};
-use serde_json::{json, Value};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgPool};
-use tokio::net::TcpStream;
+use devart_testkit::{Client, Server, Stack, StackOptions, Subscriptions};
+use futures::{StreamExt, TryStreamExt};
+use serde_json::json;
+use sqlx::PgPool;
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{Config, Role, Secret};
+use crate::table::{number, Environment, Row, Table, Target};
+
+/// Measures devart against raw baselines on the same servers and prints a table.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The servers to measure on (`DATABASE_URL`, `NATS_URL`), the pool size, the gateway's limits.
+    #[command(flatten)]
+    config: Config,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DEVART_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn,async_nats=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    run(&cli.config, cli.args).await
+}
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct Args {
+struct Args {
     /// Seconds each throughput measurement runs.
     #[arg(long, default_value_t = 5)]
-    pub duration_secs: u64,
+    duration_secs: u64,
     /// Events the projection rebuild replays.
     #[arg(long, default_value_t = 1_000_000)]
-    pub rebuild_events: u64,
+    rebuild_events: u64,
     /// Events the relay publishes (enough for a few seconds of publishing: shorter runs are noisy).
     #[arg(long, default_value_t = 200_000)]
-    pub relay_events: u64,
+    relay_events: u64,
     /// Events per task in the store the relay and the rebuild replay: a creation, then changes.
     /// 1 (creations only) is the rebuild's worst case: one row written per event.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    pub events_per_task: u64,
+    events_per_task: u64,
     /// Commands per second while measuring command-to-subscription latency.
     #[arg(long, default_value_t = 500)]
-    pub latency_rate: u32,
+    latency_rate: u32,
     /// Seconds the latency measurement (and its baseline) sends for.
     #[arg(long, default_value_t = 10)]
-    pub latency_secs: u64,
+    latency_secs: u64,
     /// Pending tasks in the deep queue of the claim-latency benchmark (the shallow one has 1,000).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..))]
-    pub claim_pending: u64,
+    claim_pending: u64,
     /// Claims timed at each queue depth.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub claim_samples: u64,
+    claim_samples: u64,
     /// Runs only these benchmarks (comma-separated); all by default.
     #[arg(long, value_delimiter = ',')]
-    pub only: Vec<Bench>,
+    only: Vec<Bench>,
 }
 
 /// A benchmark: one scratch environment, one or more rows of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Bench {
+enum Bench {
     /// `EventStore::append` against single-row `INSERT`s.
     Appends,
     /// A `createTask` mutation until its `taskUpdates` notification, at a steady rate.
@@ -114,7 +139,7 @@ impl Bench {
         }
     }
 
-    async fn run(self, scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
+    async fn run(self, scratch: &Stack, args: &Args) -> anyhow::Result<Vec<Row>> {
         match self {
             Bench::Appends => appends(scratch, args).await,
             Bench::Latency => latency(scratch, args).await,
@@ -127,8 +152,8 @@ impl Bench {
     }
 }
 
-/// `devart bench`: runs the chosen benchmarks one after the other and prints the table.
-pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
+/// Runs the chosen benchmarks one after the other and prints the table.
+async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let run_id = format!("{:08x}", rand::random::<u32>());
     let benches = if args.only.is_empty() { Bench::ALL.to_vec() } else { args.only.clone() };
@@ -161,8 +186,8 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Runs `bench` in a scratch environment of its own, removed afterwards whatever happens (short
-/// of a crash), Ctrl-C included. Reads the `environment` the first time.
+/// Runs `bench` on a stack of its own, removed afterwards whatever happens (short of a crash),
+/// Ctrl-C included. Reads the `environment` the first time.
 async fn run_in_scratch(
     config: &Config,
     run_id: &str,
@@ -170,7 +195,7 @@ async fn run_in_scratch(
     args: &Args,
     environment: &mut Option<Environment>,
 ) -> anyhow::Result<Vec<Row>> {
-    let scratch = Scratch::create(config, run_id, bench.label()).await?;
+    let scratch = scratch(config, run_id, bench.label()).await?;
     let outcome = tokio::select! {
         outcome = async {
             if environment.is_none() {
@@ -180,269 +205,49 @@ async fn run_in_scratch(
         } => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
-    scratch.remove().await;
+    remove(scratch).await;
     outcome
 }
 
-// --- The table --------------------------------------------------------------------------------
-
-/// One line of the table: a devart figure beside its same-run baseline.
-struct Row {
-    name: String,
-    figure: f64,
-    unit: &'static str,
-    baseline: Option<f64>,
-    target: Target,
-}
-
-/// What a row must reach to pass.
-#[derive(Debug, Clone, Copy)]
-enum Target {
-    /// Context only.
-    None,
-    /// `figure / baseline` at least this.
-    RatioAtLeast(f64),
-    /// `figure / baseline` at most this.
-    RatioAtMost(f64),
-    AtLeast(f64),
-    AtMost(f64),
-}
-
-impl Row {
-    fn ratio(&self) -> Option<f64> {
-        self.baseline.filter(|b| *b > 0.0).map(|b| self.figure / b)
-    }
-
-    fn passed(&self) -> Option<bool> {
-        match self.target {
-            Target::None => None,
-            Target::RatioAtLeast(min) => Some(self.ratio().is_some_and(|r| r >= min)),
-            Target::RatioAtMost(max) => Some(self.ratio().is_some_and(|r| r <= max)),
-            Target::AtLeast(min) => Some(self.figure >= min),
-            Target::AtMost(max) => Some(self.figure <= max),
-        }
-    }
-
-    fn cells(&self) -> [String; 7] {
-        let optional = |v: Option<String>| v.unwrap_or_else(|| "—".into());
-        [
-            self.name.clone(),
-            number(self.figure),
-            self.unit.to_owned(),
-            optional(self.baseline.map(number)),
-            optional(self.ratio().map(|r| format!("{r:.2}"))),
-            self.target.to_string(),
-            optional(self.passed().map(|p| if p { "pass" } else { "FAIL" }.to_owned())),
-        ]
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::None => f.write_str("—"),
-            Target::RatioAtLeast(min) => write!(f, "ratio ≥ {min:.2}"),
-            Target::RatioAtMost(max) => write!(f, "ratio ≤ {max:.2}"),
-            Target::AtLeast(min) => write!(f, "≥ {}", number(*min)),
-            Target::AtMost(max) => write!(f, "≤ {}", number(*max)),
-        }
-    }
-}
-
-/// Rates with thousands separators; small figures (milliseconds) with two significant digits or so.
-fn number(value: f64) -> String {
-    if value.abs() >= 100.0 {
-        let digits = format!("{:.0}", value.abs());
-        let mut grouped = String::new();
-        for (i, digit) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
-                grouped.push(',');
-            }
-            grouped.push(digit);
-        }
-        if value < 0.0 {
-            grouped.insert(0, '-');
-        }
-        grouped
-    } else if value.abs() >= 10.0 {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.2}")
-    }
-}
-
-/// The rows as a Markdown table, aligned for the terminal too.
-struct Table<'a>(&'a [Row]);
-
-impl fmt::Display for Table<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const HEADER: [&str; 7] = ["benchmark", "figure", "unit", "baseline", "ratio", "target", "result"];
-        let rows: Vec<[String; 7]> = self.0.iter().map(Row::cells).collect();
-        let mut widths = HEADER.map(|h| h.chars().count());
-        for cells in &rows {
-            for (width, cell) in widths.iter_mut().zip(cells) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
-        let line = |f: &mut fmt::Formatter<'_>, cells: &[String]| -> fmt::Result {
-            for (i, cell) in cells.iter().enumerate() {
-                let pad = widths[i] - cell.chars().count();
-                if left_aligned(i) {
-                    write!(f, "| {cell}{} ", " ".repeat(pad))?;
-                } else {
-                    write!(f, "| {}{cell} ", " ".repeat(pad))?;
-                }
-            }
-            writeln!(f, "|")
-        };
-        line(f, &HEADER.map(str::to_owned))?;
-        let rules: Vec<String> = widths
-            .iter()
-            .enumerate()
-            .map(|(i, w)| if left_aligned(i) { "-".repeat(*w) } else { format!("{}:", "-".repeat(w - 1)) })
-            .collect();
-        line(f, &rules)?;
-        for cells in &rows {
-            line(f, cells)?;
-        }
-        Ok(())
-    }
-}
-
-/// Names and words read left-aligned, numbers right-aligned.
-fn left_aligned(column: usize) -> bool {
-    matches!(column, 0 | 2 | 5 | 6)
-}
-
-/// Where the figures were measured, printed above the table.
-struct Environment {
-    cores: usize,
-    memory_gib: Option<f64>,
-    postgres: String,
-    synchronous_commit: String,
-    nats: String,
-}
-
-impl Environment {
-    async fn read(scratch: &Scratch) -> anyhow::Result<Environment> {
-        let postgres: String = sqlx::query_scalar("show server_version").fetch_one(&scratch.pool).await?;
-        let synchronous_commit: String = sqlx::query_scalar("show synchronous_commit").fetch_one(&scratch.pool).await?;
-        let memory_gib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
-            let kib: f64 = info
-                .lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()?;
-            Some(kib / 1024.0 / 1024.0)
-        });
-        Ok(Environment {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            memory_gib,
-            postgres,
-            synchronous_commit,
-            nats: scratch.bus.client.server_info().version,
-        })
-    }
-}
-
-impl fmt::Display for Environment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} cores", self.cores)?;
-        if let Some(memory) = self.memory_gib {
-            write!(f, ", {memory:.1} GiB")?;
-        }
-        write!(f, "; Postgres {} (synchronous_commit = {}); NATS {}", self.postgres, self.synchronous_commit, self.nats)
-    }
-}
-
-// --- Scratch environments -----------------------------------------------------------------------
+// --- Scratch stacks ----------------------------------------------------------------------------
 
 /// Enough connections for 32 writers plus the benchmark's own queries.
 const POOL_CONNECTIONS: u32 = 40;
 
-/// A database and a NATS prefix of a benchmark's own.
-struct Scratch {
-    /// Points at the scratch database and prefix; what an in-process devart runs with.
-    config: Config,
-    pool: PgPool,
-    store: EventStore,
-    bus: Bus,
+/// A stack for `label`: the database `devart_bench_<run>_<label>` on the server of
+/// `base.database_url`, cloned from the migrated template, and the NATS prefix
+/// `bench<run><label>`. What an in-process devart runs with there is `base`'s settings, but for
+/// the gateway's rate limit: throughput is measured here, not the protection against one busy
+/// caller.
+async fn scratch(base: &Config, run_id: &str, label: &str) -> anyhow::Result<Stack> {
+    let options = StackOptions {
+        postgres_url: base.database_url.clone(),
+        nats_url: base.nats_url.clone(),
+        database: format!("devart_bench_{run_id}_{label}"),
+        nats_prefix: format!("bench{run_id}{label}"),
+        jwt_secret: Secret(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())),
+        db_connections: base.db_connections,
+        pool_connections: POOL_CONNECTIONS,
+        // A benchmark is a flood by design: no rate limit may shape what it measures.
+        limits: devart_gateway::Limits {
+            mutations_per_second: 0,
+            requests_per_second: 0,
+            requests_per_address: 0,
+            ..base.limits.clone()
+        },
+    };
+    Stack::create(options).await.context("setting up a scratch database and NATS prefix")
 }
 
-impl Scratch {
-    /// Creates and migrates `devart_bench_<run>_<label>` on the server of `base.database_url`, and
-    /// the event stream under the prefix `bench<run><label>`.
-    async fn create(base: &Config, run_id: &str, label: &str) -> anyhow::Result<Scratch> {
-        let name = format!("devart_bench_{run_id}_{label}");
-        let config = Config {
-            database_url: with_database(&base.database_url, &name)?,
-            nats_url: base.nats_url.clone(),
-            nats_prefix: format!("bench{run_id}{label}"),
-            jwt_secret: Some(Secret(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()))),
-            db_connections: base.db_connections,
-            // Throughput is measured here, not the gateway's protection against one busy caller.
-            limits: devart_gateway::Limits { mutations_per_second: 0, ..base.limits.clone() },
-            alerts: crate::alerts::AlertConfig::default(),
-        };
-        match Scratch::open(config.clone()).await {
-            Ok(scratch) => Ok(scratch),
-            Err(error) => {
-                if let Err(e) = drop_database(&config.database_url).await {
-                    tracing::warn!(error = %e, database = name, "could not drop the scratch database");
-                }
-                Err(error)
-            }
-        }
+/// Deletes the raw stream (there only after the relay benchmark) and removes the stack; best
+/// effort, so it never hides a result.
+async fn remove(scratch: Stack) {
+    let _ = scratch.bus.jetstream.delete_stream(raw_stream(&scratch.bus)).await;
+    let database = scratch.database().to_owned();
+    if let Err(error) = scratch.remove().await {
+        let error = anyhow::Error::from(error);
+        tracing::warn!(error = %format!("{error:#}"), database, "could not remove the scratch stack");
     }
-
-    async fn open(config: Config) -> anyhow::Result<Scratch> {
-        devart_commands::db::create_database_if_missing(&config.database_url)
-            .await
-            .context("creating the scratch database")?;
-        let pool = devart_commands::db::connect(&config.database_url, POOL_CONNECTIONS)
-            .await
-            .context("connecting to the scratch database")?;
-        devart_commands::db::migrate(&pool).await.context("migrating the scratch database")?;
-        let bus = config.bus().await?;
-        tokio::time::timeout(Duration::from_secs(10), bus.ensure_stream())
-            .await
-            .context("NATS did not answer within 10 s")?
-            .map_err(|e| anyhow!("creating the scratch JetStream stream: {e}"))?;
-        Ok(Scratch { store: EventStore::new(pool.clone()), config, pool, bus })
-    }
-
-    /// Drops the database and deletes the streams; best effort, so it never hides a result.
-    async fn remove(self) {
-        self.pool.close().await;
-        for stream in [self.bus.names.stream(), raw_stream(&self.bus)] {
-            // The raw stream exists only after the relay benchmark.
-            let _ = self.bus.jetstream.delete_stream(&stream).await;
-        }
-        if let Err(error) = drop_database(&self.config.database_url).await {
-            tracing::warn!(%error, "could not drop the scratch database");
-        }
-    }
-}
-
-/// `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
-    // Not in the message: the URL may carry a password.
-    let mut url = reqwest::Url::parse(url).context("DATABASE_URL is not a URL")?;
-    url.set_path(&format!("/{name}"));
-    Ok(url.into())
-}
-
-async fn drop_database(url: &str) -> anyhow::Result<()> {
-    let options = PgConnectOptions::from_str(url)?;
-    let name = options.get_database().context("no database named")?.to_owned();
-    let mut admin = options.database("postgres").disable_statement_logging().connect().await?;
-    // `with (force)`: a benchmark stopped half-way may leave connections behind.
-    sqlx::query(&format!("drop database if exists \"{name}\" with (force)")).execute(&mut admin).await?;
-    admin.close().await?;
-    Ok(())
 }
 
 // --- Workloads shared by several benchmarks -----------------------------------------------------
@@ -456,7 +261,7 @@ fn task_history(id: Uuid, events: usize) -> Vec<Event> {
     let created = TaskEvent::Created {
         id,
         title: format!("Benchmark task {id}"),
-        description: "Measured by devart bench.".into(),
+        description: "Measured by devart-bench.".into(),
         priority: 3,
         required_capabilities: vec!["rust".into()],
         parent_task_id: None,
@@ -514,42 +319,63 @@ struct Seeded {
 
 /// Appends about `events` events through the store, as whole tasks of `per_task` events each (one
 /// append per task), sequences them and lets the database settle.
-async fn seed(scratch: &Scratch, events: u64, per_task: u64) -> anyhow::Result<Seeded> {
+async fn seed(scratch: &Stack, events: u64, per_task: u64) -> anyhow::Result<Seeded> {
     let started = Instant::now();
     let tasks = events.div_ceil(per_task);
-    let mut writers = JoinSet::new();
-    for w in 0..SEED_WRITERS {
-        let share = tasks / SEED_WRITERS + u64::from(w < tasks % SEED_WRITERS);
-        writers.spawn(seed_tasks(scratch.store.clone(), share, per_task as usize));
-    }
-    while let Some(done) = writers.join_next().await {
-        done.context("a seeding writer panicked")??;
-    }
+    append_in_batches(&scratch.store, tasks, move |id| Ok((task_history(id, per_task as usize), None))).await?;
     let appended = tasks * per_task;
     tracing::info!(events = appended, elapsed = ?started.elapsed(), "seeded");
     let started = Instant::now();
-    while scratch.store.sequence(SEQUENCE_BATCH).await.context("sequencing the seeded events")?.is_some() {}
+    sequence_all(&scratch.store).await?;
     let sequenced_per_sec = appended as f64 / started.elapsed().as_secs_f64();
     tracing::info!(elapsed = ?started.elapsed(), "sequenced");
     settle(&scratch.pool).await?;
     Ok(Seeded { events: appended, sequenced_per_sec })
 }
 
-async fn seed_tasks(store: EventStore, tasks: u64, per_task: usize) -> anyhow::Result<()> {
-    let mut left = tasks;
-    while left > 0 {
-        let count = left.min(SEED_APPENDS_PER_TRANSACTION);
-        let mut tx = store.pool().begin().await?;
-        for _ in 0..count {
-            let id = Uuid::now_v7();
-            let context = CommandContext::new(bench_actor());
-            let history = task_history(id, per_task);
-            devart_commands::store::append_with(&mut *tx, &StreamId::new(Task::KIND, id), 0, &history, &context)
-                .await?;
-        }
-        tx.commit().await?;
-        left -= count;
+/// What one seeded task is: its events, and the change to the write-side rows its state calls
+/// for (as [`Stored::beside`] gives it), if any.
+type Seed = (Vec<Event>, Option<Beside>);
+
+/// Appends `tasks` new task streams through the store (`store::append_beside_with`, one append
+/// per task, each with a command context of its own), from [`SEED_WRITERS`] writers, each
+/// committing [`SEED_APPENDS_PER_TRANSACTION`] appends at a time: the store's own statement, only
+/// without a commit per task.
+async fn append_in_batches<F>(store: &EventStore, tasks: u64, task: F) -> anyhow::Result<()>
+where
+    F: Fn(Uuid) -> anyhow::Result<Seed> + Clone + Send + 'static,
+{
+    let mut writers = JoinSet::new();
+    for w in 0..SEED_WRITERS {
+        let share = tasks / SEED_WRITERS + u64::from(w < tasks % SEED_WRITERS);
+        let (store, task) = (store.clone(), task.clone());
+        writers.spawn(async move {
+            let mut left = share;
+            while left > 0 {
+                let count = left.min(SEED_APPENDS_PER_TRANSACTION);
+                let mut tx = store.pool().begin().await?;
+                for _ in 0..count {
+                    let id = Uuid::now_v7();
+                    let (events, beside) = task(id)?;
+                    let context = CommandContext::new(bench_actor());
+                    let stream = StreamId::new(Task::KIND, id);
+                    devart_commands::store::append_beside_with(&mut *tx, &stream, 0, &events, &context, beside).await?;
+                }
+                tx.commit().await?;
+                left -= count;
+            }
+            anyhow::Ok(())
+        });
     }
+    while let Some(done) = writers.join_next().await {
+        done.context("a seeding writer panicked")??;
+    }
+    Ok(())
+}
+
+/// Gives every committed event its position, in the relay's batches.
+async fn sequence_all(store: &EventStore) -> anyhow::Result<()> {
+    while store.sequence(SEQUENCE_BATCH).await.context("sequencing the stored events")?.is_some() {}
     Ok(())
 }
 
@@ -572,7 +398,7 @@ const APPEND_CASES: [(usize, usize); 5] = [(1, 1), (1, 8), (1, 32), (100, 1), (1
 /// Appends per second through `EventStore::append` (one `TaskCreated` into a new stream each, as a
 /// `createTask` does), and events per second in batches of 100; each against single-row (or
 /// 100-row) `INSERT`s into a plain table, at the same concurrency and the same durability.
-async fn appends(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
+async fn appends(scratch: &Stack, args: &Args) -> anyhow::Result<Vec<Row>> {
     sqlx::query(
         "create table bench_raw (id bigserial primary key, stream text not null, payload bytea not null, \
                                  at timestamptz not null)",
@@ -651,20 +477,20 @@ const STRAGGLER_GRACE: Duration = Duration::from_secs(5);
 /// Milliseconds from just before a `createTask` is sent to its `taskUpdates` notification, at a
 /// steady rate, with every role of devart in this process; against the HTTP round trip of a
 /// trivial query at the same rate.
-async fn latency(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
-    let devart = Devart::start(&scratch.config, &[Role::Gateway, Role::Relay, Role::Projections]).await?;
-    let mut socket = devart.subscribe_task_updates().await?;
+async fn latency(scratch: &Stack, args: &Args) -> anyhow::Result<Vec<Row>> {
+    let devart = Server::start(&scratch.config, &[Role::Gateway, Role::Relay, Role::Projections]).await?;
+    let api = Api(devart.client().clone());
+    let mut socket = subscribe_task_updates(&devart).await?;
     for i in 0..WARM_UP_COMMANDS {
         let title = format!("warm-up-{i}");
-        devart.api.create_task(&title).await?;
+        api.create_task(&title).await?;
         // The first also proves the subscription is live before anything is measured.
         await_title(&mut socket, &title).await?;
-        devart.api.me().await?;
+        api.me().await?;
     }
     let rate = args.latency_rate.max(1);
     let duration = Duration::from_secs(args.latency_secs.max(1));
 
-    let api = devart.api.clone();
     let queries = paced(rate, duration, |_| {
         let api = api.clone();
         async move {
@@ -773,7 +599,7 @@ where
 /// latency of each, matched by the title its command carried (the notification may come before
 /// the mutation's response, so the task id cannot be the key).
 async fn collect_latencies(
-    mut socket: Socket,
+    mut socket: Subscriptions,
     sent_at: Arc<Mutex<HashMap<u64, Instant>>>,
     expected: usize,
     stop: CancellationToken,
@@ -796,7 +622,7 @@ async fn collect_latencies(
 }
 
 /// Waits (at most 10 s) for the notification about the task titled `title`, skipping others.
-async fn await_title(socket: &mut Socket, title: &str) -> anyhow::Result<()> {
+async fn await_title(socket: &mut Subscriptions, title: &str) -> anyhow::Result<()> {
     let wait = async {
         while next_title(socket).await? != title {}
         anyhow::Ok(())
@@ -834,171 +660,70 @@ fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-/// devart with the given roles, running inside this process on a free port.
-struct Devart {
-    addr: SocketAddr,
-    api: Api,
-    stop: DropGuard,
-    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+/// A `graphql-transport-ws` connection to `devart`'s gateway, as its administrator, subscribed
+/// to `taskUpdates`.
+async fn subscribe_task_updates(devart: &Server) -> anyhow::Result<Subscriptions> {
+    let token = devart.token().context("the scratch stack has a JWT secret")?;
+    let mut socket = devart.subscriptions(token).await?;
+    socket.subscribe("1", "subscription { taskUpdates { id title } }", json!({})).await?;
+    Ok(socket)
 }
 
-impl Devart {
-    async fn start(config: &Config, roles: &[Role]) -> anyhow::Result<Devart> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a free port")?;
-        let addr = listener.local_addr()?;
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn({
-            let (config, roles, shutdown) = (config.clone(), roles.to_vec(), shutdown.clone());
-            async move { crate::run(&config, &roles, Some(listener), shutdown).await }
-        });
-        let secret = config.jwt_secret.clone().context("the scratch config has a JWT secret")?;
-        // An administrator: registering agents needs one.
-        let token = devart_gateway::SigningKey::new(secret.0.into_bytes()).issue(
-            "bench",
-            devart_gateway::Role::Admin,
-            chrono::Duration::hours(1),
-        );
-        let api = Api {
-            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
-            url: format!("http://{addr}/graphql").into(),
-            token: token.into(),
-        };
-        let devart = Devart { addr, api, stop: shutdown.drop_guard(), running };
-        devart.wait_healthy().await?;
-        Ok(devart)
-    }
-
-    async fn wait_healthy(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let url = format!("http://{}/healthz", self.addr);
-        while Instant::now() < deadline {
-            if self.running.is_finished() {
-                bail!("devart stopped while starting");
-            }
-            if self.api.client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        bail!("devart did not become healthy within 10 s")
-    }
-
-    /// A `graphql-transport-ws` connection subscribed to `taskUpdates`.
-    async fn subscribe_task_updates(&self) -> anyhow::Result<Socket> {
-        let mut request = format!("ws://{}/graphql", self.addr).into_client_request()?;
-        request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.context("opening the WebSocket")?;
-        let init =
-            json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", self.api.token) } });
-        socket.send(Message::text(init.to_string())).await?;
-        let ack = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .context("no connection_ack within 10 s")?
-            .context("the WebSocket closed")??;
-        let ack: Value = serde_json::from_str(ack.to_text()?)?;
-        if ack["type"] != "connection_ack" {
-            bail!("the gateway refused the WebSocket: {ack}");
-        }
-        let subscribe = json!({
-            "id": "1",
-            "type": "subscribe",
-            "payload": { "query": "subscription { taskUpdates { id title } }" },
-        });
-        socket.send(Message::text(subscribe.to_string())).await?;
-        Ok(socket)
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        drop(self.stop);
-        self.running.await.context("devart panicked")?
-    }
+/// The title in the next `taskUpdates` notification.
+async fn next_title(socket: &mut Subscriptions) -> anyhow::Result<String> {
+    let data = socket.next_data().await?;
+    data["taskUpdates"]["title"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("a notification without a title: {data}"))
 }
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// The title in the next `taskUpdates` notification, answering keep-alive pings on the way.
-async fn next_title(socket: &mut Socket) -> anyhow::Result<String> {
-    loop {
-        let message = socket.next().await.context("the WebSocket closed")??;
-        let Message::Text(text) = message else { continue };
-        let value: Value = serde_json::from_str(&text)?;
-        match value["type"].as_str() {
-            Some("next") => {
-                return value["payload"]["data"]["taskUpdates"]["title"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .with_context(|| format!("a notification without a title: {value}"))
-            }
-            Some("ping") => socket.send(Message::text(json!({ "type": "pong" }).to_string())).await?,
-            Some("pong") => {}
-            _ => bail!("unexpected subscription message: {value}"),
-        }
-    }
-}
-
-/// GraphQL over HTTP with an administrator's token, or an agent's API key; cheap to clone into
-/// each request's task. Clones share the client and so its keep-alive connections.
+/// The GraphQL calls the benchmark makes, as an administrator or as an agent (its API key as the
+/// token); cheap to clone into each request's task.
 #[derive(Clone)]
-struct Api {
-    client: reqwest::Client,
-    url: Arc<str>,
-    token: Arc<str>,
-}
+struct Api(Client);
 
 impl Api {
     /// The same API, called with another token (an agent's API key).
     fn with_token(&self, token: &str) -> Api {
-        Api { token: token.into(), ..self.clone() }
+        Api(self.0.with_token(token))
     }
 
     async fn create_task(&self, title: &str) -> anyhow::Result<()> {
-        self.post("mutation($title: String!) { createTask(input: {title: $title}) { id } }", json!({ "title": title }))
-            .await
-            .map(drop)
+        self.0
+            .data("mutation($title: String!) { createTask(input: {title: $title}) { id } }", json!({ "title": title }))
+            .await?;
+        Ok(())
     }
 
     async fn me(&self) -> anyhow::Result<()> {
-        self.post("{ me { subject } }", json!({})).await.map(drop)
+        self.0.data("{ me { subject } }", json!({})).await?;
+        Ok(())
     }
 
     /// Registers an agent able to do `capabilities`; returns its API key.
     async fn register_agent(&self, name: &str, capabilities: &[&str]) -> anyhow::Result<String> {
         let data = self
-            .post(
+            .0
+            .data(
                 "mutation($name: String!, $capabilities: [String!]!) { \
                    registerAgent(input: {name: $name, capabilities: $capabilities}) { apiKey } }",
                 json!({ "name": name, "capabilities": capabilities }),
             )
             .await?;
-        data["registerAgent"]["apiKey"].as_str().map(str::to_owned).with_context(|| format!("no API key in {data}"))
+        // Not `data` in the message: it holds the key.
+        data["registerAgent"]["apiKey"].as_str().map(str::to_owned).context("registerAgent answered with no API key")
     }
 
     /// Claims a task as the agent whose key this is; its id, or `None` when nothing is pending.
     async fn claim_task(&self) -> anyhow::Result<Option<String>> {
-        let data = self.post("mutation { claimTask(leaseSeconds: 30) { id } }", json!({})).await?;
+        let data = self.0.data("mutation { claimTask(leaseSeconds: 30) { id } }", json!({})).await?;
         Ok(data["claimTask"]["id"].as_str().map(str::to_owned))
     }
 
     async fn complete_task(&self, id: &str) -> anyhow::Result<()> {
-        self.post("mutation($id: ID!) { completeTask(taskId: $id) { id } }", json!({ "id": id })).await.map(drop)
-    }
-
-    /// The response's `data`.
-    async fn post(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
-        let mut response: Value = self
-            .client
-            .post(&*self.url)
-            .bearer_auth(&self.token)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        match response.get("errors") {
-            Some(errors) => bail!("GraphQL errors: {errors}"),
-            None => Ok(response["data"].take()),
-        }
+        self.0.data("mutation($id: ID!) { completeTask(taskId: $id) { id } }", json!({ "id": id })).await?;
+        Ok(())
     }
 }
 
@@ -1010,7 +735,7 @@ const RAW_PUBLISH_BATCH: usize = 500;
 /// Events per second the relay's publisher sends to an empty stream from a store already holding
 /// `--relay-events` sequenced events; against plain pipelined JetStream publishes of the same
 /// messages (payloads and headers) into a scratch stream.
-async fn relay(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
+async fn relay(scratch: &Stack, args: &Args) -> anyhow::Result<Vec<Row>> {
     let events = seed(scratch, args.relay_events, args.events_per_task).await?.events;
     let baseline = raw_publish_rate(scratch, events).await?;
     let figure = publisher_rate(scratch, events).await?;
@@ -1023,7 +748,7 @@ async fn relay(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
     }])
 }
 
-async fn publisher_rate(scratch: &Scratch, events: u64) -> anyhow::Result<f64> {
+async fn publisher_rate(scratch: &Stack, events: u64) -> anyhow::Result<f64> {
     let bus = &scratch.bus;
     let stream = bus.jetstream.get_stream(bus.names.stream()).await.map_err(|e| anyhow!("{e}"))?;
     let shutdown = CancellationToken::new();
@@ -1056,7 +781,7 @@ fn raw_stream(bus: &Bus) -> String {
     format!("{}_RAW", bus.names.prefix().to_ascii_uppercase())
 }
 
-async fn raw_publish_rate(scratch: &Scratch, events: u64) -> anyhow::Result<f64> {
+async fn raw_publish_rate(scratch: &Stack, events: u64) -> anyhow::Result<f64> {
     let bus = &scratch.bus;
     let mut messages = raw_messages(scratch, events).await?;
     let mut config = bus.names.stream_config();
@@ -1077,7 +802,7 @@ async fn raw_publish_rate(scratch: &Scratch, events: u64) -> anyhow::Result<f64>
 }
 
 /// The messages the publisher sends for the stored events, on subjects of the raw stream.
-async fn raw_messages(scratch: &Scratch, events: u64) -> anyhow::Result<Vec<(String, HeaderMap, Vec<u8>)>> {
+async fn raw_messages(scratch: &Stack, events: u64) -> anyhow::Result<Vec<(String, HeaderMap, Vec<u8>)>> {
     let recorded = scratch.store.read_all(devart_domain::Position::START, None, events as usize).await?;
     let prefix = scratch.bus.names.prefix();
     let mut messages = Vec::with_capacity(recorded.len());
@@ -1094,7 +819,7 @@ async fn raw_messages(scratch: &Scratch, events: u64) -> anyhow::Result<Vec<(Str
 /// Events per second the tasks projection rebuilds from `--rebuild-events` stored events; against
 /// an `insert … select` in SQL of one `tasks`-shaped row per event into a copy of `tasks` (same
 /// columns, same indexes), which is what Postgres alone does with the same input.
-async fn rebuild(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
+async fn rebuild(scratch: &Stack, args: &Args) -> anyhow::Result<Vec<Row>> {
     let Seeded { events, sequenced_per_sec } = seed(scratch, args.rebuild_events, args.events_per_task).await?;
     let baseline = raw_copy_rate(&scratch.pool).await?;
     let report = devart_projections::rebuild::rebuild(&scratch.pool, &scratch.store, &TasksProjection, |_, _| {})
@@ -1106,7 +831,7 @@ async fn rebuild(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
     let figure = report.events as f64 / report.elapsed.as_secs_f64();
     let workload = format!("{} events, {}/task", number(events as f64), args.events_per_task);
     // `devart replay`: every read model, into a schema of its own.
-    let replayed = crate::portable::replay(
+    let replayed = devart::portable::replay(
         &scratch.config,
         devart_commands::history::At::Position(report.position),
         "bench_replay",
@@ -1172,7 +897,7 @@ const RAW_QUEUE_PENDING_MIN: u64 = 100_000;
 const QUEUE_SEEDERS: usize = 8;
 /// What the benchmark's agents can do; the tasks they claim require nothing, or this.
 const AGENT_CAPABILITIES: [&str; 1] = ["rust"];
-const QUEUED_TITLE: &str = "Queued by devart bench";
+const QUEUED_TITLE: &str = "Queued by devart-bench";
 const RAN_DRY: &str = "the queue ran dry during the measurement";
 
 /// Tasks per second claimed and completed by 1, 16 and 64 concurrent agents, through the command
@@ -1181,14 +906,15 @@ const RAN_DRY: &str = "the queue ran dry during the measurement";
 /// against a plain SQL queue (`UPDATE … FOR UPDATE SKIP LOCKED`, then `DELETE`) on a table of its
 /// own, with as many agents. All three share a pool of as many connections as devart's (16 by
 /// default), so 64 agents wait for connections, as they would.
-async fn queue(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
+async fn queue(scratch: &Stack, args: &Args) -> anyhow::Result<Vec<Row>> {
     let duration = Duration::from_secs(args.duration_secs);
     let connections = scratch.config.db_connections;
     let pool = devart_commands::db::connect(&scratch.config.database_url, connections).await?;
     let commands = Commands::new(EventStore::new(pool.clone()), Nudge::default(), Some(scratch.bus.clone()));
     create_raw_queue(&pool).await?;
     let agents = register_agents(&commands, QUEUE_AGENTS[QUEUE_AGENTS.len() - 1]).await?;
-    let devart = Devart::start(&scratch.config, &[Role::Gateway]).await?;
+    let devart = Server::start(&scratch.config, &[Role::Gateway]).await?;
+    let api = Api(devart.client().clone());
 
     // Opens every connection and warms both paths before anything is measured.
     let warm_up = Duration::from_millis(500);
@@ -1213,7 +939,7 @@ async fn queue(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
 
         // Agents of their own: the gateway remembers a verified key for a minute only, and a
         // measurement must not pay for verifying it again (argon2) part of the way through.
-        let callers = register_agents_over_http(&devart.api, count).await?;
+        let callers = register_agents_over_http(&api, count).await?;
         futures::future::try_join_all(callers.iter().map(Api::me)).await?;
         throughput(count, warm_up, |i, deadline| graphql_claims(callers[i].clone(), deadline)).await?;
         fill_queue(&commands, pending(QUEUE_PENDING_MIN, devart_fastest.max(command))).await?;
@@ -1413,14 +1139,12 @@ async fn graphql_claims(agent: Api, deadline: Instant) -> anyhow::Result<u64> {
 const SHALLOW_QUEUE: u64 = 1_000;
 /// Claims before the timed ones: connections, caches and the head of the queue's index warm up.
 const CLAIM_WARM_UP: u64 = 300;
-/// Tasks per statement when queueing in bulk.
-const BULK_TASKS: u64 = 10_000;
 
 /// Milliseconds one agent's `Commands::claim_task` takes with 1,000 tasks pending, and with
 /// `--claim-pending` (a million): a claim must not slow down as the queue grows. Claims follow
 /// each other; each claimed task is completed, then replaced by a new one (not timed), so the
 /// depth holds.
-async fn claim_latency(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
+async fn claim_latency(scratch: &Stack, args: &Args) -> anyhow::Result<Vec<Row>> {
     let commands = Commands::new(scratch.store.clone(), Nudge::default(), Some(scratch.bus.clone()));
     let agent_id = register_agents(&commands, 1).await?[0];
     queue_in_bulk(scratch, SHALLOW_QUEUE).await?;
@@ -1464,31 +1188,22 @@ async fn claim_samples(commands: &Commands, agent_id: Uuid, samples: u64) -> any
     Ok((Stats::of(claims), Stats::of(pairs)))
 }
 
-/// Queues `count` pending tasks in bulk, stored exactly as `Commands::create_task` stores them: a
-/// `TaskCreated` event at version 1 of `task-<id>` (sequenced, as the relay would have done), its
-/// command's record, and the task's queue row; only many to a statement, since the command layer
-/// would take minutes for a million. Vacuums and checkpoints afterwards.
-async fn queue_in_bulk(scratch: &Scratch, count: u64) -> anyhow::Result<()> {
+/// Queues `count` pending tasks, stored as `Commands::create_task` stores a new one: its
+/// `TaskCreated` event at version 1 of `task-<id>`, its command's record and its queue row, which
+/// the append's own statement writes ([`Stored::beside`]); only through [`append_in_batches`],
+/// since one commit per task would take minutes for a million. Then sequences them (as the relay
+/// would have), vacuums and checkpoints.
+async fn queue_in_bulk(scratch: &Stack, count: u64) -> anyhow::Result<()> {
     let started = Instant::now();
-    // The new events take positions after the last one, so what is stored already goes first.
-    while scratch.store.sequence(SEQUENCE_BATCH).await.context("sequencing the stored events")?.is_some() {}
-    let head = scratch.store.head().await?.0;
-    let batches = count.div_ceil(BULK_TASKS);
-    let mut writers = JoinSet::new();
-    for w in 0..SEED_WRITERS {
-        let pool = scratch.pool.clone();
-        writers.spawn(async move {
-            for batch in (w..batches).step_by(SEED_WRITERS as usize) {
-                let first = batch * BULK_TASKS;
-                insert_queued_tasks(&pool, head + first, BULK_TASKS.min(count - first)).await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(done) = writers.join_next().await {
-        done.context("a seeding writer panicked")??;
-    }
-    tracing::info!(tasks = count, elapsed = ?started.elapsed(), "queued in bulk");
+    append_in_batches(&scratch.store, count, |id| {
+        let created = queued_task_created(id)?;
+        let queued = Task::evolve(TaskState::default(), &created);
+        Ok((vec![Event::Task(created)], <Task as Stored>::beside(&queued, Utc::now())))
+    })
+    .await?;
+    let appended = started.elapsed();
+    sequence_all(&scratch.store).await?;
+    tracing::info!(tasks = count, ?appended, elapsed = ?started.elapsed(), "queued in bulk");
     for table in ["task_queue", "commands"] {
         sqlx::query(&format!("vacuum (analyze) {table}"))
             .execute(&scratch.pool)
@@ -1504,73 +1219,6 @@ fn queued_task_created(id: Uuid) -> anyhow::Result<TaskEvent> {
     Task::decide(&TaskState::default(), &command)?.pop().context("creating a task decides on no event")
 }
 
-/// `count` new pending tasks, their events at the positions after `after`, in one transaction.
-async fn insert_queued_tasks(pool: &PgPool, after: u64, count: u64) -> anyhow::Result<()> {
-    let context = CommandContext::new(bench_actor());
-    let occurred_at = Utc::now();
-    let count = count as usize;
-    let (mut tasks, mut streams, mut events) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut positions, mut command_ids, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..count {
-        let id = Uuid::now_v7();
-        let command_id = Uuid::now_v7();
-        let (_, _, payload) = devart_commands::codec::encode(&Event::Task(queued_task_created(id)?));
-        tasks.push(id);
-        streams.push(StreamId::new(Task::KIND, id).as_str().to_owned());
-        events.push(Uuid::now_v7());
-        positions.push((after + 1 + i as u64) as i64);
-        command_ids.push(command_id);
-        payloads.push(payload);
-    }
-    // Every task alike but for its id: one of them gives the event's type and the queue row.
-    let created = queued_task_created(Uuid::nil())?;
-    let (event_type, schema_version, _) = devart_commands::codec::encode(&Event::Task(created.clone()));
-    let queued = Task::evolve(TaskState::default(), &created);
-    let mut tx = pool.begin().await?;
-    // Each command records its outcome as `append_with` does: one event, stream version 1.
-    sqlx::query(
-        "insert into commands (command_id, stream_id, stream_version, event_count) \
-         select c, s, 1, 1 from unnest($1::uuid[], $2::text[]) as t(c, s)",
-    )
-    .bind(&command_ids)
-    .bind(&streams)
-    .execute(&mut *tx)
-    .await?;
-    // A context of its own per command: correlation and causation are the command's id.
-    sqlx::query(
-        "insert into events (event_id, stream_id, stream_version, position, event_type, schema_version, payload, \
-                             occurred_at, actor_kind, actor_id, correlation_id, causation_id, command_id) \
-         select e.id, e.stream, 1, e.position, $4, $5, e.payload, $6, $7, $8, e.command, e.command, e.command \
-         from unnest($1::uuid[], $2::text[], $3::bigint[], $9::bytea[], $10::uuid[]) \
-              as e(id, stream, position, payload, command)",
-    )
-    .bind(&events)
-    .bind(&streams)
-    .bind(&positions)
-    .bind(event_type)
-    .bind(schema_version as i16)
-    .bind(occurred_at)
-    .bind(context.actor.kind.as_str())
-    .bind(&context.actor.id)
-    .bind(&payloads)
-    .bind(&command_ids)
-    .execute(&mut *tx)
-    .await?;
-    // The row `queue::sync` writes for a new task: pending, runnable at once.
-    sqlx::query(
-        "insert into task_queue (task_id, priority, created_at, run_after, required_capabilities, state, failures) \
-         select t, $2, $3, '-infinity', $4, 'pending', 0 from unnest($1::uuid[]) as t",
-    )
-    .bind(&tasks)
-    .bind(i16::from(queued.priority))
-    .bind(occurred_at)
-    .bind(&queued.required_capabilities)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 // --- Budgets ----------------------------------------------------------------------------------
 
 /// Concurrent spenders in the budget benchmark: as many as the pool has connections.
@@ -1578,7 +1226,7 @@ const BUDGET_SPENDERS: usize = 16;
 /// Services the spread measurement spends over.
 const BUDGET_SERVICES: usize = 100;
 
-async fn budget(scratch: &Scratch, args: &Args) -> anyhow::Result<Vec<Row>> {
+async fn budget(scratch: &Stack, args: &Args) -> anyhow::Result<Vec<Row>> {
     use devart_domain::money::Money;
     use devart_domain::service::{Currency, RegisterService, ServiceName};
     let duration = Duration::from_secs(args.duration_secs);
