@@ -208,9 +208,23 @@ pub async fn run(
         });
     }
     tracing::info!(?roles, "devart running");
-    while tasks.join_next().await.is_some() {}
+    // A part that panics is not left behind silently: the process stops (and says why), so that
+    // whatever supervises it starts a whole one again.
+    let mut panicked = None;
+    while let Some(ended) = tasks.join_next().await {
+        if let Err(error) = ended {
+            if error.is_panic() {
+                tracing::error!(%error, "a part of devart panicked; stopping");
+                panicked.get_or_insert(error.to_string());
+                shutdown.cancel();
+            }
+        }
+    }
     // Commands still in flight were finished by the gateway's graceful shutdown; let the relay
     // see the last of them on its next start.
     bus.client.flush().await.ok();
-    Ok(())
+    match panicked {
+        Some(error) => anyhow::bail!("a part of devart panicked: {error}"),
+        None => Ok(()),
+    }
 }

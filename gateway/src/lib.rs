@@ -108,9 +108,19 @@ impl App {
 
 /// Serves the gateway on `listener` until `shutdown`, then finishes the requests in flight.
 pub async fn serve(listener: TcpListener, services: Services, shutdown: CancellationToken) -> std::io::Result<()> {
-    tokio::spawn(forward_updates(services.clone(), "tasks", services.task_updates.clone(), shutdown.clone()));
-    tokio::spawn(forward_updates(services.clone(), "workflows", services.run_updates.clone(), shutdown.clone()));
-    tokio::spawn(forward_updates(services.clone(), "services", services.service_updates.clone(), shutdown.clone()));
+    let mut forwarders = tokio::task::JoinSet::new();
+    forwarders.spawn(forward_updates(services.clone(), "tasks", services.task_updates.clone(), shutdown.clone()));
+    forwarders.spawn(forward_updates(services.clone(), "workflows", services.run_updates.clone(), shutdown.clone()));
+    forwarders.spawn(forward_updates(services.clone(), "services", services.service_updates.clone(), shutdown.clone()));
+    // A forwarder that panics is reported, not dropped: its subscribers would silently stop.
+    tokio::spawn(async move {
+        while let Some(ended) = forwarders.join_next().await {
+            match ended {
+                Err(error) if error.is_panic() => tracing::error!(%error, "read-model updates: a forwarder panicked"),
+                _ => {}
+            }
+        }
+    });
     let app = http::router(App::new(services));
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
