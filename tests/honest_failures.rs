@@ -179,13 +179,24 @@ async fn eight_agents_ride_out_a_postgres_outage_and_every_task_is_completed_onc
     let during: Vec<(&str, Seen)> = seen.lock().unwrap()[seen_before..].to_vec();
     run(postgres.ctl().args(["start", "--wait", "--log"]).arg(&postgres.log));
     eprintln!("outage: Postgres back after {:?}", down_at.elapsed());
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // The queue stays fed until the agent started during the outage has done some of it (its
+    // backoff may have it waiting up to 15 s more), for at least 10 s.
+    let mut db = sqlx::PgConnection::connect(&database_url).await.unwrap();
+    let late_completions = "select count(*) from events where event_type = 'TaskCompleted' \
+                            and actor_kind = 'agent' and actor_id = $1";
+    let back_at = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let done: i64 = sqlx::query_scalar(late_completions).bind(&keys[8].1).fetch_one(&mut db).await.unwrap();
+        if (done > 0 && back_at.elapsed() > Duration::from_secs(10)) || back_at.elapsed() > Duration::from_secs(90) {
+            break;
+        }
+    }
     stop_feeding.store(true, Ordering::SeqCst);
     feeder.await.unwrap();
     let created = created.lock().unwrap().clone();
 
     // Every acknowledged task ends completed, exactly once.
-    let mut db = sqlx::PgConnection::connect(&database_url).await.unwrap();
     let settle = Instant::now() + Duration::from_secs(120);
     let completions: HashMap<String, i64> = loop {
         let rows: Vec<(String, i64)> = sqlx::query_as(
@@ -206,13 +217,7 @@ async fn eight_agents_ride_out_a_postgres_outage_and_every_task_is_completed_onc
     assert!(missing.is_empty(), "{} of {} tasks never completed: {missing:?}", missing.len(), created.len());
     let twice: Vec<_> = completions.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "completed more than once: {twice:?}");
-    let late_agent: i64 = sqlx::query_scalar(
-        "select count(*) from events where event_type = 'TaskCompleted' and actor_kind = 'agent' and actor_id = $1",
-    )
-    .bind(&keys[8].1)
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
+    let late_agent: i64 = sqlx::query_scalar(late_completions).bind(&keys[8].1).fetch_one(&mut db).await.unwrap();
     assert!(late_agent > 0, "the agent started during the outage completed nothing");
 
     // No agent exited; devart was never restarted.
