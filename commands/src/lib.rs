@@ -26,6 +26,7 @@ pub mod bus;
 pub mod chain;
 pub mod codec;
 pub mod db;
+pub mod entry;
 pub mod feed;
 pub mod handler;
 pub mod hashing;
@@ -39,6 +40,7 @@ pub mod users;
 pub mod workflows;
 
 pub use bus::{Bus, BusNames};
-pub use handler::{CommandError, Commands, Folded, Stored};
+pub use entry::Commands;
+pub use handler::{CommandError, Engine};
 pub use relay::Nudge;
-pub use store::{CommandContext, EventStore, Recorded, StoreError};
+pub use store::{CommandContext, EventStore, Folded, Recorded, StoreError, Stored};
