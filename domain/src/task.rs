@@ -1,4 +1,7 @@
 //! The task aggregate: a unit of work that supervisors create and agents carry out.
+//!
+//! Somewhat over 600 lines: the commands, the events, `decide` and `evolve` stay in one file, as
+//! each event's meaning is read in both; the value types are in `values`, the tests in `tests`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
