@@ -10,19 +10,35 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use devart_domain::agent::{Agent, AgentCommand, AgentName, AgentState};
+use devart_domain::agent::{Agent, AgentCommand, AgentEvent, AgentName, AgentState};
 use devart_domain::task::Capabilities;
+use devart_domain::Event;
 use futures::FutureExt;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::handler::{Alongside, CommandError, Commands, Folded};
+use crate::entry::Commands;
+use crate::handler::{Alongside, CommandError};
 use crate::hashing;
-use crate::store::{CommandContext, StoreError};
+use crate::store::{CommandContext, Folded, StoreError, Stored};
 
 const PREFIX: &str = "dva_";
+
+/// An agent's key row is written beside its events by the command that changes it (see
+/// `write_key`), not from its state, so [`Stored::beside`] keeps none.
+impl Stored for Agent {
+    fn wrap(event: AgentEvent) -> Event {
+        Event::Agent(event)
+    }
+    fn unwrap(event: &Event) -> Option<&AgentEvent> {
+        match event {
+            Event::Agent(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// A full API key. Printed nowhere: its `Debug` hides it; `expose` is for the one response that
 /// hands it to the agent's owner.

@@ -26,8 +26,9 @@ use uuid::Uuid;
 
 mod snapshot;
 
-use crate::handler::{CommandError, Commands};
-use crate::store::{self, Beside, CommandContext, StoreError};
+use crate::entry::Commands;
+use crate::handler::CommandError;
+use crate::store::{self, Beside, CommandContext, StoreError, Stored};
 
 /// Fallback chains longer than this are cut: a loop, or a configuration nobody means.
 const CHAIN_MAX: usize = 16;
@@ -88,7 +89,7 @@ pub struct Snapshot {
     pub version: u64,
 }
 
-impl crate::handler::Stored for Service {
+impl Stored for Service {
     fn wrap(event: devart_domain::service::ServiceEvent) -> Event {
         Event::Service(event)
     }
@@ -275,7 +276,7 @@ impl Commands {
         };
         let (after, _) = self.apply_service(&mut tx, id, snapshot, &command, context, |_| None::<()>).await?;
         tx.commit().await?;
-        self.appended().await;
+        self.engine().appended().await;
         Ok(after)
     }
 
@@ -306,7 +307,7 @@ impl Commands {
             Err(e) => return Err(e),
         };
         tx.commit().await?;
-        self.appended().await;
+        self.engine().appended().await;
         Ok(after)
     }
 
@@ -351,7 +352,7 @@ impl Commands {
         let command = ServiceCommand::ChangeBudget { budget, reason, now: Utc::now() };
         let (after, _) = self.apply_service(&mut tx, id, snapshot, &command, context, |_| None::<()>).await?;
         tx.commit().await?;
-        self.appended().await;
+        self.engine().appended().await;
         Ok(after)
     }
 
@@ -460,7 +461,7 @@ impl Commands {
             };
             tx.commit().await?;
             drop(conn);
-            self.appended().await;
+            self.engine().appended().await;
             return Ok(answer);
         }
         Err(DomainError::Conflict("the fallback chain keeps changing; try again".into()).into())
@@ -520,7 +521,7 @@ impl Commands {
         };
         tx.commit().await?;
         drop(conn);
-        self.appended().await;
+        self.engine().appended().await;
         Ok(receipt)
     }
 
@@ -550,7 +551,7 @@ impl Commands {
             }
         }
         if changed > 0 {
-            self.appended().await;
+            self.engine().appended().await;
         }
         Ok(changed)
     }

@@ -1,22 +1,27 @@
-//! Command handling: load a stream, fold it, decide, append; retry on a concurrent writer.
+//! The command engine: load a stream, fold it, decide, append; decide again on a concurrent
+//! writer; answer a retried command id with its first outcome.
+//!
+//! It knows aggregates only through [`Aggregate`] and [`Stored`], and the store only through
+//! [`crate::store`]: what an aggregate keeps beside its events, and the commands that need more
+//! than one decision (a claim, an authorization), live beside that aggregate's commands. A unit
+//! test over the crate's sources keeps it so (`tests/layering.rs`).
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
-use devart_domain::agent::Agent;
-use devart_domain::task::{CreateTask, Task, TaskCommand, TaskState, TaskStatus};
-use devart_domain::{ActorKind, Aggregate, DomainError, Event, Position, StreamId};
+use chrono::Utc;
+use devart_domain::{Aggregate, DomainError, Event, StreamId};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::bus::Bus;
 use crate::relay::Nudge;
 use crate::store::{
-    append_beside_with, command_outcome_with, read_stream_with, Beside, CommandContext, EventStore, Recorded,
-    StoreError,
+    append_beside_with, command_outcome_with, read_stream_with, Appended, CommandContext, EventStore, StoreError,
 };
+
+pub use crate::store::{fold, Folded, Stored};
 
 /// How often a command is re-decided when other writers keep winning the race for its stream.
 const CONFLICT_RETRIES_MAX: usize = 8;
@@ -45,84 +50,6 @@ impl From<StoreError> for CommandError {
     fn from(e: StoreError) -> Self {
         CommandError::Store(e)
     }
-}
-
-/// An aggregate's state with what the stream says about it.
-#[derive(Debug, Clone)]
-pub struct Folded<S> {
-    pub state: S,
-    /// The stream version the state reflects (0: no events).
-    pub version: u64,
-    pub created_at: Option<DateTime<Utc>>,
-    pub updated_at: Option<DateTime<Utc>>,
-    pub created_by: Option<String>,
-    /// The global position of the last event folded, if it has one yet.
-    pub position: Option<Position>,
-}
-
-impl<S: Default> Default for Folded<S> {
-    fn default() -> Self {
-        Folded { state: S::default(), version: 0, created_at: None, updated_at: None, created_by: None, position: None }
-    }
-}
-
-/// An aggregate stored in its own streams: how its events sit inside [`Event`].
-pub trait Stored: Aggregate<State: Send + 'static> {
-    fn wrap(event: Self::Event) -> Event;
-    fn unwrap(event: &Event) -> Option<&Self::Event>;
-
-    /// The change to the write-side rows kept beside the aggregate's events that brings them in
-    /// step with `state` (the state after the new events), made by the append's own statement;
-    /// `None` when it keeps none.
-    fn beside(_state: &Self::State, _now: DateTime<Utc>) -> Option<Beside> {
-        None
-    }
-}
-
-impl Stored for Task {
-    fn wrap(event: Self::Event) -> Event {
-        Event::Task(event)
-    }
-    fn unwrap(event: &Event) -> Option<&Self::Event> {
-        match event {
-            Event::Task(e) => Some(e),
-            _ => None,
-        }
-    }
-
-    /// The task queue.
-    fn beside(state: &TaskState, now: DateTime<Utc>) -> Option<Beside> {
-        Some(crate::queue::sync(state, now))
-    }
-}
-
-impl Stored for Agent {
-    fn wrap(event: Self::Event) -> Event {
-        Event::Agent(event)
-    }
-    fn unwrap(event: &Event) -> Option<&Self::Event> {
-        match event {
-            Event::Agent(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-/// Folds recorded events of one stream.
-pub fn fold<A: Stored>(events: &[Recorded]) -> Folded<A::State> {
-    events.iter().fold(Folded::default(), |f, r| {
-        let Some(event) = A::unwrap(&r.event) else {
-            return f;
-        };
-        Folded {
-            state: A::evolve(f.state, event),
-            version: r.meta.stream_version,
-            created_at: f.created_at.or(Some(r.meta.occurred_at)),
-            updated_at: Some(r.meta.occurred_at),
-            created_by: f.created_by.or_else(|| Some(r.meta.actor.to_string())),
-            position: r.meta.position.or(f.position),
-        }
-    })
 }
 
 /// Writes that go with a command's events, in their transaction; called again on a retry.
@@ -163,28 +90,22 @@ impl Recent {
     }
 }
 
-/// The write side's entry point: every change to devart goes through here.
+/// The engine every command runs through: it holds the store, wakes the sequencers after an
+/// append, and remembers the states this process's last appends left streams in.
 #[derive(Clone)]
-pub struct Commands {
+pub struct Engine {
     store: EventStore,
     /// Wakes this process's sequencer.
     nudge: Nudge,
     /// Wakes sequencers elsewhere.
     bus: Option<Bus>,
-    /// The settings in effect, kept current by [`crate::settings::watch`].
-    settings: crate::settings::LiveSettings,
     /// The states this process's last appends left streams in.
     recent: Arc<Recent>,
 }
 
-impl Commands {
-    pub fn new(store: EventStore, nudge: Nudge, bus: Option<Bus>) -> Commands {
-        Commands { store, nudge, bus, settings: crate::settings::LiveSettings::default(), recent: Arc::default() }
-    }
-
-    /// The settings in effect in this process.
-    pub fn settings(&self) -> &crate::settings::LiveSettings {
-        &self.settings
+impl Engine {
+    pub fn new(store: EventStore, nudge: Nudge, bus: Option<Bus>) -> Engine {
+        Engine { store, nudge, bus, recent: Arc::default() }
     }
 
     pub fn store(&self) -> &EventStore {
@@ -220,8 +141,14 @@ impl Commands {
         self.execute_with::<A>(id, command, context, expected_version, None).await
     }
 
-    /// [`Commands::execute`], with `alongside` run in the same transaction as the append, for the
+    /// [`Engine::execute`], with `alongside` run in the same transaction as the append, for the
     /// write-side tables that must change atomically with the events (API keys).
+    #[tracing::instrument(
+        level = "debug",
+        name = "execute",
+        skip_all,
+        fields(stream_id = %StreamId::new(A::KIND, id), command_id = %context.command_id, expected_version = ?expected_version)
+    )]
     pub async fn execute_with<A: Stored>(
         &self,
         id: Uuid,
@@ -300,45 +227,9 @@ impl Commands {
         Err(DomainError::Conflict(format!("{stream_id} is too busy; try again")).into())
     }
 
-    /// Remembers the state an append outside [`Commands::execute`] left a stream in.
+    /// Remembers the state an append outside [`Engine::execute`] left a stream in.
     pub(crate) fn appended_state<S: Send + 'static>(&self, stream_id: &StreamId, folded: Folded<S>) {
         self.recent.keep(stream_id, folded);
-    }
-
-    /// Creates a task; its parent, if named, must exist. An agent creates tasks only as successors
-    /// of a task it holds.
-    pub async fn create_task(
-        &self,
-        command: CreateTask,
-        context: &CommandContext,
-    ) -> Result<Folded<TaskState>, CommandError> {
-        let agent = (context.actor.kind == ActorKind::Agent).then(|| Uuid::parse_str(&context.actor.id).ok()).flatten();
-        match command.parent_task_id {
-            Some(parent) => {
-                let parent_state = self.load::<Task>(parent).await?.state;
-                if matches!(parent_state.status, TaskStatus::Absent | TaskStatus::Deleted) {
-                    return Err(DomainError::invalid("parentTaskId", format!("task {parent} does not exist")).into());
-                }
-                let holds = |agent: Uuid| {
-                    parent_state.status == TaskStatus::InProgress
-                        && parent_state.lease.is_some_and(|l| l.agent_id == agent)
-                };
-                if let Some(agent) = agent.filter(|a| !holds(*a)) {
-                    return Err(DomainError::Forbidden(format!(
-                        "agent {agent} does not hold task {parent}; successors are created by the task's agent"
-                    ))
-                    .into());
-                }
-            }
-            None if context.actor.kind == ActorKind::Agent => {
-                return Err(DomainError::Forbidden(
-                    "an agent creates tasks only as successors of a task it holds (give parentTaskId)".into(),
-                )
-                .into());
-            }
-            None => {}
-        }
-        self.execute::<Task>(command.id, TaskCommand::Create(command), context, None).await
     }
 }
 
@@ -354,7 +245,7 @@ async fn append_beside<A: Stored>(
     after: &A::State,
     context: &CommandContext,
     alongside: Option<&Alongside<A>>,
-) -> Result<crate::store::Appended, StoreError> {
+) -> Result<Appended, StoreError> {
     let beside = A::beside(after, Utc::now());
     let Some(alongside) = alongside else {
         return append_beside_with(conn, stream_id, expected_version, wrapped, context, beside).await;

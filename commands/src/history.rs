@@ -12,8 +12,8 @@ use devart_domain::{Aggregate, Position, StreamId};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::handler::{fold, Commands, Folded, Stored};
-use crate::store::{Recorded, StoreError};
+use crate::entry::Commands;
+use crate::store::{fold, Folded, Recorded, StoreError, Stored};
 
 /// A point in the history: a global position, or a moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,15 +3,27 @@
 //! # Layout
 //! - [`store`]: the Postgres event store: append with an expected version in one statement,
 //!   idempotent by command id; read a stream; read the global order; sequence committed events.
-//! - [`handler`]: [`Commands`], which loads, folds, decides (via `devart_domain`) and appends.
+//!   [`Stored`] is how an aggregate sits in it (its events inside `Event`, the rows it keeps
+//!   beside them), [`Folded`] its state folded from a stream.
+//! - [`handler`]: the engine, [`Engine`]: load, fold, decide, append; decide again on a concurrent
+//!   writer; answer a retried command id; remember the state an append left a stream in. It knows
+//!   no aggregate, only [`Stored`].
+//! - [`entry`]: [`Commands`], the entry point: the engine with this process's live settings.
+//!   Each aggregate's commands are `impl Commands` blocks in its own module, beside its
+//!   [`Stored`] implementation and the write-side tables it keeps, so call sites name them as
+//!   `commands.claim_task(…)` whichever module holds them.
 //! - [`history`]: time travel: aggregates as of a position or a moment; a stream's changes.
 //! - [`portable`]: importing an exported history into an empty instance; restoring the write side.
-//! - [`queue`]: the task queue beside the task events: claims, lease expiry, release.
+//! - [`queue`]: tasks: creating them, and the task queue beside their events: claims, lease
+//!   expiry, release.
+//! - [`agents`]: registering agents, their API keys (hashed, beside their events), activation;
+//!   verifying a presented key.
 //! - [`budgets`]: services and their budgets: snapshots beside the events, authorizations that
 //!   reserve, charges that settle, fallbacks, the budget clock.
 //! - [`hashing`]: argon2id hashing of passwords and keys on a bounded pool of its own.
 //! - [`users`]: people: accounts, password sign-in, roles; the security log of refused attempts.
-//! - [`settings`]: changing live settings, and every process's current copy of them.
+//! - [`settings`]: the settings stream and every process's current copy of it; a leaf that
+//!   depends on the store alone ([`Commands::update_setting`] changes them).
 //! - [`workflows`]: defining workflows, starting runs, creating stage tasks, and the
 //!   orchestration that moves runs on as their tasks end.
 //! - [`chain`]: the hash chain over the global order, and its verification.
@@ -19,6 +31,9 @@
 //! - [`relay`]: the sequencer and the JetStream publisher.
 //! - [`bus`]: stream and subject names, CloudEvents headers, stream and consumer set-up.
 //! - [`db`]: connecting, creating the database, migrations, generated secrets.
+//!
+//! No module imports one that imports it back, and the engine names no aggregate:
+//! `tests/layering.rs` reads the sources and fails otherwise.
 
 pub mod agents;
 pub mod budgets;
@@ -26,6 +41,7 @@ pub mod bus;
 pub mod chain;
 pub mod codec;
 pub mod db;
+pub mod entry;
 pub mod feed;
 pub mod handler;
 pub mod hashing;
@@ -39,6 +55,7 @@ pub mod users;
 pub mod workflows;
 
 pub use bus::{Bus, BusNames};
-pub use handler::{CommandError, Commands, Folded, Stored};
+pub use entry::Commands;
+pub use handler::{CommandError, Engine};
 pub use relay::Nudge;
-pub use store::{CommandContext, EventStore, Recorded, StoreError};
+pub use store::{CommandContext, EventStore, Folded, Recorded, StoreError, Stored};

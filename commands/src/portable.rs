@@ -8,8 +8,9 @@ use devart_domain::user::{User, UserStatus};
 use devart_domain::{Aggregate, StreamId};
 use uuid::Uuid;
 
-use crate::handler::{fold, CommandError, Commands};
-use crate::store::{EventStore, Recorded, StoreError};
+use crate::entry::Commands;
+use crate::handler::CommandError;
+use crate::store::{fold, EventStore, Recorded, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {

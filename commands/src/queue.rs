@@ -2,7 +2,7 @@
 //!
 //! `task_queue` holds one row per task that waits (`pending`) or is being worked (`claimed`). Every
 //! task command writes the row its new state calls for in the very statement that appends its
-//! events ([`sync`], through [`Stored::beside`](crate::Stored::beside)), so the queue and the events
+//! events ([`sync`], through [`Stored::beside`]), so the queue and the events
 //! never disagree. A claim locks the best fitting pending row with `FOR UPDATE SKIP LOCKED`, decides the
 //! claim against the task's stream in the same transaction and appends `TaskClaimed`: concurrent
 //! claimers never wait for each other and never get the same task. Should two ever pick the same
@@ -11,15 +11,16 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use devart_domain::task::{Task, TaskCommand, TaskState, TaskStatus};
-use devart_domain::{Actor, Aggregate, Event, StreamId};
+use devart_domain::task::{CreateTask, Task, TaskCommand, TaskState, TaskStatus};
+use devart_domain::{Actor, ActorKind, Aggregate, DomainError, Event, StreamId};
 use rand::Rng;
 use sqlx::{Arguments, Row};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::handler::{fold, CommandError, Commands, Folded};
-use crate::store::{self, Beside, CommandContext, StoreError};
+use crate::entry::Commands;
+use crate::handler::CommandError;
+use crate::store::{self, fold, Beside, CommandContext, Folded, StoreError, Stored};
 
 /// Leases last 30 s unless the claim asks otherwise; between 5 s and 1 h.
 pub const LEASE_DEFAULT: TimeDelta = TimeDelta::seconds(30);
@@ -61,6 +62,23 @@ pub(crate) fn sync(state: &TaskState, now: DateTime<Utc>) -> Beside {
     )
 }
 
+impl Stored for Task {
+    fn wrap(event: Self::Event) -> Event {
+        Event::Task(event)
+    }
+    fn unwrap(event: &Event) -> Option<&Self::Event> {
+        match event {
+            Event::Task(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The task queue.
+    fn beside(state: &TaskState, now: DateTime<Utc>) -> Option<Beside> {
+        Some(sync(state, now))
+    }
+}
+
 /// What an agent asks for when it claims.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
@@ -71,6 +89,42 @@ pub struct ClaimRequest {
 }
 
 impl Commands {
+    /// Creates a task; its parent, if named, must exist. An agent creates tasks only as successors
+    /// of a task it holds.
+    pub async fn create_task(
+        &self,
+        command: CreateTask,
+        context: &CommandContext,
+    ) -> Result<Folded<TaskState>, CommandError> {
+        let agent = (context.actor.kind == ActorKind::Agent).then(|| Uuid::parse_str(&context.actor.id).ok()).flatten();
+        match command.parent_task_id {
+            Some(parent) => {
+                let parent_state = self.load::<Task>(parent).await?.state;
+                if matches!(parent_state.status, TaskStatus::Absent | TaskStatus::Deleted) {
+                    return Err(DomainError::invalid("parentTaskId", format!("task {parent} does not exist")).into());
+                }
+                let holds = |agent: Uuid| {
+                    parent_state.status == TaskStatus::InProgress
+                        && parent_state.lease.is_some_and(|l| l.agent_id == agent)
+                };
+                if let Some(agent) = agent.filter(|a| !holds(*a)) {
+                    return Err(DomainError::Forbidden(format!(
+                        "agent {agent} does not hold task {parent}; successors are created by the task's agent"
+                    ))
+                    .into());
+                }
+            }
+            None if context.actor.kind == ActorKind::Agent => {
+                return Err(DomainError::Forbidden(
+                    "an agent creates tasks only as successors of a task it holds (give parentTaskId)".into(),
+                )
+                .into());
+            }
+            None => {}
+        }
+        self.execute::<Task>(command.id, TaskCommand::Create(command), context, None).await
+    }
+
     /// Claims the most important due task the agent can do: highest priority, then oldest. `None`
     /// when nothing fits. The agent must be active (checked in the claim's transaction, so a
     /// deactivation is never overtaken by a claim).
@@ -137,11 +191,11 @@ impl Commands {
             match store::append_beside_with(&mut *tx, &stream_id, folded.version, &wrapped, context, beside).await {
                 Ok(appended) => {
                     tx.commit().await?;
-                    self.appended().await;
+                    self.engine().appended().await;
                     folded.state = after;
                     folded.version = appended.stream_version;
                     folded.updated_at = Some(appended.occurred_at);
-                    self.appended_state(&stream_id, folded.clone());
+                    self.engine().appended_state(&stream_id, folded.clone());
                     return Ok(Some(folded));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -153,7 +207,7 @@ impl Commands {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(devart_domain::DomainError::Conflict("the queue is too busy; try again".into()).into())
+        Err(DomainError::Conflict("the queue is too busy; try again".into()).into())
     }
 
     async fn claimed_by(&self, context: &CommandContext) -> Result<Folded<TaskState>, CommandError> {

@@ -1,19 +1,23 @@
-//! Live settings on the write side: changing them, and keeping every process's copy current.
+//! Live settings on the write side: the settings stream, and keeping every process's copy current.
 //!
 //! Each process holds the settings in a [`LiveSettings`], which [`watch`] refreshes: it checks the
 //! settings stream's version (one index lookup) every [`WATCH_INTERVAL`] and folds the stream again
 //! when it moved, so a change is in effect everywhere within a second, without a restart and
 //! without depending on the bus.
+//!
+//! A leaf: it knows the store and nothing else of this crate, so that [`crate::Commands`], which
+//! holds the copy (and changes the settings through [`Commands::update_setting`]), may depend on it.
+//!
+//! [`Commands::update_setting`]: crate::Commands::update_setting
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use devart_domain::settings::{Key, Settings, SettingsCommand, SettingsEvent, SettingsState, SETTINGS_ID};
+use devart_domain::settings::{Settings, SettingsEvent, SettingsState, SETTINGS_ID};
 use devart_domain::{Aggregate, Event, StreamId};
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{fold, CommandError, Commands, Folded, Stored};
-use crate::store::{CommandContext, EventStore, StoreError};
+use crate::store::{fold, EventStore, StoreError, Stored};
 
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -57,7 +61,8 @@ impl LiveSettings {
         Ok(true)
     }
 
-    fn set(&self, version: u64, state: SettingsState) {
+    /// Takes the settings at `version`, unless a newer version is held already.
+    pub(crate) fn set(&self, version: u64, state: SettingsState) {
         let mut inner = self.inner.write().expect("settings lock");
         if version > inner.0 {
             *inner = (version, Arc::new(state));
@@ -75,24 +80,5 @@ pub async fn watch(settings: LiveSettings, store: EventStore, shutdown: Cancella
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(WATCH_INTERVAL) => {}
         }
-    }
-}
-
-impl Commands {
-    /// Sets a setting; in effect in this process at once, in every other within a second.
-    pub async fn update_setting(
-        &self,
-        key: Key,
-        value: serde_json::Value,
-        context: &CommandContext,
-    ) -> Result<Folded<SettingsState>, CommandError> {
-        let folded = self.execute::<Settings>(SETTINGS_ID, SettingsCommand::Set { key, value }, context, None).await?;
-        self.settings().set(folded.version, folded.state.clone());
-        Ok(folded)
-    }
-
-    /// The settings as stored, with the version they are at.
-    pub async fn load_settings(&self) -> Result<Folded<SettingsState>, CommandError> {
-        Ok(self.load::<Settings>(SETTINGS_ID).await?)
     }
 }

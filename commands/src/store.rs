@@ -9,6 +9,10 @@ use uuid::Uuid;
 
 use crate::codec::{self, CodecError};
 
+mod stored;
+
+pub use stored::{fold, Folded, Stored};
+
 /// A stored event with its metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
@@ -307,6 +311,12 @@ impl Beside {
 /// [`append_with`], with `beside` made by the same statement, as a data-modifying `WITH` query: the
 /// change and the events are stored together or not at all, for no more than the append's round
 /// trip. A refused append (a conflict, a command id used before) leaves the table as it was.
+#[tracing::instrument(
+    level = "debug",
+    name = "append",
+    skip_all,
+    fields(%stream_id, command_id = %context.command_id, expected_version, events = events.len())
+)]
 pub async fn append_beside_with<'c>(
     executor: impl sqlx::PgExecutor<'c>,
     stream_id: &StreamId,

@@ -11,9 +11,10 @@ use futures::FutureExt;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::handler::{Alongside, CommandError, Commands, Folded, Stored};
+use crate::entry::Commands;
+use crate::handler::{Alongside, CommandError};
 use crate::hashing::{self, HashError};
-use crate::store::{CommandContext, StoreError};
+use crate::store::{CommandContext, Folded, StoreError, Stored};
 
 impl Stored for User {
     fn wrap(event: UserEvent) -> Event {

@@ -20,8 +20,9 @@ use devart_domain::workflow::{
 use devart_domain::{Actor, DomainError, Event, StreamId};
 use uuid::Uuid;
 
-use crate::handler::{CommandError, Commands, Folded, Stored};
-use crate::store::{CommandContext, Recorded};
+use crate::entry::Commands;
+use crate::handler::CommandError;
+use crate::store::{fold, CommandContext, Folded, Recorded, Stored};
 
 impl Stored for Workflow {
     fn wrap(event: WorkflowEvent) -> Event {
@@ -209,7 +210,7 @@ impl Commands {
             Event::Task(TaskEvent::Failed { failures }) => {
                 // The last attempt's error is in the event before; read the stream as of the failure.
                 let events = self.store().read_stream(&ending.meta.stream_id, Some(ending.meta.stream_version)).await?;
-                let task = crate::handler::fold::<Task>(&events).state;
+                let task = fold::<Task>(&events).state;
                 if task.status != TaskStatus::Failed {
                     return Ok(None);
                 }
