@@ -19,7 +19,7 @@ use devart::Role;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-use crate::chaos::{append, free_port, kill_9, run, Nats, Postgres, Scratch};
+use crate::support::cluster::{append, free_port, kill_9, run, Nats, Postgres, Scratch};
 use crate::support::TestEnv;
 
 const JWT_SECRET: &str = "outage-secret-outage-secret-outage-secret";

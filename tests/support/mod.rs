@@ -3,6 +3,7 @@
 //! The environments themselves come from `devart-testkit`, which the benchmark shares; here they
 //! take the form the tests use: a failure to set one up is the test's panic, not a `Result`.
 
+pub mod cluster;
 pub mod guarantees;
 
 use std::net::SocketAddr;
