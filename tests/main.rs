@@ -26,6 +26,7 @@ mod reference_agent;
 mod relay;
 mod schema;
 mod settings;
+mod snapshot;
 mod stored_data;
 mod time_travel;
 mod websocket;

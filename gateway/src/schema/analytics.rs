@@ -561,7 +561,7 @@ impl CostOutlier {
 }
 
 impl CostOutlier {
-    fn from_facts(facts: TaskFacts) -> Option<CostOutlier> {
+    pub(crate) fn from_facts(facts: TaskFacts) -> Option<CostOutlier> {
         let flag = Flag {
             cost: Money::from_micros(facts.outlier_cost?),
             median: Money::from_micros(facts.outlier_median?),
@@ -592,15 +592,7 @@ impl CostOutlier {
 
 /// A task's last cost-outlier flag, as the analytics read model holds it.
 pub(crate) async fn outlier_of(ctx: &Context<'_>, task_id: Uuid) -> async_graphql::Result<Option<CostOutlier>> {
-    let facts: Option<TaskFacts> = sqlx::query_as(&format!(
-        "select {} from analytics_tasks where task_id = $1 and outlier_flagged_at is not null",
-        TASK_COLUMNS.join(", ")
-    ))
-    .bind(task_id)
-    .fetch_optional(read(ctx).await?.conn())
-    .await
-    .map_err(gql)?;
-    Ok(facts.and_then(CostOutlier::from_facts))
+    super::reads::load(ctx, super::reads::OutlierOf(task_id)).await
 }
 
 #[derive(Default)]

@@ -27,6 +27,7 @@ mod analytics;
 mod audit;
 mod budgets;
 mod people;
+mod reads;
 mod settings;
 mod work;
 mod workflows;
@@ -62,7 +63,8 @@ pub fn build(services: Option<Services>) -> Schema {
     let builder =
         async_graphql::Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
             .limit_depth(32)
-            .limit_complexity(5_000);
+            .limit_complexity(5_000)
+            .extension(reads::RequestReads);
     match services {
         Some(s) if !s.limits.introspection => builder.disable_introspection().data(s).finish(),
         Some(s) => builder.data(s).finish(),
@@ -107,10 +109,7 @@ fn require(ctx: &Context<'_>, role: Role) -> async_graphql::Result<Caller> {
     }
 }
 
-/// A read-only transaction under the caller's database role, for one resolver's queries.
-pub(crate) async fn read(ctx: &Context<'_>) -> async_graphql::Result<crate::db::Reader> {
-    crate::db::Reader::begin(&services(ctx).pool, caller(ctx)?).await.map_err(gql)
-}
+pub(crate) use reads::read;
 
 fn services<'a>(ctx: &'a Context<'_>) -> &'a Services {
     ctx.data_unchecked::<Services>()
@@ -300,14 +299,7 @@ impl Task {
     /// The tasks that continue this one, oldest first.
     async fn children(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Task>> {
         let id = parse_id("id", &self.id)?;
-        let rows: Vec<TaskRow> = sqlx::query_as(&format!(
-            "select {TASK_COLUMNS} from tasks where parent_task_id = $1 order by created_at, id"
-        ))
-        .bind(id)
-        .fetch_all(read(ctx).await?.conn())
-        .await
-        .map_err(gql)?;
-        Ok(rows.into_iter().map(Task::from).collect())
+        Ok(reads::load(ctx, reads::ChildrenOf(id)).await?.unwrap_or_default())
     }
 
     /// The task's last cost-outlier flag, if its cost was ever flagged as unusual (see `outliers`).
@@ -316,13 +308,9 @@ impl Task {
     }
 }
 
+/// A task as the task board holds it, looked up with the other rows of the request asking.
 pub(crate) async fn task_by_id(ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Task>> {
-    let row: Option<TaskRow> = sqlx::query_as(&format!("select {TASK_COLUMNS} from tasks where id = $1"))
-        .bind(id)
-        .fetch_optional(read(ctx).await?.conn())
-        .await
-        .map_err(gql)?;
-    Ok(row.map(Task::from))
+    reads::load(ctx, reads::TaskId(id)).await
 }
 
 impl From<TaskRow> for Task {
