@@ -89,16 +89,28 @@ async fn fifty_tasks_with_parents_and_children_read_tasks_a_constant_number_of_t
         assert_eq!(pair[1]["children"][0]["id"], pair[0]["id"], "{body}");
     }
 
-    let before = tasks_scans(&env.pool).await;
-    let again = running.graphql(query, json!({})).await;
-    assert!(again["errors"].is_null(), "{again}");
-    assert_eq!(again["data"], body["data"]);
-    let scans = tasks_scans(&env.pool).await - before;
-    eprintln!("one query of 50 tasks with parent and children scanned `tasks` {scans} times");
-    // The page, the parents, the children: one statement each (and at most a scan or two from the
-    // server's own work in the meantime). One per row would be 100 more.
-    assert!(scans >= 3, "the count sees the request's statements: {scans}");
-    assert!(scans <= 8, "per-row lookups are batched: {scans} scans of `tasks`");
+    // A backend busy with the server's own work at the moment of counting reports later, so a
+    // count can be off by that work: up to three tries, each printed. Per-row lookups would add
+    // 100 scans to every one of them.
+    let mut tries = Vec::new();
+    for _ in 0..3 {
+        let before = tasks_scans(&env.pool).await;
+        let again = running.graphql(query, json!({})).await;
+        assert!(again["errors"].is_null(), "{again}");
+        assert_eq!(again["data"], body["data"]);
+        let scans = tasks_scans(&env.pool).await - before;
+        eprintln!("one query of 50 tasks with parent and children scanned `tasks` {scans} times");
+        tries.push(scans);
+        // The page, the parents, the children: one statement each (and at most a scan or two from
+        // the server's own work in the meantime).
+        if (3..=8).contains(&scans) {
+            break;
+        }
+    }
+    let scans = *tries.last().unwrap();
+    assert!(tries.iter().all(|n| *n < 50), "per-row lookups are batched: {tries:?} scans of `tasks`");
+    assert!(scans >= 3, "the count sees the request's statements: {tries:?}");
+    assert!(scans <= 8, "per-row lookups are batched: {tries:?} scans of `tasks`");
 
     running.stop().await;
     env.cleanup().await;
