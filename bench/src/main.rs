@@ -12,10 +12,12 @@
 //! own APIs (`EventStore`, `Commands`, GraphQL), as devart itself does; the baselines' raw SQL
 //! writes only into tables of their own.
 
+mod soak;
 mod table;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,7 +94,18 @@ struct Args {
     /// Claims timed at each queue depth.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
     claim_samples: u64,
-    /// Runs only these benchmarks (comma-separated); all by default.
+    /// Seconds the soak's 64 agents work, from the first claim (the soak runs only when named in
+    /// `--only`).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(20..))]
+    soak_secs: u64,
+    /// Tasks created before the soak's agents start.
+    #[arg(long, default_value_t = 10_000)]
+    soak_tasks: u64,
+    /// The `devart` binary the soak starts as `devart serve`; by default the one next to this
+    /// benchmark's binary (`cargo build --release -p devart`).
+    #[arg(long)]
+    devart_bin: Option<PathBuf>,
+    /// Runs only these benchmarks (comma-separated); all but the soak by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Bench>,
 }
@@ -114,9 +127,13 @@ enum Bench {
     ClaimLatency,
     /// Authorizing and charging usage on one hot service and over 100, against a guarded SQL update.
     Budget,
+    /// A whole `devart serve` worked by 64 agents for `--soak-secs`, its resident memory sampled;
+    /// then a flood of wrong secrets. Not part of the default run (ten minutes).
+    Soak,
 }
 
 impl Bench {
+    /// The default run: all but the soak.
     const ALL: [Bench; 7] = [
         Bench::Appends,
         Bench::Latency,
@@ -136,6 +153,7 @@ impl Bench {
             Bench::Queue => "queue",
             Bench::ClaimLatency => "claim_latency",
             Bench::Budget => "budget",
+            Bench::Soak => "soak",
         }
     }
 
@@ -148,6 +166,7 @@ impl Bench {
             Bench::Queue => queue(scratch, args).await,
             Bench::ClaimLatency => claim_latency(scratch, args).await,
             Bench::Budget => budget(scratch, args).await,
+            Bench::Soak => soak::soak(scratch, args).await,
         }
     }
 }
