@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{rows_by_id, HasId, Projection, Target};
+use crate::rows::{rows_by_id, HasId};
+use crate::{ApplyError, Projection, Target};
 
 /// A row of `agents`, and the payload of its change notifications.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -64,7 +65,7 @@ impl Projection for AgentsProjection {
         conn: &'a mut PgConnection,
         target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
         apply(conn, target.table("agents"), events).boxed()
     }
 }
@@ -73,12 +74,12 @@ async fn apply(
     conn: &mut PgConnection,
     table: String,
     events: &[Recorded],
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+) -> Result<Vec<serde_json::Value>, ApplyError> {
     let ids: Vec<Uuid> = events.iter().filter_map(|r| agent_id(r).or_else(|| worker_of(r))).collect();
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let existing: HashMap<Uuid, AgentRow> = rows_by_id(conn, &table, COLUMNS, &ids).await?;
+    let existing: HashMap<Uuid, AgentRow> = rows_by_id(conn, &table, "id", COLUMNS, &ids).await?;
     let mut states: HashMap<Uuid, (AgentState, AgentRow)> = existing
         .into_values()
         .map(|r| {

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{Projection, Target};
+use crate::{ApplyError, Projection, Target};
 
 pub const TASKS: &str = "analytics_tasks";
 pub const CHARGES: &str = "analytics_charges";
@@ -155,7 +155,7 @@ impl Projection for AnalyticsProjection {
         conn: &'a mut PgConnection,
         target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
         async move {
             let mut batch = Batch::load(conn, target, events).await?;
             for recorded in events {

@@ -13,7 +13,8 @@ use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{rows_by_id, HasId, Projection, Target};
+use crate::rows::{rows_by_id, HasId};
+use crate::{ApplyError, Projection, Target};
 
 /// A row of `services`, and the payload of a `serviceUpdates` notification. Amounts are exact
 /// millionths of the currency unit.
@@ -60,7 +61,7 @@ impl Projection for ServicesProjection {
         conn: &'a mut PgConnection,
         target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
         apply(conn, target.table("services"), events).boxed()
     }
 }
@@ -69,12 +70,12 @@ async fn apply(
     conn: &mut PgConnection,
     table: String,
     events: &[Recorded],
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+) -> Result<Vec<serde_json::Value>, ApplyError> {
     let ids: Vec<Uuid> = events.iter().filter_map(|r| r.meta.stream_id.id_of(Service::KIND)).collect();
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut rows: HashMap<Uuid, ServiceRow> = rows_by_id(conn, &table, COLUMNS, &ids).await?;
+    let mut rows: HashMap<Uuid, ServiceRow> = rows_by_id(conn, &table, "id", COLUMNS, &ids).await?;
     let mut changed: Vec<Uuid> = Vec::new();
     let mut seen: HashSet<Uuid> = HashSet::new();
     for recorded in events {

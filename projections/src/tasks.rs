@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{rows_by_id, HasId, Projection, Target};
+use crate::rows::{rows_by_id, HasId};
+use crate::{ApplyError, Projection, Target};
 
 /// A row of `tasks`, and the payload of a `taskUpdates` notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -199,7 +200,7 @@ impl Projection for TasksProjection {
         conn: &'a mut PgConnection,
         target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
         apply(conn, target.table("tasks"), events).boxed()
     }
 }
@@ -209,13 +210,13 @@ async fn apply(
     conn: &mut PgConnection,
     table: String,
     events: &[Recorded],
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+) -> Result<Vec<serde_json::Value>, ApplyError> {
     let ids: Vec<Uuid> = events.iter().filter_map(task_id).collect();
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     // Each row's state is folded over the whole batch and written back to the row once.
-    let mut rows: HashMap<Uuid, (TaskState, TaskRow)> = rows_by_id::<TaskRow>(conn, &table, COLUMNS, &ids)
+    let mut rows: HashMap<Uuid, (TaskState, TaskRow)> = rows_by_id::<TaskRow>(conn, &table, "id", COLUMNS, &ids)
         .await?
         .into_iter()
         .map(|(id, row)| (id, (row.state(), row)))

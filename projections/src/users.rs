@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{rows_by_id, HasId, Projection, Target};
+use crate::rows::{rows_by_id, HasId};
+use crate::{ApplyError, Projection, Target};
 
 /// A row of `users`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -53,7 +54,7 @@ impl Projection for UsersProjection {
         conn: &'a mut PgConnection,
         target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
         apply(conn, target.table("users"), events).boxed()
     }
 }
@@ -62,7 +63,7 @@ async fn apply(
     conn: &mut PgConnection,
     table: String,
     events: &[Recorded],
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+) -> Result<Vec<serde_json::Value>, ApplyError> {
     let ids: Vec<Uuid> = events
         .iter()
         .filter(|r| matches!(r.event, Event::User(_)))
@@ -71,7 +72,7 @@ async fn apply(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let existing: HashMap<Uuid, UserRow> = rows_by_id(conn, &table, COLUMNS, &ids).await?;
+    let existing: HashMap<Uuid, UserRow> = rows_by_id(conn, &table, "id", COLUMNS, &ids).await?;
     let mut states: HashMap<Uuid, (UserState, UserRow)> = existing
         .into_values()
         .map(|r| {

@@ -15,7 +15,8 @@ use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{rows_by_id, HasId, Projection, Target};
+use crate::rows::{rows_by_id, HasId};
+use crate::{ApplyError, Projection, Target};
 
 /// A row of `workflows`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -122,7 +123,7 @@ impl Projection for WorkflowsProjection {
         conn: &'a mut PgConnection,
         target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
         apply(conn, target, events).boxed()
     }
 }
@@ -131,7 +132,7 @@ async fn apply(
     conn: &mut PgConnection,
     target: Target,
     events: &[Recorded],
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+) -> Result<Vec<serde_json::Value>, ApplyError> {
     let (workflows, runs, stage_tasks) =
         (target.table("workflows"), target.table("workflow_runs"), target.table("workflow_stage_tasks"));
     for recorded in events {
@@ -180,7 +181,7 @@ async fn apply(
     if run_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut rows: HashMap<Uuid, WorkflowRunRow> = rows_by_id(conn, &runs, RUN_COLUMNS, &run_ids).await?;
+    let mut rows: HashMap<Uuid, WorkflowRunRow> = rows_by_id(conn, &runs, "id", RUN_COLUMNS, &run_ids).await?;
     let mut changed: Vec<Uuid> = Vec::new();
     let mut seen: HashSet<Uuid> = HashSet::new();
     let mut new_stage_tasks: Vec<(Uuid, Uuid, String)> = Vec::new();
