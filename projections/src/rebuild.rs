@@ -3,7 +3,8 @@
 //! The rebuild fills aside copies of the projection's tables from the store at full speed, then,
 //! holding the projection's lock (so the live worker pauses between batches), catches up to the
 //! head, swaps the copies in and moves the checkpoint, all in one transaction. Only read models
-//! are rebuilt: a reactor's history is acted on once.
+//! are rebuilt: a reactor's history is acted on once. [`checksums`] tells whether two copies of a
+//! read model hold the same rows (the live tables and a rebuild, or a replay into a schema).
 
 use std::time::{Duration, Instant};
 
@@ -99,4 +100,23 @@ async fn apply_aside(
 ) -> Result<(), WorkerError> {
     projection.apply(conn, Target::Rebuild, batch).await?;
     Ok(())
+}
+
+/// Each of `projection`'s tables in `schema` (`public`: the live ones) with a checksum of its rows:
+/// equal checksums, equal rows.
+pub async fn checksums(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    schema: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let mut sums = Vec::with_capacity(projection.tables().len());
+    for table in projection.tables() {
+        let sum: String = sqlx::query_scalar(&format!(
+            "select coalesce(md5(string_agg(t::text, '|' order by t::text)), 'empty') from \"{schema}\".{table} t"
+        ))
+        .fetch_one(&mut *conn)
+        .await?;
+        sums.push((table.to_string(), sum));
+    }
+    Ok(sums)
 }
