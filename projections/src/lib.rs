@@ -11,12 +11,13 @@
 //!   rebuilt: replaying its history would act again.
 //!
 //! Both are fed by [`worker`]: one durable JetStream consumer and one checkpoint per name, the
-//! same batching, redelivery and gap handling ([`worker::run`], [`worker::run_reactor`]).
+//! same batching, redelivery and gap handling ([`worker::run`], [`worker::run_reactor`]), each
+//! batch applied in an `apply_batch` span.
 //! [`status`] says where each stands.
 //!
 //! # The registry
 //! Every read model and every reactor devart runs is a module below and a line in [`all`] or in
-//! [`reactors`]; nothing else names them. A new read model is a module implementing
+//! [`reactors`]; nothing else has to list them. A new read model is a module implementing
 //! [`Projection`], its migration (its tables, their grants in `devart_secure_read_models()`) and
 //! its line in [`all`]; a new reactor, a module implementing [`Reactor`], the migration of its
 //! outbox if it has one, and its line in [`reactors`].
