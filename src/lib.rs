@@ -101,7 +101,8 @@ pub enum Role {
     Gateway,
     /// The sequencer and the JetStream publisher.
     Relay,
-    /// The projection workers, the workflow orchestrator and the cost-outlier detector.
+    /// The read models' workers and the reactors' (the workflow orchestrator, the cost-outlier
+    /// detector, the alerts recorder and delivery).
     Projections,
 }
 
@@ -154,7 +155,12 @@ pub async fn run(
         ));
         tasks.spawn(devart_commands::relay::run_publisher(store.clone(), bus.clone(), sequenced, shutdown.clone()));
     }
-    if roles.contains(&Role::Projections) {
+    // The projections role (its alert channels were checked above).
+    if let Some(channels) = channels {
+        // Every read model and every reactor: the registry names them. Alerts are recorded from
+        // the global order even with no channel configured (their checkpoint keeps up, so a channel
+        // added later starts from then), and delivered by a loop of their own, away from every
+        // command.
         for projection in devart_projections::all() {
             tasks.spawn(devart_projections::worker::run(
                 pool.clone(),
@@ -164,32 +170,16 @@ pub async fn run(
                 shutdown.clone(),
             ));
         }
-        tasks.spawn(devart_projections::worker::run(
-            pool.clone(),
-            store.clone(),
-            bus.clone(),
-            std::sync::Arc::new(devart_projections::orchestrator::Orchestrator::new(commands.clone())),
-            shutdown.clone(),
-        ));
-        tasks.spawn(devart_projections::worker::run(
-            pool.clone(),
-            store.clone(),
-            bus.clone(),
-            std::sync::Arc::new(devart_projections::outliers::OutlierDetector::new(commands.clone())),
-            shutdown.clone(),
-        ));
-    }
-    if let Some(channels) = channels {
-        // Alerts are recorded from the global order like a projection, even with no channel
-        // configured (its checkpoint keeps up, so a channel added later starts from then), and
-        // delivered by a loop of their own, away from every command.
-        tasks.spawn(devart_projections::worker::run(
-            pool.clone(),
-            store.clone(),
-            bus.clone(),
-            std::sync::Arc::new(devart_projections::alerts::Alerts::new(channels.enabled())),
-            shutdown.clone(),
-        ));
+        let parts = devart_projections::ReactorParts { commands: commands.clone(), alert_channels: channels.enabled() };
+        for reactor in devart_projections::reactors(&parts) {
+            tasks.spawn(devart_projections::worker::run_reactor(
+                pool.clone(),
+                store.clone(),
+                bus.clone(),
+                reactor,
+                shutdown.clone(),
+            ));
+        }
         if !channels.enabled().is_empty() {
             tasks.spawn(alerts::run_delivery(pool.clone(), channels, shutdown.clone()));
         }

@@ -76,18 +76,15 @@ pub async fn import(config: &Config, input: impl BufRead) -> anyhow::Result<u64>
 /// Every read model's tables and a checksum of their rows, in `schema` (default: the live ones).
 pub async fn checksums(config: &Config, schema: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
     let pool = config.pool().await?;
+    let mut conn = pool.acquire().await?;
     let schema = schema.unwrap_or("public");
     let mut sums = Vec::new();
     for projection in devart_projections::all() {
-        for table in projection.tables() {
-            let sum: String = sqlx::query_scalar(&format!(
-                "select coalesce(md5(string_agg(t::text, '|' order by t::text)), 'empty') from \"{schema}\".{table} t"
-            ))
-            .fetch_one(&pool)
-            .await
-            .with_context(|| format!("reading {schema}.{table}"))?;
-            sums.push((table.to_string(), sum));
-        }
+        sums.extend(
+            devart_projections::rebuild::checksums(&mut conn, projection.as_ref(), schema)
+                .await
+                .with_context(|| format!("reading the tables of {} in {schema}", projection.name()))?,
+        );
     }
     Ok(sums)
 }

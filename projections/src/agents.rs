@@ -1,7 +1,5 @@
 //! The agents read model: one row per registered agent.
 
-use std::collections::{HashMap, HashSet};
-
 use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
 use devart_domain::agent::{Agent, AgentState, AgentStatus};
@@ -10,10 +8,14 @@ use devart_domain::{ActorKind, Aggregate, Event};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
-use crate::{rows_by_id, HasId, Projection, Target};
+use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
+use crate::{ApplyError, ColumnError, Projection, Target};
 
 /// A row of `agents`, and the payload of its change notifications.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -56,7 +58,7 @@ impl Projection for AgentsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["agents"]
+        &[AgentsProjection::TABLE]
     }
 
     fn apply<'a>(
@@ -64,122 +66,115 @@ impl Projection for AgentsProjection {
         conn: &'a mut PgConnection,
         target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
-        apply(conn, target.table("agents"), events).boxed()
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
+        async move { fold_and_upsert(conn, target, &mut AgentsProjection, events).await }.boxed()
     }
 }
 
-async fn apply(
-    conn: &mut PgConnection,
-    table: String,
-    events: &[Recorded],
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-    let ids: Vec<Uuid> = events.iter().filter_map(|r| agent_id(r).or_else(|| worker_of(r))).collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
+/// An agent's row changes with its own events, and with the task events that record its work.
+impl AggregateRows for AgentsProjection {
+    type Row = AgentRow;
+    type Folded = (AgentState, AgentRow);
+
+    const TABLE: &'static str = "agents";
+    const COLUMNS: &'static [(&'static str, Sql)] = &[
+        ("id", Sql::Uuid),
+        ("name", Sql::Text),
+        ("capabilities", Sql::TextArray),
+        ("active", Sql::Bool),
+        ("key_id", Sql::Text),
+        ("version", Sql::BigInt),
+        ("position", Sql::BigInt),
+        ("registered_at", Sql::Timestamptz),
+        ("updated_at", Sql::Timestamptz),
+        ("last_seen_at", Sql::Timestamptz),
+        ("current_task_id", Sql::Uuid),
+        ("tasks_claimed", Sql::BigInt),
+        ("tasks_completed", Sql::BigInt),
+        ("tasks_failed", Sql::BigInt),
+    ];
+
+    fn row_of(&self, recorded: &Recorded) -> Option<Uuid> {
+        match &recorded.event {
+            Event::Agent(_) => agent_id(recorded),
+            Event::Task(event) => event.agent_id(),
+            _ => None,
+        }
     }
-    let existing: HashMap<Uuid, AgentRow> = rows_by_id(conn, &table, COLUMNS, &ids).await?;
-    let mut states: HashMap<Uuid, (AgentState, AgentRow)> = existing
-        .into_values()
-        .map(|r| {
-            let state = AgentState {
-                id: r.id,
-                status: if r.active { AgentStatus::Active } else { AgentStatus::Inactive },
-                name: r.name.clone(),
-                capabilities: r.capabilities.clone(),
-                key_id: r.key_id.clone(),
-            };
-            (r.id, (state, r))
-        })
-        .collect();
-    // In first-change order, for notifications; `seen` keeps the check O(1) per event.
-    let mut changed: Vec<Uuid> = Vec::new();
-    let mut seen: HashSet<Uuid> = HashSet::new();
-    for recorded in events {
+
+    fn open(&self, row: AgentRow) -> Result<(AgentState, AgentRow), ColumnError> {
+        let state = AgentState {
+            id: row.id,
+            status: if row.active { AgentStatus::Active } else { AgentStatus::Inactive },
+            name: row.name.clone(),
+            capabilities: row.capabilities.clone(),
+            key_id: row.key_id.clone(),
+        };
+        Ok((state, row))
+    }
+
+    fn start(&self, id: Uuid, recorded: &Recorded) -> Option<(AgentState, AgentRow)> {
+        // Work done by an agent this batch or the table knows; others are not agents of ours.
+        let Event::Agent(_) = recorded.event else { return None };
+        let at = recorded.meta.occurred_at;
+        let row = AgentRow {
+            id,
+            name: String::new(),
+            capabilities: Vec::new(),
+            active: false,
+            key_id: String::new(),
+            version: 0,
+            position: 0,
+            registered_at: at,
+            updated_at: at,
+            last_seen_at: None,
+            current_task_id: None,
+            tasks_claimed: 0,
+            tasks_completed: 0,
+            tasks_failed: 0,
+        };
+        Some((AgentState::default(), row))
+    }
+
+    fn fold(&mut self, (state, row): &mut (AgentState, AgentRow), recorded: &Recorded) -> bool {
         let meta = &recorded.meta;
-        if let (Some(id), Event::Task(event)) = (worker_of(recorded), &recorded.event) {
-            // Work done by an agent this batch or the table knows; others are not agents of ours.
-            let Some((_, row)) = states.get_mut(&id) else { continue };
-            work(row, event, recorded);
-            if seen.insert(id) {
-                changed.push(id);
+        match &recorded.event {
+            Event::Task(event) => work(row, event, recorded),
+            Event::Agent(event) => {
+                *state = Agent::evolve(std::mem::take(state), event);
+                row.name = state.name.clone();
+                row.capabilities = state.capabilities.clone();
+                row.active = state.status == AgentStatus::Active;
+                row.key_id = state.key_id.clone();
+                row.version = meta.stream_version as i64;
+                row.position = meta.position.map_or(row.position, |p| p.0 as i64);
+                row.updated_at = meta.occurred_at;
             }
-            continue;
+            _ => return false,
         }
-        let (Some(id), Event::Agent(event)) = (agent_id(recorded), &recorded.event) else { continue };
-        let (state, row) = states.entry(id).or_insert_with(|| {
-            let row = AgentRow {
-                id,
-                name: String::new(),
-                capabilities: Vec::new(),
-                active: false,
-                key_id: String::new(),
-                version: 0,
-                position: 0,
-                registered_at: meta.occurred_at,
-                updated_at: meta.occurred_at,
-                last_seen_at: None,
-                current_task_id: None,
-                tasks_claimed: 0,
-                tasks_completed: 0,
-                tasks_failed: 0,
-            };
-            (AgentState::default(), row)
-        });
-        *state = Agent::evolve(std::mem::take(state), event);
-        row.name = state.name.clone();
-        row.capabilities = state.capabilities.clone();
-        row.active = state.status == AgentStatus::Active;
-        row.key_id = state.key_id.clone();
-        row.version = meta.stream_version as i64;
-        row.position = meta.position.map_or(row.position, |p| p.0 as i64);
-        row.updated_at = meta.occurred_at;
-        if seen.insert(id) {
-            changed.push(id);
-        }
+        true
     }
-    let rows: Vec<&AgentRow> = changed.iter().map(|id| &states[id].1).collect();
-    let caps: Vec<String> = rows.iter().map(|r| serde_json::to_string(&r.capabilities).expect("json")).collect();
-    sqlx::query(&format!(
-        "insert into {table} ({COLUMNS}) \
-         select id, name, array(select jsonb_array_elements_text(caps::jsonb)), active, key_id, version, position, \
-                registered_at, updated_at, last_seen_at, current_task_id, tasks_claimed, tasks_completed, \
-                tasks_failed \
-         from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::bigint[], $7::bigint[], \
-                     $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::uuid[], $12::bigint[], \
-                     $13::bigint[], $14::bigint[]) \
-              as r(id, name, caps, active, key_id, version, position, registered_at, updated_at, last_seen_at, \
-                   current_task_id, tasks_claimed, tasks_completed, tasks_failed) \
-         on conflict (id) do update set name = excluded.name, capabilities = excluded.capabilities, \
-             active = excluded.active, key_id = excluded.key_id, version = excluded.version, \
-             position = excluded.position, updated_at = excluded.updated_at, last_seen_at = excluded.last_seen_at, \
-             current_task_id = excluded.current_task_id, tasks_claimed = excluded.tasks_claimed, \
-             tasks_completed = excluded.tasks_completed, tasks_failed = excluded.tasks_failed"
-    ))
-    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
-    .bind(&caps)
-    .bind(rows.iter().map(|r| r.active).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.key_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.position).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.registered_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.last_seen_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.current_task_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.tasks_claimed).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.tasks_completed).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.tasks_failed).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(rows.iter().map(|r| serde_json::to_value(r).expect("rows serialize")).collect())
-}
 
-/// The agent a task event records work of.
-fn worker_of(recorded: &Recorded) -> Option<Uuid> {
-    match &recorded.event {
-        Event::Task(event) => event.agent_id(),
-        _ => None,
+    fn close(&self, (_, row): (AgentState, AgentRow)) -> AgentRow {
+        row
+    }
+
+    fn bind<'q>(rows: &[&'q AgentRow], query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(column(rows, |r| r.id))
+            .bind(column(rows, |r| r.name.as_str()))
+            .bind(column(rows, |r| Json(&r.capabilities)))
+            .bind(column(rows, |r| r.active))
+            .bind(column(rows, |r| r.key_id.as_str()))
+            .bind(column(rows, |r| r.version))
+            .bind(column(rows, |r| r.position))
+            .bind(column(rows, |r| r.registered_at))
+            .bind(column(rows, |r| r.updated_at))
+            .bind(column(rows, |r| r.last_seen_at))
+            .bind(column(rows, |r| r.current_task_id))
+            .bind(column(rows, |r| r.tasks_claimed))
+            .bind(column(rows, |r| r.tasks_completed))
+            .bind(column(rows, |r| r.tasks_failed))
     }
 }
 
@@ -212,4 +207,15 @@ fn work(row: &mut AgentRow, event: &TaskEvent, recorded: &Recorded) {
 
 fn agent_id(recorded: &Recorded) -> Option<Uuid> {
     recorded.meta.stream_id.id_of(Agent::KIND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::column_list;
+
+    #[test]
+    fn the_columns_read_are_the_columns_written() {
+        assert_eq!(COLUMNS, column_list(AgentsProjection::COLUMNS));
+    }
 }

@@ -1,13 +1,13 @@
 //! Budget alerts, recorded: the consumer that fills the `alert_deliveries` outbox.
 //!
-//! It reads the global order with its own durable consumer and checkpoint, like a projection, and
+//! It reads the global order with its own durable consumer and checkpoint, like every reactor, and
 //! for every budget event worth telling someone about (`BudgetThresholdCrossed`,
 //! `ServiceSuspended`, `ServiceReactivated`) inserts one row per configured channel, in the
 //! transaction that moves its checkpoint. A batch applied again (a redelivery after a crash between
 //! commit and acknowledgement, a checkpoint set back) inserts nothing twice: rows are unique on
 //! (event id, channel). So each alert is recorded exactly once per channel, and nothing else
 //! happens here: sending is the delivery loop's business, outside this transaction and outside any
-//! command. It is never rebuilt, and is not one of [`crate::all`].
+//! command. It is a [`Reactor`], never rebuilt.
 
 use std::collections::HashMap;
 
@@ -22,7 +22,7 @@ use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{Projection, Target};
+use crate::{ApplyError, Reactor};
 
 /// Where alerts go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,34 +160,26 @@ impl Alerts {
     }
 }
 
-impl Projection for Alerts {
+/// A reactor, not a read model: the outbox is never rebuilt, since replaying it would send alerts
+/// again.
+impl Reactor for Alerts {
     fn name(&self) -> &'static str {
         Self::NAME
     }
 
-    /// None to rebuild: the outbox is not a read model, and replaying it would send alerts again.
-    fn tables(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn apply<'a>(
+    fn react<'a>(
         &'a self,
         conn: &'a mut PgConnection,
-        _target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
-        record(conn, &self.channels, events).boxed()
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        async move { Ok(record(conn, &self.channels, events).await?) }.boxed()
     }
 }
 
-async fn record(
-    conn: &mut PgConnection,
-    channels: &[Channel],
-    events: &[Recorded],
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+async fn record(conn: &mut PgConnection, channels: &[Channel], events: &[Recorded]) -> Result<(), sqlx::Error> {
     let raising: Vec<&Recorded> = events.iter().filter(|r| AlertKind::of(&r.event).is_some()).collect();
     if channels.is_empty() || raising.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let mut ids: Vec<Uuid> = raising.iter().filter_map(|r| r.meta.stream_id.id_of(Service::KIND)).collect();
     ids.sort();
@@ -202,8 +194,9 @@ async fn record(
     .await?;
     let names: HashMap<Uuid, (String, String)> =
         names.into_iter().map(|(id, name, currency)| (id, (name, currency))).collect();
-    for alert in raising.iter().filter_map(|r| Alert::of(r, &names)) {
-        let position: i64 = alert.position.parse().unwrap_or_default();
+    for recorded in raising {
+        let Some(alert) = Alert::of(recorded, &names) else { continue };
+        let position = recorded.meta.position.map_or(0, |p| p.0 as i64);
         for channel in channels {
             sqlx::query(
                 "insert into alert_deliveries (event_id, channel, position, alert) values ($1, $2, $3, $4) \
@@ -217,8 +210,7 @@ async fn record(
             .await?;
         }
     }
-    // Nothing for live subscribers: the outbox is not a read model.
-    Ok(Vec::new())
+    Ok(())
 }
 
 #[cfg(test)]

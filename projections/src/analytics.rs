@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{Projection, Target};
+use crate::rows::rows_by_id;
+use crate::{ApplyError, ColumnError, Projection, RowError, Target};
 
 pub const TASKS: &str = "analytics_tasks";
 pub const CHARGES: &str = "analytics_charges";
@@ -105,8 +106,9 @@ pub const TASK_COLUMNS: &[&str] = &[
 ];
 
 impl TaskFacts {
-    fn status(&self) -> TaskStatus {
-        TaskStatus::parse(&self.status).unwrap_or(TaskStatus::Pending)
+    fn status(&self) -> Result<TaskStatus, ColumnError> {
+        TaskStatus::parse(&self.status)
+            .ok_or_else(|| ColumnError::new("status", format!("`{}` is not a task status", self.status)))
     }
 }
 
@@ -155,11 +157,11 @@ impl Projection for AnalyticsProjection {
         conn: &'a mut PgConnection,
         target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
         async move {
             let mut batch = Batch::load(conn, target, events).await?;
             for recorded in events {
-                batch.apply(recorded);
+                batch.apply(recorded)?;
             }
             batch.write(conn, target).await?;
             // Nobody subscribes to analytics rows: charts ask for them.
@@ -171,6 +173,8 @@ impl Projection for AnalyticsProjection {
 
 /// A batch folded in memory over the rows it touches, then written once.
 struct Batch {
+    /// The physical name of `analytics_tasks`, for errors.
+    tasks_table: String,
     tasks: HashMap<Uuid, TaskFacts>,
     changed: HashSet<Uuid>,
     /// Workflow names of the runs the batch's stage tasks belong to.
@@ -185,7 +189,7 @@ struct Batch {
 }
 
 impl Batch {
-    async fn load(conn: &mut PgConnection, target: Target, events: &[Recorded]) -> Result<Batch, sqlx::Error> {
+    async fn load(conn: &mut PgConnection, target: Target, events: &[Recorded]) -> Result<Batch, ApplyError> {
         let mut ids: Vec<Uuid> = Vec::new();
         let mut run_ids: Vec<Uuid> = Vec::new();
         for recorded in events {
@@ -202,14 +206,8 @@ impl Batch {
         }
         ids.sort();
         ids.dedup();
-        let tasks: Vec<TaskFacts> = sqlx::query_as(&format!(
-            "select {} from {} where task_id = any($1)",
-            TASK_COLUMNS.join(", "),
-            target.table(TASKS)
-        ))
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
+        let tasks_table = target.table(TASKS);
+        let tasks = rows_by_id::<TaskFacts>(conn, &tasks_table, "task_id", &TASK_COLUMNS.join(", "), &ids).await?;
         let runs: Vec<(Uuid, String)> = sqlx::query_as(&format!(
             "select run_id, workflow_name from {} where run_id = any($1)",
             target.table(WORKFLOW_RUNS)
@@ -224,7 +222,8 @@ impl Batch {
         .fetch_optional(&mut *conn)
         .await?;
         Ok(Batch {
-            tasks: tasks.into_iter().map(|t| (t.task_id, t)).collect(),
+            tasks_table,
+            tasks,
             changed: HashSet::new(),
             runs: runs.into_iter().collect(),
             new_runs: Vec::new(),
@@ -236,12 +235,12 @@ impl Batch {
         })
     }
 
-    fn apply(&mut self, recorded: &Recorded) {
+    fn apply(&mut self, recorded: &Recorded) -> Result<(), RowError> {
         let meta = &recorded.meta;
         match &recorded.event {
             Event::Task(event) => {
                 if let Some(id) = meta.stream_id.id_of(Task::KIND) {
-                    self.task(id, event, recorded);
+                    self.task(id, event, recorded)?;
                 }
             }
             Event::Service(event) => {
@@ -257,9 +256,10 @@ impl Batch {
             }
             _ => {}
         }
+        Ok(())
     }
 
-    fn task(&mut self, id: Uuid, event: &TaskEvent, recorded: &Recorded) {
+    fn task(&mut self, id: Uuid, event: &TaskEvent, recorded: &Recorded) -> Result<(), RowError> {
         let meta = &recorded.meta;
         let at = meta.occurred_at;
         if let TaskEvent::Created { required_capabilities, stage, .. } = event {
@@ -301,8 +301,8 @@ impl Batch {
         }
         // A task's later events without its creation cannot be placed; there are none in a store
         // whose streams start with their creation.
-        let Some(facts) = self.tasks.get_mut(&id) else { return };
-        let before = facts.status();
+        let Some(facts) = self.tasks.get_mut(&id) else { return Ok(()) };
+        let before = facts.status().map_err(|e| e.in_row(&self.tasks_table, id))?;
         match event {
             TaskEvent::Updated { required_capabilities: Some(capabilities), .. } => {
                 facts.required_capabilities = capabilities.clone();
@@ -370,6 +370,7 @@ impl Batch {
             entry.in_progress_max = entry.in_progress_max.max(in_progress);
             entry.position = meta.position.map_or(entry.position, |p| p.0 as i64);
         }
+        Ok(())
     }
 
     fn service(&mut self, service_id: Uuid, event: &ServiceEvent, recorded: &Recorded) {

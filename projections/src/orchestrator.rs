@@ -1,18 +1,17 @@
-//! The workflow orchestrator: a process manager fed like a projection.
+//! The workflow orchestrator: a reactor that moves workflow runs on.
 //!
 //! It reads the global order with its own durable consumer and checkpoint, and for each batch
 //! issues the commands that move workflow runs on ([`Commands::orchestrate`]): a stage task's end
 //! is recorded in its run, and the stages that become ready get their tasks. Its commands are
 //! committed before its checkpoint, so a crash repeats a batch's commands rather than losing them;
-//! each of them is idempotent, so repeating changes nothing. It owns no tables and is never
-//! rebuilt.
+//! each of them is idempotent, so repeating changes nothing.
 
-use devart_commands::{CommandError, Commands, Recorded, StoreError};
+use devart_commands::{Commands, Recorded};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sqlx::PgConnection;
 
-use crate::{Projection, Target};
+use crate::{ApplyError, Reactor};
 
 pub struct Orchestrator {
     commands: Commands,
@@ -26,29 +25,16 @@ impl Orchestrator {
     }
 }
 
-impl Projection for Orchestrator {
+impl Reactor for Orchestrator {
     fn name(&self) -> &'static str {
         Self::NAME
     }
 
-    fn tables(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn apply<'a>(
+    fn react<'a>(
         &'a self,
         _conn: &'a mut PgConnection,
-        _target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
-        async move {
-            match self.commands.orchestrate(events).await {
-                Ok(()) => Ok(Vec::new()),
-                Err(CommandError::Store(StoreError::Db(e))) => Err(e),
-                // Anything else is retried with the batch, like a database error.
-                Err(other) => Err(sqlx::Error::Protocol(format!("workflow orchestration: {other}"))),
-            }
-        }
-        .boxed()
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        async move { Ok(self.commands.orchestrate(events).await?) }.boxed()
     }
 }

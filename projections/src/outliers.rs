@@ -1,5 +1,5 @@
-//! The cost-outlier detector: a process manager fed like a projection, which flags tasks whose
-//! cost is unusual against comparable tasks (see [`devart_domain::outliers`]).
+//! The cost-outlier detector: a reactor that flags tasks whose cost is unusual against comparable
+//! tasks (see [`devart_domain::outliers`]).
 //!
 //! It reads the global order with its own durable consumer and checkpoint, as the workflow
 //! orchestrator does, outside the path of any command. A task is judged when it completes, and
@@ -14,13 +14,12 @@
 //! A task whose flag is open is not judged again, nor one acknowledged at no less than its cost
 //! then: a person found it fine. Each command's id is derived from the event that triggered it, and
 //! the task aggregate flags a task once (again only after an acknowledgment, and only for a higher
-//! cost), so processing the same events again flags nothing twice. It owns no tables and is never
-//! rebuilt.
+//! cost), so processing the same events again flags nothing twice.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use devart_commands::{CommandContext, CommandError, Commands, Recorded, StoreError};
+use devart_commands::{CommandContext, CommandError, Commands, Recorded};
 use devart_domain::money::Money;
 use devart_domain::outliers::{judge, Score};
 use devart_domain::service::ServiceEvent;
@@ -32,7 +31,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::analytics::{AnalyticsProjection, CHARGES, TASKS};
-use crate::{Projection, Target};
+use crate::{ApplyError, Projection, Reactor};
 
 /// A group's comparables are its latest completions, at most this many: the baseline follows what
 /// work costs now, and judging stays cheap however large the group grows.
@@ -214,29 +213,16 @@ fn caused_by(event: &Recorded, task_id: Uuid) -> CommandContext {
     }
 }
 
-impl Projection for OutlierDetector {
+impl Reactor for OutlierDetector {
     fn name(&self) -> &'static str {
         Self::NAME
     }
 
-    fn tables(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn apply<'a>(
+    fn react<'a>(
         &'a self,
         conn: &'a mut PgConnection,
-        _target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
-        async move {
-            match self.detect(conn, events).await {
-                Ok(()) => Ok(Vec::new()),
-                Err(CommandError::Store(StoreError::Db(e))) => Err(e),
-                // Anything else is retried with the batch, like a database error.
-                Err(other) => Err(sqlx::Error::Protocol(format!("cost-outlier detection: {other}"))),
-            }
-        }
-        .boxed()
+    ) -> BoxFuture<'a, Result<(), ApplyError>> {
+        async move { Ok(self.detect(conn, events).await?) }.boxed()
     }
 }

@@ -2,13 +2,15 @@
 //!
 //! The rebuild fills aside copies of the projection's tables from the store at full speed, then,
 //! holding the projection's lock (so the live worker pauses between batches), catches up to the
-//! head, swaps the copies in and moves the checkpoint, all in one transaction.
+//! head, swaps the copies in and moves the checkpoint, all in one transaction. Only read models
+//! are rebuilt: a reactor's history is acted on once. [`checksums`] tells whether two copies of a
+//! read model hold the same rows (the live tables and a rebuild, or a replay into a schema).
 
 use std::time::{Duration, Instant};
 
-use devart_commands::EventStore;
+use devart_commands::{EventStore, Recorded};
 use devart_domain::Position;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::worker::WorkerError;
 use crate::{lock_key, Projection, Target};
@@ -23,6 +25,7 @@ pub struct RebuildReport {
 }
 
 /// Rebuilds `projection`; `progress(done, total)` is called after each batch.
+#[tracing::instrument(skip_all, fields(projection = projection.name()))]
 pub async fn rebuild(
     pool: &PgPool,
     store: &EventStore,
@@ -46,7 +49,7 @@ pub async fn rebuild(
         let Some(last) = batch.last().and_then(|r| r.meta.position) else {
             break;
         };
-        projection.apply(&mut conn, Target::Rebuild, &batch).await?;
+        apply_aside(&mut conn, projection, &batch).await?;
         events += batch.len() as u64;
         at = last;
         progress(at.0, target.0);
@@ -60,7 +63,7 @@ pub async fn rebuild(
         let Some(last) = batch.last().and_then(|r| r.meta.position) else {
             break;
         };
-        projection.apply(&mut tx, Target::Rebuild, &batch).await?;
+        apply_aside(&mut tx, projection, &batch).await?;
         events += batch.len() as u64;
         at = last;
     }
@@ -82,4 +85,38 @@ pub async fn rebuild(
     tx.commit().await?;
     progress(at.0, at.0);
     Ok(RebuildReport { events, position: at, elapsed: started.elapsed() })
+}
+
+/// One batch of a rebuild, into the aside copies; the changed rows are nobody's business yet.
+#[tracing::instrument(
+    name = "apply_batch",
+    skip_all,
+    fields(kind = "rebuild", name = projection.name(), events = batch.len())
+)]
+async fn apply_aside(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    batch: &[Recorded],
+) -> Result<(), WorkerError> {
+    projection.apply(conn, Target::Rebuild, batch).await?;
+    Ok(())
+}
+
+/// Each of `projection`'s tables in `schema` (`public`: the live ones) with a checksum of its rows:
+/// equal checksums, equal rows.
+pub async fn checksums(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    schema: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let mut sums = Vec::with_capacity(projection.tables().len());
+    for table in projection.tables() {
+        let sum: String = sqlx::query_scalar(&format!(
+            "select coalesce(md5(string_agg(t::text, '|' order by t::text)), 'empty') from \"{schema}\".{table} t"
+        ))
+        .fetch_one(&mut *conn)
+        .await?;
+        sums.push((table.to_string(), sum));
+    }
+    Ok(sums)
 }

@@ -1,7 +1,5 @@
 //! The services read model: each service with its budget, spend and status, as its events leave it.
 
-use std::collections::{HashMap, HashSet};
-
 use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
 use devart_domain::service::{Service, ServiceState};
@@ -9,11 +7,14 @@ use devart_domain::{Aggregate, Event};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
-use crate::{rows_by_id, HasId, Projection, Target};
+use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
+use crate::{ApplyError, ColumnError, Projection, Target};
 
 /// A row of `services`, and the payload of a `serviceUpdates` notification. Amounts are exact
 /// millionths of the currency unit.
@@ -52,7 +53,7 @@ impl Projection for ServicesProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["services"]
+        &[ServicesProjection::TABLE]
     }
 
     fn apply<'a>(
@@ -60,29 +61,44 @@ impl Projection for ServicesProjection {
         conn: &'a mut PgConnection,
         target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
-        apply(conn, target.table("services"), events).boxed()
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
+        async move { fold_and_upsert(conn, target, &mut ServicesProjection, events).await }.boxed()
     }
 }
 
-async fn apply(
-    conn: &mut PgConnection,
-    table: String,
-    events: &[Recorded],
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-    let ids: Vec<Uuid> = events.iter().filter_map(|r| r.meta.stream_id.id_of(Service::KIND)).collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
+/// The row keeps the folded state (`state`), which the next batch continues from.
+impl AggregateRows for ServicesProjection {
+    type Row = ServiceRow;
+    type Folded = ServiceRow;
+
+    const TABLE: &'static str = "services";
+    const COLUMNS: &'static [(&'static str, Sql)] = &[
+        ("id", Sql::Uuid),
+        ("name", Sql::Text),
+        ("status", Sql::Text),
+        ("monthly_budget_micros", Sql::BigInt),
+        ("spent_micros", Sql::BigInt),
+        ("reserved_micros", Sql::BigInt),
+        ("period", Sql::Text),
+        ("state", Sql::Jsonb),
+        ("version", Sql::BigInt),
+        ("position", Sql::BigInt),
+        ("updated_at", Sql::Timestamptz),
+    ];
+
+    fn row_of(&self, recorded: &Recorded) -> Option<Uuid> {
+        match recorded.event {
+            Event::Service(_) => recorded.meta.stream_id.id_of(Service::KIND),
+            _ => None,
+        }
     }
-    let mut rows: HashMap<Uuid, ServiceRow> = rows_by_id(conn, &table, COLUMNS, &ids).await?;
-    let mut changed: Vec<Uuid> = Vec::new();
-    let mut seen: HashSet<Uuid> = HashSet::new();
-    for recorded in events {
-        let (Some(id), Event::Service(event)) = (recorded.meta.stream_id.id_of(Service::KIND), &recorded.event) else {
-            continue;
-        };
-        let meta = &recorded.meta;
-        let row = rows.entry(id).or_insert_with(|| ServiceRow {
+
+    fn open(&self, row: ServiceRow) -> Result<ServiceRow, ColumnError> {
+        Ok(row)
+    }
+
+    fn start(&self, id: Uuid, recorded: &Recorded) -> Option<ServiceRow> {
+        Some(ServiceRow {
             id,
             name: String::new(),
             status: String::new(),
@@ -93,8 +109,13 @@ async fn apply(
             state: Json(ServiceState::default()),
             version: 0,
             position: 0,
-            updated_at: meta.occurred_at,
-        });
+            updated_at: recorded.meta.occurred_at,
+        })
+    }
+
+    fn fold(&mut self, row: &mut ServiceRow, recorded: &Recorded) -> bool {
+        let Event::Service(event) = &recorded.event else { return false };
+        let meta = &recorded.meta;
         let state = Service::evolve(std::mem::take(&mut row.state.0), event);
         row.name = state.name.clone();
         row.status = state.status.as_str().to_owned();
@@ -106,34 +127,36 @@ async fn apply(
         row.version = meta.stream_version as i64;
         row.position = meta.position.map_or(row.position, |p| p.0 as i64);
         row.updated_at = meta.occurred_at;
-        if seen.insert(id) {
-            changed.push(id);
-        }
+        true
     }
-    let mut notifications = Vec::with_capacity(changed.len());
-    for id in changed {
-        let r = &rows[&id];
-        sqlx::query(&format!(
-            "insert into {table} ({COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             on conflict (id) do update set name = excluded.name, status = excluded.status, \
-                 monthly_budget_micros = excluded.monthly_budget_micros, spent_micros = excluded.spent_micros, \
-                 reserved_micros = excluded.reserved_micros, period = excluded.period, state = excluded.state, \
-                 version = excluded.version, position = excluded.position, updated_at = excluded.updated_at"
-        ))
-        .bind(r.id)
-        .bind(&r.name)
-        .bind(&r.status)
-        .bind(r.monthly_budget_micros)
-        .bind(r.spent_micros)
-        .bind(r.reserved_micros)
-        .bind(&r.period)
-        .bind(&r.state)
-        .bind(r.version)
-        .bind(r.position)
-        .bind(r.updated_at)
-        .execute(&mut *conn)
-        .await?;
-        notifications.push(serde_json::to_value(r).expect("rows serialize"));
+
+    fn close(&self, row: ServiceRow) -> ServiceRow {
+        row
     }
-    Ok(notifications)
+
+    fn bind<'q>(rows: &[&'q ServiceRow], query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(column(rows, |r| r.id))
+            .bind(column(rows, |r| r.name.as_str()))
+            .bind(column(rows, |r| r.status.as_str()))
+            .bind(column(rows, |r| r.monthly_budget_micros))
+            .bind(column(rows, |r| r.spent_micros))
+            .bind(column(rows, |r| r.reserved_micros))
+            .bind(column(rows, |r| r.period.as_str()))
+            .bind(column(rows, |r| Json(&r.state.0)))
+            .bind(column(rows, |r| r.version))
+            .bind(column(rows, |r| r.position))
+            .bind(column(rows, |r| r.updated_at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::column_list;
+
+    #[test]
+    fn the_columns_read_are_the_columns_written() {
+        assert_eq!(COLUMNS, column_list(ServicesProjection::COLUMNS));
+    }
 }

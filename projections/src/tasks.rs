@@ -1,7 +1,5 @@
 //! The task board: one row per task that exists, as its events leave it.
 
-use std::collections::{HashMap, HashSet};
-
 use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
 use devart_domain::task::{AttemptError, Lease, Progress, StageLink, Task, TaskState, TaskStatus};
@@ -9,10 +7,14 @@ use devart_domain::{Aggregate, Event};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
-use crate::{rows_by_id, HasId, Projection, Target};
+use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
+use crate::{ApplyError, ColumnError, Projection, Target};
 
 /// A row of `tasks`, and the payload of a `taskUpdates` notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -104,10 +106,23 @@ impl TaskRow {
         row
     }
 
-    fn state(&self) -> TaskState {
+    /// The task's state as the row holds it; fails on a status or errors column that does not
+    /// decode.
+    fn state(&self) -> Result<TaskState, ColumnError> {
+        let status = TaskStatus::parse(&self.status)
+            .ok_or_else(|| ColumnError::new("status", format!("`{}` is not a task status", self.status)))?;
+        let errors = Vec::<AttemptErrorRow>::deserialize(&self.errors)
+            .map_err(|e| ColumnError::new("errors", format!("not a list of attempt errors: {e}")))?
+            .into_iter()
+            .map(|e| AttemptError { attempt: e.attempt, agent_id: e.agent_id, error: e.error })
+            .collect();
+        Ok(self.state_with(status, errors))
+    }
+
+    fn state_with(&self, status: TaskStatus, errors: Vec<AttemptError>) -> TaskState {
         TaskState {
             id: self.id,
-            status: TaskStatus::parse(&self.status).unwrap_or(TaskStatus::Pending),
+            status,
             title: self.title.clone(),
             description: self.description.clone(),
             priority: self.priority as u8,
@@ -131,11 +146,7 @@ impl TaskRow {
                 .progress_message
                 .clone()
                 .map(|message| Progress { message, percent: self.progress_percent.map(|p| p as u8) }),
-            errors: serde_json::from_value::<Vec<AttemptErrorRow>>(self.errors.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| AttemptError { attempt: e.attempt, agent_id: e.agent_id, error: e.error })
-                .collect(),
+            errors,
             result: self.result.as_ref().map(|v| v.to_string()),
             // Cost outliers are the analytics read model's concern; the board does not keep them.
             cost_outlier: None,
@@ -191,7 +202,7 @@ impl Projection for TasksProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["tasks"]
+        &[TasksProjection::TABLE]
     }
 
     fn apply<'a>(
@@ -199,126 +210,135 @@ impl Projection for TasksProjection {
         conn: &'a mut PgConnection,
         target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
-        apply(conn, target.table("tasks"), events).boxed()
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
+        async move { fold_and_upsert(conn, target, &mut TasksProjection, events).await }.boxed()
     }
 }
 
-/// Folds a batch in memory over the rows it touches, then writes each changed row once.
-async fn apply(
-    conn: &mut PgConnection,
-    table: String,
-    events: &[Recorded],
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-    let ids: Vec<Uuid> = events.iter().filter_map(task_id).collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
+/// Each task's state is folded over the whole batch and turned into its row once.
+impl AggregateRows for TasksProjection {
+    type Row = TaskRow;
+    type Folded = (TaskState, TaskRow);
+
+    const TABLE: &'static str = "tasks";
+    const COLUMNS: &'static [(&'static str, Sql)] = &[
+        ("id", Sql::Uuid),
+        ("title", Sql::Text),
+        ("description", Sql::Text),
+        ("status", Sql::Text),
+        ("priority", Sql::SmallInt),
+        ("required_capabilities", Sql::TextArray),
+        ("parent_task_id", Sql::Uuid),
+        ("version", Sql::BigInt),
+        ("position", Sql::BigInt),
+        ("created_at", Sql::Timestamptz),
+        ("updated_at", Sql::Timestamptz),
+        ("created_by", Sql::Text),
+        ("max_attempts", Sql::Int),
+        ("attempt", Sql::Int),
+        ("failures", Sql::Int),
+        ("run_after", Sql::Timestamptz),
+        ("input", Sql::Jsonb),
+        ("result", Sql::Jsonb),
+        ("errors", Sql::Jsonb),
+        ("agent_id", Sql::Uuid),
+        ("lease_expires_at", Sql::Timestamptz),
+        ("progress_message", Sql::Text),
+        ("progress_percent", Sql::SmallInt),
+        ("workflow_run_id", Sql::Uuid),
+        ("stage_key", Sql::Text),
+    ];
+
+    fn row_of(&self, recorded: &Recorded) -> Option<Uuid> {
+        match recorded.event {
+            Event::Task(_) => recorded.meta.stream_id.id_of(Task::KIND),
+            _ => None,
+        }
     }
-    // Each row's state is folded over the whole batch and written back to the row once.
-    let mut rows: HashMap<Uuid, (TaskState, TaskRow)> = rows_by_id::<TaskRow>(conn, &table, COLUMNS, &ids)
-        .await?
-        .into_iter()
-        .map(|(id, row)| (id, (row.state(), row)))
-        .collect();
-    // In first-change order, for notifications; `seen` keeps the check O(1) per event.
-    let mut changed: Vec<Uuid> = Vec::new();
-    let mut seen: HashSet<Uuid> = HashSet::new();
-    for recorded in events {
-        let (Some(id), Event::Task(event)) = (task_id(recorded), &recorded.event) else {
-            continue;
-        };
+
+    fn open(&self, row: TaskRow) -> Result<(TaskState, TaskRow), ColumnError> {
+        Ok((row.state()?, row))
+    }
+
+    fn start(&self, id: Uuid, recorded: &Recorded) -> Option<(TaskState, TaskRow)> {
         let meta = &recorded.meta;
-        let (state, row) = rows.entry(id).or_insert_with(|| {
-            let row = TaskRow::empty(id, meta.occurred_at, meta.actor.to_string());
-            (row.state(), row)
-        });
+        let row = TaskRow::empty(id, meta.occurred_at, meta.actor.to_string());
+        Some((row.state_with(TaskStatus::Absent, Vec::new()), row))
+    }
+
+    fn fold(&mut self, (state, row): &mut (TaskState, TaskRow), recorded: &Recorded) -> bool {
+        let Event::Task(event) = &recorded.event else { return false };
+        let meta = &recorded.meta;
         *state = Task::evolve(std::mem::take(state), event);
         row.version = meta.stream_version as i64;
         row.position = meta.position.map_or(row.position, |p| p.0 as i64);
         row.updated_at = meta.occurred_at;
-        if seen.insert(id) {
-            changed.push(id);
-        }
+        true
     }
-    let rows: HashMap<Uuid, TaskRow> = rows
-        .into_iter()
-        .filter(|(id, _)| seen.contains(id))
-        .map(|(id, (state, mut row))| {
-            row.set_state(state);
-            (id, row)
-        })
-        .collect();
-    let (deleted, live): (Vec<&TaskRow>, Vec<&TaskRow>) =
-        changed.iter().map(|id| &rows[id]).partition(|r| r.status == TaskStatus::Deleted.as_str());
-    if !deleted.is_empty() {
-        let ids: Vec<Uuid> = deleted.iter().map(|r| r.id).collect();
-        sqlx::query(&format!("delete from {table} where id = any($1)")).bind(&ids).execute(&mut *conn).await?;
+
+    fn close(&self, (state, mut row): (TaskState, TaskRow)) -> TaskRow {
+        row.set_state(state);
+        row
     }
-    if !live.is_empty() {
-        upsert(conn, &table, &live).await?;
+
+    fn deleted(&self, row: &TaskRow) -> bool {
+        row.status == TaskStatus::Deleted.as_str()
     }
-    Ok(changed.iter().map(|id| serde_json::to_value(&rows[id]).expect("rows serialize")).collect())
+
+    fn bind<'q>(rows: &[&'q TaskRow], query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(column(rows, |r| r.id))
+            .bind(column(rows, |r| r.title.as_str()))
+            .bind(column(rows, |r| r.description.as_str()))
+            .bind(column(rows, |r| r.status.as_str()))
+            .bind(column(rows, |r| r.priority))
+            .bind(column(rows, |r| Json(&r.required_capabilities)))
+            .bind(column(rows, |r| r.parent_task_id))
+            .bind(column(rows, |r| r.version))
+            .bind(column(rows, |r| r.position))
+            .bind(column(rows, |r| r.created_at))
+            .bind(column(rows, |r| r.updated_at))
+            .bind(column(rows, |r| r.created_by.as_str()))
+            .bind(column(rows, |r| r.max_attempts))
+            .bind(column(rows, |r| r.attempt))
+            .bind(column(rows, |r| r.failures))
+            .bind(column(rows, |r| r.run_after))
+            .bind(column(rows, |r| r.input.as_ref().map(Json)))
+            .bind(column(rows, |r| r.result.as_ref().map(Json)))
+            .bind(column(rows, |r| Json(&r.errors)))
+            .bind(column(rows, |r| r.agent_id))
+            .bind(column(rows, |r| r.lease_expires_at))
+            .bind(column(rows, |r| r.progress_message.as_deref()))
+            .bind(column(rows, |r| r.progress_percent))
+            .bind(column(rows, |r| r.workflow_run_id))
+            .bind(column(rows, |r| r.stage_key.as_deref()))
+    }
 }
 
-async fn upsert(conn: &mut PgConnection, table: &str, rows: &[&TaskRow]) -> Result<(), sqlx::Error> {
-    // Arrays and documents travel as one JSON text per row (unnest cannot take a ragged text[][]).
-    let json = |v: &serde_json::Value| v.to_string();
-    let caps: Vec<String> =
-        rows.iter().map(|r| serde_json::to_string(&r.required_capabilities).expect("json")).collect();
-    sqlx::query(&format!(
-        "insert into {table} ({COLUMNS}) \
-         select id, title, description, status, priority, \
-                array(select jsonb_array_elements_text(caps::jsonb)), parent, version, position, created_at, \
-                updated_at, created_by, max_attempts, attempt, failures, run_after, input::jsonb, result::jsonb, \
-                errors::jsonb, agent_id, lease_expires_at, progress_message, progress_percent, workflow_run_id, \
-                stage_key \
-         from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::text[], $7::uuid[], \
-                     $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], \
-                     $13::int[], $14::int[], $15::int[], $16::timestamptz[], $17::text[], $18::text[], $19::text[], \
-                     $20::uuid[], $21::timestamptz[], $22::text[], $23::smallint[], $24::uuid[], $25::text[]) \
-              as r(id, title, description, status, priority, caps, parent, version, position, created_at, \
-                   updated_at, created_by, max_attempts, attempt, failures, run_after, input, result, errors, \
-                   agent_id, lease_expires_at, progress_message, progress_percent, workflow_run_id, stage_key) \
-         on conflict (id) do update set title = excluded.title, description = excluded.description, \
-             status = excluded.status, priority = excluded.priority, \
-             required_capabilities = excluded.required_capabilities, parent_task_id = excluded.parent_task_id, \
-             version = excluded.version, position = excluded.position, updated_at = excluded.updated_at, \
-             max_attempts = excluded.max_attempts, attempt = excluded.attempt, failures = excluded.failures, \
-             run_after = excluded.run_after, input = excluded.input, result = excluded.result, \
-             errors = excluded.errors, agent_id = excluded.agent_id, lease_expires_at = excluded.lease_expires_at, \
-             progress_message = excluded.progress_message, progress_percent = excluded.progress_percent, \
-             workflow_run_id = excluded.workflow_run_id, stage_key = excluded.stage_key"
-    ))
-    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.title.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.description.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.priority).collect::<Vec<_>>())
-    .bind(&caps)
-    .bind(rows.iter().map(|r| r.parent_task_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.position).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.created_by.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.max_attempts).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.attempt).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.failures).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.run_after).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.input.as_ref().map(json)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.result.as_ref().map(json)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| json(&r.errors)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.agent_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.lease_expires_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.progress_message.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.progress_percent).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.workflow_run_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.stage_key.as_deref()).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::column_list;
 
-fn task_id(recorded: &Recorded) -> Option<Uuid> {
-    recorded.meta.stream_id.id_of(Task::KIND)
+    #[test]
+    fn the_columns_read_are_the_columns_written() {
+        assert_eq!(COLUMNS, column_list(TasksProjection::COLUMNS));
+    }
+
+    #[test]
+    fn a_stored_row_that_does_not_decode_is_an_error_not_a_pending_task() {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let id = Uuid::from_u128(3);
+        let mut row = TaskRow::empty(id, at, "user:admin".into());
+        row.status = "PENDNG".into();
+        let error = TasksProjection.open(row.clone()).unwrap_err().in_row("tasks", id);
+        assert_eq!((error.table.as_str(), error.column.as_str()), ("tasks", "status"));
+        assert_eq!(error.row, id.to_string());
+        assert!(error.problem.contains("PENDNG"), "{error}");
+
+        row.status = TaskStatus::Pending.as_str().into();
+        row.errors = serde_json::json!([{ "attempt": "first" }]);
+        let error = TasksProjection.open(row).unwrap_err();
+        assert_eq!(error.column, "errors");
+    }
 }

@@ -1,7 +1,5 @@
 //! The users read model: one row per person, with their role and activation. No credentials.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
 use devart_domain::user::{User, UserRole, UserState, UserStatus};
@@ -9,10 +7,13 @@ use devart_domain::{Aggregate, Event};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
-use crate::{rows_by_id, HasId, Projection, Target};
+use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
+use crate::{ApplyError, ColumnError, Projection, Target};
 
 /// A row of `users`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -45,7 +46,7 @@ impl Projection for UsersProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["users"]
+        &[UsersProjection::TABLE]
     }
 
     fn apply<'a>(
@@ -53,54 +54,58 @@ impl Projection for UsersProjection {
         conn: &'a mut PgConnection,
         target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
-        apply(conn, target.table("users"), events).boxed()
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
+        async move { fold_and_upsert(conn, target, &mut UsersProjection, events).await }.boxed()
     }
 }
 
-async fn apply(
-    conn: &mut PgConnection,
-    table: String,
-    events: &[Recorded],
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-    let ids: Vec<Uuid> = events
-        .iter()
-        .filter(|r| matches!(r.event, Event::User(_)))
-        .filter_map(|r| r.meta.stream_id.id_of(User::KIND))
-        .collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
+impl AggregateRows for UsersProjection {
+    type Row = UserRow;
+    type Folded = (UserState, UserRow);
+
+    const TABLE: &'static str = "users";
+    const COLUMNS: &'static [(&'static str, Sql)] = &[
+        ("id", Sql::Uuid),
+        ("email", Sql::Text),
+        ("role", Sql::Text),
+        ("active", Sql::Bool),
+        ("version", Sql::BigInt),
+        ("position", Sql::BigInt),
+        ("created_at", Sql::Timestamptz),
+        ("updated_at", Sql::Timestamptz),
+    ];
+
+    fn row_of(&self, recorded: &Recorded) -> Option<Uuid> {
+        match recorded.event {
+            Event::User(_) => recorded.meta.stream_id.id_of(User::KIND),
+            _ => None,
+        }
     }
-    let existing: HashMap<Uuid, UserRow> = rows_by_id(conn, &table, COLUMNS, &ids).await?;
-    let mut states: HashMap<Uuid, (UserState, UserRow)> = existing
-        .into_values()
-        .map(|r| {
-            let state = UserState {
-                id: r.id,
-                status: if r.active { UserStatus::Active } else { UserStatus::Inactive },
-                email: r.email.clone(),
-                role: UserRole::parse(&r.role).unwrap_or_default(),
-            };
-            (r.id, (state, r))
-        })
-        .collect();
-    let mut changed: Vec<Uuid> = Vec::new();
-    for recorded in events {
+
+    fn open(&self, row: UserRow) -> Result<(UserState, UserRow), ColumnError> {
+        let role = UserRole::parse(&row.role).map_err(|e| ColumnError::new("role", format!("`{}`: {e}", row.role)))?;
+        let status = if row.active { UserStatus::Active } else { UserStatus::Inactive };
+        Ok((UserState { id: row.id, status, email: row.email.clone(), role }, row))
+    }
+
+    fn start(&self, id: Uuid, recorded: &Recorded) -> Option<(UserState, UserRow)> {
+        let at = recorded.meta.occurred_at;
+        let row = UserRow {
+            id,
+            email: String::new(),
+            role: String::new(),
+            active: false,
+            version: 0,
+            position: 0,
+            created_at: at,
+            updated_at: at,
+        };
+        Some((UserState::default(), row))
+    }
+
+    fn fold(&mut self, (state, row): &mut (UserState, UserRow), recorded: &Recorded) -> bool {
+        let Event::User(event) = &recorded.event else { return false };
         let meta = &recorded.meta;
-        let (Some(id), Event::User(event)) = (meta.stream_id.id_of(User::KIND), &recorded.event) else { continue };
-        let (state, row) = states.entry(id).or_insert_with(|| {
-            let row = UserRow {
-                id,
-                email: String::new(),
-                role: String::new(),
-                active: false,
-                version: 0,
-                position: 0,
-                created_at: meta.occurred_at,
-                updated_at: meta.occurred_at,
-            };
-            (UserState::default(), row)
-        });
         *state = User::evolve(std::mem::take(state), event);
         row.email = state.email.clone();
         row.role = state.role.as_str().to_owned();
@@ -108,27 +113,53 @@ async fn apply(
         row.version = meta.stream_version as i64;
         row.position = meta.position.map_or(row.position, |p| p.0 as i64);
         row.updated_at = meta.occurred_at;
-        if !changed.contains(&id) {
-            changed.push(id);
-        }
+        true
     }
-    let rows: Vec<&UserRow> = changed.iter().map(|id| &states[id].1).collect();
-    sqlx::query(&format!(
-        "insert into {table} ({COLUMNS}) \
-         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::bigint[], $6::bigint[], \
-                              $7::timestamptz[], $8::timestamptz[]) \
-         on conflict (id) do update set email = excluded.email, role = excluded.role, active = excluded.active, \
-             version = excluded.version, position = excluded.position, updated_at = excluded.updated_at"
-    ))
-    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.email.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.role.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.active).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.position).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(rows.iter().map(|r| serde_json::to_value(r).expect("rows serialize")).collect())
+
+    fn close(&self, (_, row): (UserState, UserRow)) -> UserRow {
+        row
+    }
+
+    fn bind<'q>(rows: &[&'q UserRow], query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(column(rows, |r| r.id))
+            .bind(column(rows, |r| r.email.as_str()))
+            .bind(column(rows, |r| r.role.as_str()))
+            .bind(column(rows, |r| r.active))
+            .bind(column(rows, |r| r.version))
+            .bind(column(rows, |r| r.position))
+            .bind(column(rows, |r| r.created_at))
+            .bind(column(rows, |r| r.updated_at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::column_list;
+
+    #[test]
+    fn the_columns_read_are_the_columns_written() {
+        assert_eq!(COLUMNS, column_list(UsersProjection::COLUMNS));
+    }
+
+    #[test]
+    fn a_stored_role_that_is_not_a_role_is_an_error_not_a_viewer() {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let row = UserRow {
+            id: Uuid::from_u128(1),
+            email: "a@example.org".into(),
+            role: "root".into(),
+            active: true,
+            version: 1,
+            position: 1,
+            created_at: at,
+            updated_at: at,
+        };
+        let error = UsersProjection.open(row).unwrap_err().in_row("users", Uuid::from_u128(1));
+        assert_eq!(error.table, "users");
+        assert_eq!(error.row, Uuid::from_u128(1).to_string());
+        assert_eq!(error.column, "role");
+        assert!(error.problem.starts_with("`root`"), "{error}");
+    }
 }

@@ -1,4 +1,9 @@
-//! The live worker: one per projection, fed by its durable JetStream consumer.
+//! The live runners: one worker per read model ([`run`]) and one per reactor ([`run_reactor`]), each
+//! fed by its durable JetStream consumer and kept at its checkpoint.
+//!
+//! Both share everything but the step that applies a batch: the checkpoint, the batching, the
+//! redelivery and gap handling, the retries. A read model's worker then publishes the rows that
+//! changed on `devart.v1.readmodel.<name>`, for the gateway's subscriptions; a reactor has none.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,10 +11,10 @@ use std::time::Duration;
 use devart_commands::{Bus, EventStore, Recorded, StoreError};
 use devart_domain::Position;
 use futures::StreamExt;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::{lock_key, Projection, Target};
+use crate::{lock_key, ApplyError, Projection, Reactor, Target};
 
 /// At most this many messages are applied in one transaction.
 const BATCH_MAX: usize = 1_000;
@@ -21,11 +26,44 @@ pub enum WorkerError {
     Db(#[from] sqlx::Error),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
     #[error("nats: {0}")]
     Nats(String),
 }
 
-/// The position a projection's read model reflects.
+/// What a worker feeds its batches to.
+#[derive(Clone, Copy)]
+enum Consumer<'a> {
+    Projection(&'a dyn Projection),
+    Reactor(&'a dyn Reactor),
+}
+
+impl Consumer<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            Consumer::Projection(projection) => projection.name(),
+            Consumer::Reactor(reactor) => reactor.name(),
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Consumer::Projection(_) => "projection",
+            Consumer::Reactor(_) => "reactor",
+        }
+    }
+
+    /// Applies a batch in `conn`'s transaction; the changed rows of a read model, for subscribers.
+    async fn apply(self, conn: &mut PgConnection, events: &[Recorded]) -> Result<Vec<serde_json::Value>, ApplyError> {
+        match self {
+            Consumer::Projection(projection) => projection.apply(conn, Target::Live, events).await,
+            Consumer::Reactor(reactor) => reactor.react(conn, events).await.map(|()| Vec::new()),
+        }
+    }
+}
+
+/// The position a consumer (read model or reactor) has applied everything up to.
 pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<Position, sqlx::Error> {
     sqlx::query("insert into projection_checkpoints (name) values ($1) on conflict do nothing")
         .bind(name)
@@ -38,18 +76,52 @@ pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<Position, sqlx::Err
     Ok(Position(position as u64))
 }
 
-/// Applies `events` that lie past the checkpoint, together with the new checkpoint, in one
-/// transaction. If they do not start right after the checkpoint, or have holes, the range is read
-/// from the store instead, so nothing is skipped whatever the bus delivered. Returns the changed
-/// rows and the new checkpoint.
+/// Applies `events` that lie past the read model's checkpoint, together with the new checkpoint,
+/// in one transaction. If they do not start right after the checkpoint, or have holes, the range is
+/// read from the store instead, so nothing is skipped whatever the bus delivered. Returns the
+/// changed rows and the new checkpoint.
 pub async fn apply_in_order(
     pool: &PgPool,
     store: &EventStore,
     projection: &dyn Projection,
     events: &[Recorded],
 ) -> Result<(Vec<serde_json::Value>, Position), WorkerError> {
-    let name = projection.name();
+    in_order(pool, store, Consumer::Projection(projection), events).await
+}
+
+/// The same for a reactor: its outbox rows commit with its checkpoint, its commands before it.
+/// Returns the new checkpoint.
+pub async fn react_in_order(
+    pool: &PgPool,
+    store: &EventStore,
+    reactor: &dyn Reactor,
+    events: &[Recorded],
+) -> Result<Position, WorkerError> {
+    in_order(pool, store, Consumer::Reactor(reactor), events).await.map(|(_, position)| position)
+}
+
+#[tracing::instrument(
+    name = "apply_batch",
+    skip_all,
+    fields(
+        kind = consumer.kind(),
+        name = consumer.name(),
+        delivered = events.len(),
+        from = tracing::field::Empty,
+        to = tracing::field::Empty,
+        gap = tracing::field::Empty,
+    )
+)]
+async fn in_order(
+    pool: &PgPool,
+    store: &EventStore,
+    consumer: Consumer<'_>,
+    events: &[Recorded],
+) -> Result<(Vec<serde_json::Value>, Position), WorkerError> {
+    let name = consumer.name();
     let mut tx = pool.begin().await?;
+    // One batch of a name at a time, whatever number of workers run it; and none while a rebuild
+    // swaps its tables in.
     sqlx::query("select pg_advisory_xact_lock($1)").bind(lock_key(name)).execute(&mut *tx).await?;
     let checkpoint: i64 = sqlx::query_scalar("select position from projection_checkpoints where name = $1")
         .bind(name)
@@ -60,17 +132,20 @@ pub async fn apply_in_order(
     let Some(last) = fresh.last().and_then(|r| r.meta.position) else {
         return Ok((Vec::new(), checkpoint));
     };
+    let span = tracing::Span::current();
+    span.record("from", checkpoint.0 + 1).record("to", last.0);
     let contiguous =
         fresh.iter().enumerate().all(|(i, r)| r.meta.position == Some(Position(checkpoint.0 + 1 + i as u64)));
     let read;
     let batch: Vec<Recorded> = if contiguous {
         fresh.into_iter().cloned().collect()
     } else {
-        tracing::info!(projection = name, %checkpoint, %last, "filling a gap from the store");
+        span.record("gap", true);
+        tracing::info!(consumer = name, %checkpoint, %last, "filling a gap from the store");
         read = store.read_all(checkpoint, Some(last), usize::MAX).await?;
         read
     };
-    let changed = projection.apply(&mut tx, Target::Live, &batch).await?;
+    let changed = consumer.apply(&mut tx, &batch).await?;
     sqlx::query("update projection_checkpoints set position = $2, updated_at = now() where name = $1")
         .bind(name)
         .bind(last.0 as i64)
@@ -88,12 +163,33 @@ pub async fn run(
     projection: Arc<dyn Projection>,
     shutdown: CancellationToken,
 ) {
+    run_consumer(&pool, &store, &bus, Consumer::Projection(projection.as_ref()), &shutdown).await;
+}
+
+/// Runs `reactor` live until `shutdown`, reconnecting after any failure.
+pub async fn run_reactor(
+    pool: PgPool,
+    store: EventStore,
+    bus: Bus,
+    reactor: Arc<dyn Reactor>,
+    shutdown: CancellationToken,
+) {
+    run_consumer(&pool, &store, &bus, Consumer::Reactor(reactor.as_ref()), &shutdown).await;
+}
+
+async fn run_consumer(
+    pool: &PgPool,
+    store: &EventStore,
+    bus: &Bus,
+    consumer: Consumer<'_>,
+    shutdown: &CancellationToken,
+) {
     let mut delay = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
-        match consume(&pool, &store, &bus, projection.as_ref(), &shutdown, &mut delay).await {
+        match consume(pool, store, bus, consumer, shutdown, &mut delay).await {
             Ok(()) => return,
             Err(error) => {
-                tracing::warn!(projection = projection.name(), %error, "projection worker: retrying");
+                tracing::warn!(kind = consumer.kind(), name = consumer.name(), %error, "worker: retrying");
                 tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(delay) => {} }
                 delay = (delay * 2).min(RETRY_DELAY_MAX);
             }
@@ -105,15 +201,15 @@ async fn consume(
     pool: &PgPool,
     store: &EventStore,
     bus: &Bus,
-    projection: &dyn Projection,
+    consumer: Consumer<'_>,
     shutdown: &CancellationToken,
     delay: &mut Duration,
 ) -> Result<(), WorkerError> {
-    let name = projection.name();
+    let name = consumer.name();
     let nats = |e: &dyn std::fmt::Display| WorkerError::Nats(e.to_string());
     let start = checkpoint(pool, name).await?;
-    let consumer = bus.ensure_projection_consumer(name, start).await.map_err(|e| nats(&e))?;
-    let mut batches = consumer.messages().await.map_err(|e| nats(&e))?.ready_chunks(BATCH_MAX);
+    let durable = bus.ensure_projection_consumer(name, start).await.map_err(|e| nats(&e))?;
+    let mut batches = durable.messages().await.map_err(|e| nats(&e))?.ready_chunks(BATCH_MAX);
     let subject = bus.names.readmodel(name);
     loop {
         let batch = tokio::select! {
@@ -132,12 +228,13 @@ async fn consume(
             .filter_map(|m| match devart_commands::bus::decode_message(m.headers.as_ref(), &m.payload) {
                 Ok(recorded) => Some(recorded),
                 Err(error) => {
-                    tracing::warn!(projection = name, subject = %m.subject, %error, "skipping a foreign message");
+                    tracing::warn!(consumer = name, subject = %m.subject, %error, "skipping a foreign message");
                     None
                 }
             })
             .collect();
-        let (changed, _) = apply_in_order(pool, store, projection, &events).await?;
+        let (changed, _) = in_order(pool, store, consumer, &events).await?;
+        // Only a read model has rows to tell subscribers about.
         for row in changed {
             let payload = serde_json::to_vec(&row).expect("json");
             bus.notify(subject.clone(), payload.into()).await;

@@ -1,7 +1,7 @@
 //! The workflows read model: each workflow's newest version, and each run with the status of
 //! every stage, from the run's events and from its stage tasks' events.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
@@ -11,11 +11,14 @@ use devart_domain::{Aggregate, Event};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
-use crate::{rows_by_id, HasId, Projection, Target};
+use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
+use crate::{ApplyError, ColumnError, Projection, Target};
 
 /// A row of `workflows`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -114,7 +117,7 @@ impl Projection for WorkflowsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["workflows", "workflow_runs", "workflow_stage_tasks"]
+        &["workflows", Runs::TABLE, "workflow_stage_tasks"]
     }
 
     fn apply<'a>(
@@ -122,18 +125,19 @@ impl Projection for WorkflowsProjection {
         conn: &'a mut PgConnection,
         target: Target,
         events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, sqlx::Error>> {
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
         apply(conn, target, events).boxed()
     }
 }
 
+/// Workflow definitions are written as they come; runs are folded one row per run, from their
+/// own events and their stage tasks' ([`Runs`]); stage tasks are remembered on the way.
 async fn apply(
     conn: &mut PgConnection,
     target: Target,
     events: &[Recorded],
-) -> Result<Vec<serde_json::Value>, sqlx::Error> {
-    let (workflows, runs, stage_tasks) =
-        (target.table("workflows"), target.table("workflow_runs"), target.table("workflow_stage_tasks"));
+) -> Result<Vec<serde_json::Value>, ApplyError> {
+    let (workflows, stage_tasks) = (target.table("workflows"), target.table("workflow_stage_tasks"));
     for recorded in events {
         if let Event::Workflow(WorkflowEvent::Defined { id, version, name, description, stages }) = &recorded.event {
             let stages: Vec<StageDefinition> = stages.iter().map(StageDefinition::from).collect();
@@ -159,7 +163,7 @@ async fn apply(
         .filter(|r| matches!(r.event, Event::Task(_)))
         .filter_map(|r| r.meta.stream_id.id_of(Task::KIND))
         .collect();
-    let mut stage_of: HashMap<Uuid, (Uuid, String)> = if task_ids.is_empty() {
+    let stage_of: HashMap<Uuid, (Uuid, String)> = if task_ids.is_empty() {
         HashMap::new()
     } else {
         sqlx::query_as::<_, (Uuid, Uuid, String)>(&format!(
@@ -172,86 +176,9 @@ async fn apply(
         .map(|(task, run, key)| (task, (run, key)))
         .collect()
     };
-    let run_ids: Vec<Uuid> = events
-        .iter()
-        .filter_map(|r| r.meta.stream_id.id_of(WorkflowRun::KIND))
-        .chain(stage_of.values().map(|(run, _)| *run))
-        .collect();
-    if run_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut rows: HashMap<Uuid, WorkflowRunRow> = rows_by_id(conn, &runs, RUN_COLUMNS, &run_ids).await?;
-    let mut changed: Vec<Uuid> = Vec::new();
-    let mut seen: HashSet<Uuid> = HashSet::new();
-    let mut new_stage_tasks: Vec<(Uuid, Uuid, String)> = Vec::new();
-    for recorded in events {
-        let meta = &recorded.meta;
-        let at = meta.occurred_at;
-        let run_id = match &recorded.event {
-            Event::WorkflowRun(event) => {
-                let Some(run_id) = meta.stream_id.id_of(WorkflowRun::KIND) else { continue };
-                if let RunEvent::Started { id, workflow_id, workflow_name, workflow_version, stages, input } = event {
-                    rows.insert(
-                        run_id,
-                        WorkflowRunRow {
-                            id: *id,
-                            workflow_id: *workflow_id,
-                            workflow_name: workflow_name.clone(),
-                            workflow_version: *workflow_version as i32,
-                            status: "RUNNING".into(),
-                            input: input.as_deref().and_then(|i| serde_json::from_str(i).ok()).map(Json),
-                            failure: None,
-                            stages: Json(
-                                stages
-                                    .iter()
-                                    .map(|s| StageProgress {
-                                        definition: s.into(),
-                                        status: "WAITING".into(),
-                                        task_id: None,
-                                        attempt: 0,
-                                        result: None,
-                                        error: None,
-                                        started_at: None,
-                                        finished_at: None,
-                                    })
-                                    .collect(),
-                            ),
-                            created_by: meta.actor.to_string(),
-                            version: 0,
-                            position: 0,
-                            created_at: at,
-                            updated_at: at,
-                            finished_at: None,
-                        },
-                    );
-                }
-                let Some(row) = rows.get_mut(&run_id) else { continue };
-                run_event(row, event, at);
-                if let RunEvent::StageStarted { key, task_id } = event {
-                    stage_of.insert(*task_id, (run_id, key.clone()));
-                    new_stage_tasks.push((*task_id, run_id, key.clone()));
-                }
-                row.version = meta.stream_version as i64;
-                run_id
-            }
-            Event::Task(event) => {
-                let Some(task_id) = meta.stream_id.id_of(Task::KIND) else { continue };
-                let Some((run_id, key)) = stage_of.get(&task_id) else { continue };
-                let Some(row) = rows.get_mut(run_id) else { continue };
-                let Some(stage) = row.stages.0.iter_mut().find(|s| &s.definition.key == key) else { continue };
-                task_event(stage, event, at);
-                *run_id
-            }
-            _ => continue,
-        };
-        if let Some(row) = rows.get_mut(&run_id) {
-            row.position = meta.position.map_or(row.position, |p| p.0 as i64);
-            row.updated_at = at;
-        }
-        if seen.insert(run_id) {
-            changed.push(run_id);
-        }
-    }
+    let mut runs = Runs { stage_of, new_stage_tasks: Vec::new() };
+    let changed = fold_and_upsert(conn, target, &mut runs, events).await?;
+    let new_stage_tasks = runs.new_stage_tasks;
     if !new_stage_tasks.is_empty() {
         sqlx::query(&format!(
             "insert into {stage_tasks} (task_id, run_id, stage_key) \
@@ -263,34 +190,150 @@ async fn apply(
         .execute(&mut *conn)
         .await?;
     }
-    let mut notifications = Vec::with_capacity(changed.len());
-    for id in changed {
-        let Some(r) = rows.get(&id) else { continue };
-        sqlx::query(&format!(
-            "insert into {runs} ({RUN_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             on conflict (id) do update set status = excluded.status, failure = excluded.failure, \
-                 stages = excluded.stages, version = excluded.version, position = excluded.position, \
-                 updated_at = excluded.updated_at, finished_at = excluded.finished_at"
-        ))
-        .bind(r.id)
-        .bind(r.workflow_id)
-        .bind(&r.workflow_name)
-        .bind(r.workflow_version)
-        .bind(&r.status)
-        .bind(&r.input)
-        .bind(&r.failure)
-        .bind(&r.stages)
-        .bind(&r.created_by)
-        .bind(r.version)
-        .bind(r.position)
-        .bind(r.created_at)
-        .bind(r.updated_at)
-        .bind(r.finished_at)
-        .execute(&mut *conn)
-        .await?;
-        notifications.push(serde_json::to_value(r).expect("rows serialize"));
+    Ok(changed)
+}
+
+/// The runs of a batch: each run's row, folded from its events and from its stage tasks' events.
+struct Runs {
+    /// The run and stage of each stage task the batch names: stored, or started in the batch.
+    stage_of: HashMap<Uuid, (Uuid, String)>,
+    /// Stage tasks started in the batch: (task, run, stage key).
+    new_stage_tasks: Vec<(Uuid, Uuid, String)>,
+}
+
+impl AggregateRows for Runs {
+    type Row = WorkflowRunRow;
+    type Folded = WorkflowRunRow;
+
+    const TABLE: &'static str = "workflow_runs";
+    const COLUMNS: &'static [(&'static str, Sql)] = &[
+        ("id", Sql::Uuid),
+        ("workflow_id", Sql::Uuid),
+        ("workflow_name", Sql::Text),
+        ("workflow_version", Sql::Int),
+        ("status", Sql::Text),
+        ("input", Sql::Jsonb),
+        ("failure", Sql::Text),
+        ("stages", Sql::Jsonb),
+        ("created_by", Sql::Text),
+        ("version", Sql::BigInt),
+        ("position", Sql::BigInt),
+        ("created_at", Sql::Timestamptz),
+        ("updated_at", Sql::Timestamptz),
+        ("finished_at", Sql::Timestamptz),
+    ];
+
+    fn row_of(&self, recorded: &Recorded) -> Option<Uuid> {
+        let stream = &recorded.meta.stream_id;
+        match recorded.event {
+            Event::WorkflowRun(_) => stream.id_of(WorkflowRun::KIND),
+            Event::Task(_) => self.stage_of.get(&stream.id_of(Task::KIND)?).map(|(run, _)| *run),
+            _ => None,
+        }
     }
-    Ok(notifications)
+
+    fn open(&self, row: WorkflowRunRow) -> Result<WorkflowRunRow, ColumnError> {
+        Ok(row)
+    }
+
+    fn start(&self, _id: Uuid, recorded: &Recorded) -> Option<WorkflowRunRow> {
+        started(recorded)
+    }
+
+    fn fold(&mut self, row: &mut WorkflowRunRow, recorded: &Recorded) -> bool {
+        let meta = &recorded.meta;
+        let at = meta.occurred_at;
+        match &recorded.event {
+            Event::WorkflowRun(event) => {
+                let Some(run_id) = meta.stream_id.id_of(WorkflowRun::KIND) else { return false };
+                if let Some(fresh) = started(recorded) {
+                    *row = fresh;
+                }
+                run_event(row, event, at);
+                if let RunEvent::StageStarted { key, task_id } = event {
+                    self.stage_of.insert(*task_id, (run_id, key.clone()));
+                    self.new_stage_tasks.push((*task_id, run_id, key.clone()));
+                }
+                row.version = meta.stream_version as i64;
+            }
+            Event::Task(event) => {
+                let Some((_, key)) = meta.stream_id.id_of(Task::KIND).and_then(|task| self.stage_of.get(&task)) else {
+                    return false;
+                };
+                let Some(stage) = row.stages.0.iter_mut().find(|s| &s.definition.key == key) else { return false };
+                task_event(stage, event, at);
+            }
+            _ => return false,
+        }
+        row.position = meta.position.map_or(row.position, |p| p.0 as i64);
+        row.updated_at = at;
+        true
+    }
+
+    fn close(&self, row: WorkflowRunRow) -> WorkflowRunRow {
+        row
+    }
+
+    fn bind<'q>(
+        rows: &[&'q WorkflowRunRow],
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(column(rows, |r| r.id))
+            .bind(column(rows, |r| r.workflow_id))
+            .bind(column(rows, |r| r.workflow_name.as_str()))
+            .bind(column(rows, |r| r.workflow_version))
+            .bind(column(rows, |r| r.status.as_str()))
+            .bind(column(rows, |r| r.input.as_ref().map(|i| Json(&i.0))))
+            .bind(column(rows, |r| r.failure.as_deref()))
+            .bind(column(rows, |r| Json(&r.stages.0)))
+            .bind(column(rows, |r| r.created_by.as_str()))
+            .bind(column(rows, |r| r.version))
+            .bind(column(rows, |r| r.position))
+            .bind(column(rows, |r| r.created_at))
+            .bind(column(rows, |r| r.updated_at))
+            .bind(column(rows, |r| r.finished_at))
+    }
+}
+
+/// The row a run's `WorkflowRunStarted` begins, every stage waiting.
+fn started(recorded: &Recorded) -> Option<WorkflowRunRow> {
+    let Event::WorkflowRun(RunEvent::Started { id, workflow_id, workflow_name, workflow_version, stages, input }) =
+        &recorded.event
+    else {
+        return None;
+    };
+    let at = recorded.meta.occurred_at;
+    Some(WorkflowRunRow {
+        id: *id,
+        workflow_id: *workflow_id,
+        workflow_name: workflow_name.clone(),
+        workflow_version: *workflow_version as i32,
+        status: "RUNNING".into(),
+        input: input.as_deref().and_then(|i| serde_json::from_str(i).ok()).map(Json),
+        failure: None,
+        stages: Json(
+            stages
+                .iter()
+                .map(|s| StageProgress {
+                    definition: s.into(),
+                    status: "WAITING".into(),
+                    task_id: None,
+                    attempt: 0,
+                    result: None,
+                    error: None,
+                    started_at: None,
+                    finished_at: None,
+                })
+                .collect(),
+        ),
+        created_by: recorded.meta.actor.to_string(),
+        version: 0,
+        position: 0,
+        created_at: at,
+        updated_at: at,
+        finished_at: None,
+    })
 }
 
 fn stage<'r>(row: &'r mut WorkflowRunRow, key: &str) -> Option<&'r mut StageProgress> {
@@ -366,5 +409,16 @@ fn task_event(stage: &mut StageProgress, event: &TaskEvent, at: DateTime<Utc>) {
             stage.finished_at = Some(at);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::column_list;
+
+    #[test]
+    fn the_columns_read_are_the_columns_written() {
+        assert_eq!(RUN_COLUMNS, column_list(Runs::COLUMNS));
     }
 }
