@@ -669,17 +669,10 @@ impl Connection {
 /// (the document or variables refused) default to `BAD_USER_INPUT`; any other error without a code
 /// is something the server did not foresee, hence `INTERNAL`.
 fn coded_errors(errors: &[async_graphql::ServerError], default: Code) -> Value {
-    let coded = errors.iter().map(|error| {
-        let mut error = serde_json::to_value(error).unwrap_or_else(|_| json!({ "message": "internal error" }));
-        if let Some(object) = error.as_object_mut() {
-            let extensions = object.entry("extensions").or_insert_with(|| json!({}));
-            if let Some(extensions) = extensions.as_object_mut() {
-                extensions.entry("code").or_insert_with(|| Value::from(default.as_str()));
-            }
-        }
-        error
-    });
-    Value::Array(coded.collect())
+    // The same codes as over HTTP: `default` says whether these are the request's own errors.
+    let mut errors = errors.to_vec();
+    crate::error::fill_codes(&mut errors, default == Code::BadUserInput);
+    serde_json::to_value(&errors).unwrap_or_else(|_| json!([{ "message": "internal error" }]))
 }
 
 /// The next keep-alive tick, or never when there is no keep-alive (yet).
