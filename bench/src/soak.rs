@@ -29,8 +29,10 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 
+use crate::api::Api;
+use crate::queue::AGENT_CAPABILITIES;
 use crate::table::{number, Row, Target};
-use crate::{Api, Args, AGENT_CAPABILITIES};
+use crate::Args;
 
 /// Agents working at once: registered at once, started at once.
 const AGENTS: usize = 64;
