@@ -210,6 +210,15 @@ async fn build_template(admin: &mut PgConnection, admin_url: &str, name: &str) -
     let migrated = devart_commands::db::migrate(&pool).await;
     pool.close().await;
     migrated.map_err(|e| Error::Postgres { doing: "migrating the template", source: e.into() })?;
+    // A closed pool's backends may still be on their way out, and a rename waits for them only
+    // 5 s: they are ours (the lock is held), so they are ended first.
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+    )
+    .bind(&building)
+    .execute(&mut *admin)
+    .await
+    .map_err(Error::postgres("ending the template's connections"))?;
     sqlx::query(&format!("alter database {building} rename to {name}"))
         .execute(&mut *admin)
         .await
