@@ -5,17 +5,15 @@ use devart_commands::Recorded;
 use devart_domain::agent::{Agent, AgentState, AgentStatus};
 use devart_domain::task::{Task, TaskEvent};
 use devart_domain::{ActorKind, Aggregate, Event};
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Postgres};
+use sqlx::Postgres;
 use uuid::Uuid;
 
-use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
-use crate::{ApplyError, ColumnError, Projection, Target};
+use crate::rows::{column, AggregateRows, HasId, Sql};
+use crate::ColumnError;
 
 /// A row of `agents`, and the payload of its change notifications.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -50,26 +48,8 @@ impl HasId for AgentRow {
 pub const COLUMNS: &str = "id, name, capabilities, active, key_id, version, position, registered_at, updated_at, \
                            last_seen_at, current_task_id, tasks_claimed, tasks_completed, tasks_failed";
 
+#[derive(Default)]
 pub struct AgentsProjection;
-
-impl Projection for AgentsProjection {
-    fn name(&self) -> &'static str {
-        "agents"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[AgentsProjection::TABLE]
-    }
-
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        target: Target,
-        events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
-        async move { fold_and_upsert(conn, target, &mut AgentsProjection, events).await }.boxed()
-    }
-}
 
 /// An agent's row changes with its own events, and with the task events that record its work.
 impl AggregateRows for AgentsProjection {

@@ -4,8 +4,9 @@
 //! - A [`Projection`] is a read model: it owns tables, and a batch of events changes them. It can
 //!   be rebuilt from the store aside and swapped in ([`rebuild`]), and checksummed
 //!   ([`rebuild::checksums`]), so a rebuild can be compared with the live tables. Most read models
-//!   keep one row per aggregate: they describe that row and its fold ([`rows::AggregateRows`]) and
-//!   [`rows::fold_and_upsert`] does the rest.
+//!   keep one row per aggregate: they describe that row and its fold ([`rows::AggregateRows`]),
+//!   which makes them projections named after their table, and [`rows::fold_and_upsert`] does the
+//!   rest.
 //! - A [`Reactor`] keeps no read model: it acts on what happened, through
 //!   [`devart_commands::Commands`] or by recording into an outbox table of its own. It is never
 //!   rebuilt: replaying its history would act again.

@@ -11,18 +11,20 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use devart_commands::Recorded;
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use serde::Serialize;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{FromRow, PgConnection, Postgres, Row};
 use uuid::Uuid;
 
-use crate::{ApplyError, ColumnError, RowError, Target};
+use crate::{ApplyError, ColumnError, Projection, RowError, Target};
 
 /// A read model table with one row per aggregate, keyed by the aggregate's id.
 pub trait AggregateRows {
     /// A stored row, and what live subscribers receive of it, as JSON.
-    type Row: for<'r> FromRow<'r, PgRow> + Serialize + HasId + Send + Unpin;
+    type Row: for<'r> FromRow<'r, PgRow> + Serialize + HasId + Send + Sync + Unpin;
     /// What is folded for each row over a batch: the row itself, or a state beside it.
     type Folded: Send;
 
@@ -49,6 +51,26 @@ pub trait AggregateRows {
     /// Binds `rows` to the write statement: one array per column, in [`Self::COLUMNS`] order
     /// ([`column`] makes them).
     fn bind<'q>(rows: &[&'q Self::Row], query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments>;
+}
+
+/// A read model of one row per aggregate is a projection by being one: its one table is its name.
+impl<T: AggregateRows + Default + Send + Sync + 'static> Projection for T {
+    fn name(&self) -> &'static str {
+        T::TABLE
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        const { &[T::TABLE] }
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        target: Target,
+        events: &'a [Recorded],
+    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
+        async move { fold_and_upsert(conn, target, &mut T::default(), events).await }.boxed()
+    }
 }
 
 /// A read-model row keyed by its aggregate's id.

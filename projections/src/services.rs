@@ -4,17 +4,15 @@ use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
 use devart_domain::service::{Service, ServiceState};
 use devart_domain::{Aggregate, Event};
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Postgres};
+use sqlx::Postgres;
 use uuid::Uuid;
 
-use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
-use crate::{ApplyError, ColumnError, Projection, Target};
+use crate::rows::{column, AggregateRows, HasId, Sql};
+use crate::ColumnError;
 
 /// A row of `services`, and the payload of a `serviceUpdates` notification. Amounts are exact
 /// millionths of the currency unit.
@@ -45,26 +43,8 @@ impl HasId for ServiceRow {
 pub const COLUMNS: &str =
     "id, name, status, monthly_budget_micros, spent_micros, reserved_micros, period, state, version, position, updated_at";
 
+#[derive(Default)]
 pub struct ServicesProjection;
-
-impl Projection for ServicesProjection {
-    fn name(&self) -> &'static str {
-        "services"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[ServicesProjection::TABLE]
-    }
-
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        target: Target,
-        events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
-        async move { fold_and_upsert(conn, target, &mut ServicesProjection, events).await }.boxed()
-    }
-}
 
 /// The row keeps the folded state (`state`), which the next batch continues from.
 impl AggregateRows for ServicesProjection {

@@ -4,17 +4,15 @@ use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
 use devart_domain::task::{AttemptError, Lease, Progress, StageLink, Task, TaskState, TaskStatus};
 use devart_domain::{Aggregate, Event};
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Postgres};
+use sqlx::Postgres;
 use uuid::Uuid;
 
-use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
-use crate::{ApplyError, ColumnError, Projection, Target};
+use crate::rows::{column, AggregateRows, HasId, Sql};
+use crate::ColumnError;
 
 /// A row of `tasks`, and the payload of a `taskUpdates` notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -194,26 +192,8 @@ pub const COLUMNS: &str = "id, title, description, status, priority, required_ca
                            run_after, input, result, errors, agent_id, lease_expires_at, progress_message, \
                            progress_percent, workflow_run_id, stage_key";
 
+#[derive(Default)]
 pub struct TasksProjection;
-
-impl Projection for TasksProjection {
-    fn name(&self) -> &'static str {
-        "tasks"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[TasksProjection::TABLE]
-    }
-
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        target: Target,
-        events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
-        async move { fold_and_upsert(conn, target, &mut TasksProjection, events).await }.boxed()
-    }
-}
 
 /// Each task's state is folded over the whole batch and turned into its row once.
 impl AggregateRows for TasksProjection {

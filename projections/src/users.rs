@@ -4,16 +4,14 @@ use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
 use devart_domain::user::{User, UserRole, UserState, UserStatus};
 use devart_domain::{Aggregate, Event};
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
-use sqlx::{PgConnection, Postgres};
+use sqlx::Postgres;
 use uuid::Uuid;
 
-use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
-use crate::{ApplyError, ColumnError, Projection, Target};
+use crate::rows::{column, AggregateRows, HasId, Sql};
+use crate::ColumnError;
 
 /// A row of `users`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -38,26 +36,8 @@ impl HasId for UserRow {
 
 pub const COLUMNS: &str = "id, email, role, active, version, position, created_at, updated_at";
 
+#[derive(Default)]
 pub struct UsersProjection;
-
-impl Projection for UsersProjection {
-    fn name(&self) -> &'static str {
-        "users"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[UsersProjection::TABLE]
-    }
-
-    fn apply<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        target: Target,
-        events: &'a [Recorded],
-    ) -> BoxFuture<'a, Result<Vec<serde_json::Value>, ApplyError>> {
-        async move { fold_and_upsert(conn, target, &mut UsersProjection, events).await }.boxed()
-    }
-}
 
 impl AggregateRows for UsersProjection {
     type Row = UserRow;
