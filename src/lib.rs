@@ -14,6 +14,7 @@ pub mod portable;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use devart_commands::{Bus, BusNames, Commands, EventStore, Nudge};
@@ -123,11 +124,16 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Runs `roles` until `shutdown`; the gateway listens on `listener`.
+/// How long the parts get, once a stop was asked for, to finish what they hold
+/// (`DEVART_SHUTDOWN_GRACE`).
+pub const SHUTDOWN_GRACE_DEFAULT: Duration = Duration::from_secs(10);
+
 pub async fn run(
     config: &Config,
     roles: &[Role],
     listener: Option<TcpListener>,
     shutdown: CancellationToken,
+    grace: Duration,
 ) -> anyhow::Result<()> {
     // Checked before anything starts: a half-configured channel is a mistake to hear about now.
     let channels = if roles.contains(&Role::Projections) { Some(config.alerts.channels()?) } else { None };
@@ -136,24 +142,33 @@ pub async fn run(
     let store = EventStore::new(pool.clone());
     let appended = Nudge::default();
     let commands = Commands::new(store.clone(), appended.clone(), Some(bus.clone()));
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = Parts::default();
     // Every process reaps expired leases, so tasks come back while any part of devart is alive.
-    tasks.spawn(devart_commands::queue::run_lease_reaper(commands.clone(), shutdown.clone()));
+    tasks.spawn("lease reaper", devart_commands::queue::run_lease_reaper(commands.clone(), shutdown.clone()));
     // Settings changed anywhere are in effect here within a second.
     commands.settings().refresh(&store).await.context("reading the settings")?;
-    tasks.spawn(devart_commands::settings::watch(commands.settings().clone(), store.clone(), shutdown.clone()));
+    tasks.spawn(
+        "settings watch",
+        devart_commands::settings::watch(commands.settings().clone(), store.clone(), shutdown.clone()),
+    );
     // Likewise reservations expire and budget periods turn over.
-    tasks.spawn(devart_commands::budgets::run_budget_clock(commands.clone(), shutdown.clone()));
+    tasks.spawn("budget clock", devart_commands::budgets::run_budget_clock(commands.clone(), shutdown.clone()));
     if roles.contains(&Role::Relay) {
         let sequenced = Nudge::default();
-        tasks.spawn(devart_commands::relay::run_sequencer(
-            store.clone(),
-            Some(bus.clone()),
-            appended.clone(),
-            sequenced.clone(),
-            shutdown.clone(),
-        ));
-        tasks.spawn(devart_commands::relay::run_publisher(store.clone(), bus.clone(), sequenced, shutdown.clone()));
+        tasks.spawn(
+            "relay sequencer",
+            devart_commands::relay::run_sequencer(
+                store.clone(),
+                Some(bus.clone()),
+                appended.clone(),
+                sequenced.clone(),
+                shutdown.clone(),
+            ),
+        );
+        tasks.spawn(
+            "relay publisher",
+            devart_commands::relay::run_publisher(store.clone(), bus.clone(), sequenced, shutdown.clone()),
+        );
     }
     // The projections role (its alert channels were checked above).
     if let Some(channels) = channels {
@@ -162,26 +177,26 @@ pub async fn run(
         // added later starts from then), and delivered by a loop of their own, away from every
         // command.
         for projection in devart_projections::all() {
-            tasks.spawn(devart_projections::worker::run(
-                pool.clone(),
-                store.clone(),
-                bus.clone(),
-                projection,
-                shutdown.clone(),
-            ));
+            tasks.spawn(
+                projection.name(),
+                devart_projections::worker::run(pool.clone(), store.clone(), bus.clone(), projection, shutdown.clone()),
+            );
         }
         let parts = devart_projections::ReactorParts { commands: commands.clone(), alert_channels: channels.enabled() };
         for reactor in devart_projections::reactors(&parts) {
-            tasks.spawn(devart_projections::worker::run_reactor(
-                pool.clone(),
-                store.clone(),
-                bus.clone(),
-                reactor,
-                shutdown.clone(),
-            ));
+            tasks.spawn(
+                reactor.name(),
+                devart_projections::worker::run_reactor(
+                    pool.clone(),
+                    store.clone(),
+                    bus.clone(),
+                    reactor,
+                    shutdown.clone(),
+                ),
+            );
         }
         if !channels.enabled().is_empty() {
-            tasks.spawn(alerts::run_delivery(pool.clone(), channels, shutdown.clone()));
+            tasks.spawn("alert delivery", alerts::run_delivery(pool.clone(), channels, shutdown.clone()));
         }
     }
     if roles.contains(&Role::Gateway) {
@@ -191,7 +206,7 @@ pub async fn run(
         let addr: SocketAddr = listener.local_addr()?;
         tracing::info!(%addr, "gateway listening");
         let shutdown = shutdown.clone();
-        tasks.spawn(async move {
+        tasks.spawn("gateway", async move {
             if let Err(error) = devart_gateway::serve(listener, services, shutdown).await {
                 tracing::error!(%error, "gateway stopped");
             }
@@ -199,22 +214,76 @@ pub async fn run(
     }
     tracing::info!(?roles, "devart running");
     // A part that panics is not left behind silently: the process stops (and says why), so that
-    // whatever supervises it starts a whole one again.
+    // whatever supervises it starts a whole one again. Once a stop is asked for, the parts have
+    // `grace` to finish; whatever Postgres and NATS are doing, the process then ends.
     let mut panicked = None;
-    while let Some(ended) = tasks.join_next().await {
-        if let Err(error) = ended {
-            if error.is_panic() {
-                tracing::error!(%error, "a part of devart panicked; stopping");
-                panicked.get_or_insert(error.to_string());
+    let mut deadline = None;
+    loop {
+        let ended = match deadline {
+            None => tokio::select! {
+                ended = tasks.set.join_next_with_id() => ended,
+                () = shutdown.cancelled() => {
+                    deadline = Some(tokio::time::Instant::now() + grace);
+                    continue;
+                }
+            },
+            Some(deadline) => match tokio::time::timeout_at(deadline, tasks.set.join_next_with_id()).await {
+                Ok(ended) => ended,
+                Err(_) => break,
+            },
+        };
+        let Some(ended) = ended else { break };
+        let id = match &ended {
+            Ok((id, ())) => *id,
+            Err(error) => error.id(),
+        };
+        let name = tasks.names.remove(&id).unwrap_or("a part");
+        match ended {
+            Err(error) if error.is_panic() => {
+                tracing::error!(part = name, %error, "a part of devart panicked; stopping");
+                panicked.get_or_insert(format!("{name}: {error}"));
                 shutdown.cancel();
             }
+            _ => tracing::debug!(part = name, "stopped"),
         }
     }
+    let mut left: Vec<&str> = tasks.names.values().copied().collect();
+    left.sort_unstable();
+    if !left.is_empty() {
+        tracing::warn!(parts = %left.join(", "), grace = ?grace, "stopping without waiting longer for these");
+        tasks.set.abort_all();
+    }
     // Commands still in flight were finished by the gateway's graceful shutdown; let the relay
-    // see the last of them on its next start.
-    bus.client.flush().await.ok();
+    // see the last of them on its next start (not waited for with NATS away).
+    let flush_for = deadline
+        .map_or(Duration::from_secs(1), |d| d.saturating_duration_since(tokio::time::Instant::now()))
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    if tokio::time::timeout(flush_for, bus.client.flush()).await.is_err() {
+        tracing::warn!("NATS did not confirm the last publishes");
+    }
     match panicked {
         Some(error) => anyhow::bail!("a part of devart panicked: {error}"),
+        None if !left.is_empty() => {
+            anyhow::bail!(
+                "stopped after the {}s grace period with parts unfinished: {}",
+                grace.as_secs_f64(),
+                left.join(", ")
+            )
+        }
         None => Ok(()),
+    }
+}
+
+/// The parts of a running devart, by name, so that a stop can say which did not finish.
+#[derive(Default)]
+struct Parts {
+    set: tokio::task::JoinSet<()>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Parts {
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&mut self, name: &'static str, part: F) {
+        let handle = self.set.spawn(part);
+        self.names.insert(handle.id(), name);
     }
 }

@@ -31,6 +31,10 @@ enum Command {
         /// Where the gateway listens.
         #[arg(long, env = "DEVART_LISTEN", default_value = "127.0.0.1:8787")]
         listen: String,
+        /// On SIGTERM or Ctrl-C, how long the parts may take to finish what they hold before the
+        /// process ends anyway (a second signal ends it at once).
+        #[arg(long, env = "DEVART_SHUTDOWN_GRACE", default_value = "10s")]
+        shutdown_grace: humantime::Duration,
     },
     /// Creates the database if missing, migrates it, and sets up the JetStream stream and
     /// consumers. Safe to run again.
@@ -138,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.config;
     match cli.command {
-        Command::Serve { roles, listen } => {
+        Command::Serve { roles, listen, shutdown_grace } => {
             let listener = if roles.contains(&Role::Gateway) {
                 Some(tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("listening on {listen}"))?)
             } else {
@@ -146,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            devart::run(&config, &roles, listener, shutdown).await
+            devart::run(&config, &roles, listener, shutdown, shutdown_grace.into()).await
         }
         Command::Migrate => {
             devart::migrate(&config).await?;
@@ -258,11 +262,19 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        tracing::info!("shutting down: finishing what is in flight (a second signal stops at once)");
+        shutdown.cancel();
+        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
-    ctrl_c.await.ok();
-    tracing::info!("shutting down: finishing requests in flight");
-    shutdown.cancel();
+    {
+        ctrl_c.await.ok();
+        tracing::info!("shutting down: finishing what is in flight (a second signal stops at once)");
+        shutdown.cancel();
+        tokio::signal::ctrl_c().await.ok();
+    }
+    tracing::warn!("stopping at once: a second signal");
+    std::process::exit(130);
 }
 
 async fn tail(config: &Config, from: Option<u64>, json: bool) -> anyhow::Result<()> {

@@ -34,7 +34,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         let running = tokio::spawn({
             let (config, roles, shutdown) = (config.clone(), roles.to_vec(), shutdown.clone());
-            async move { devart::run(&config, &roles, Some(listener), shutdown).await }
+            async move { devart::run(&config, &roles, Some(listener), shutdown, devart::SHUTDOWN_GRACE_DEFAULT).await }
         });
         // An administrator: registering agents needs one.
         let token = match token(config, devart_gateway::Role::Admin) {

@@ -1,0 +1,154 @@
+//! What an operator meets when stopping devart: SIGTERM ends `devart serve` within its grace
+//! period whatever state Postgres and NATS are in, and a second signal ends it at once.
+//!
+//! A private Postgres cluster and NATS server (`support::cluster`), so that either can be stopped.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::cluster::{append, free_port, run, Nats, Postgres, Scratch};
+
+const JWT_SECRET: &str = "operator-secret-operator-secret-operator";
+/// Short, so the test is quick; the default is 10 s.
+const GRACE: Duration = Duration::from_secs(3);
+/// What a loaded machine may add to the grace period before the process is gone.
+const SLACK: Duration = Duration::from_secs(2);
+
+struct Site {
+    scratch: Scratch,
+    postgres: Postgres,
+    nats: Nats,
+    listen: String,
+}
+
+impl Site {
+    async fn new() -> Site {
+        let scratch = Scratch::create();
+        let postgres = Postgres::create(&scratch.0);
+        let mut nats =
+            Nats { port: free_port(), store: scratch.0.join("nats"), log: scratch.0.join("nats.log"), child: None };
+        nats.start().await;
+        let site = Site { listen: format!("127.0.0.1:{}", free_port()), scratch, postgres, nats };
+        run(site.devart().arg("migrate"));
+        site
+    }
+
+    fn devart(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_devart"));
+        command
+            .env("DATABASE_URL", format!("postgres://postgres@127.0.0.1:{}/devart", self.postgres.port))
+            .env("NATS_URL", format!("nats://127.0.0.1:{}", self.nats.port))
+            .env("DEVART_NATS_PREFIX", "operator")
+            .env("DEVART_JWT_SECRET", JWT_SECRET)
+            .env("DEVART_LISTEN", &self.listen)
+            .env("DEVART_SHUTDOWN_GRACE", format!("{}s", GRACE.as_secs()))
+            .env("DEVART_LOG", "info,sqlx=warn,async_nats=warn");
+        command
+    }
+
+    /// `devart serve`, once its gateway answers.
+    async fn serve(&self) -> Child {
+        let mut serve = self
+            .devart()
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(append(&self.scratch.0.join("gateway.log")))
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let health = format!("http://{}/healthz", self.listen);
+        while !reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
+            assert!(serve.try_wait().unwrap().is_none(), "devart serve exited before it answered");
+            assert!(Instant::now() < deadline, "the gateway did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        serve
+    }
+
+    fn stop_postgres(&self) {
+        run(self.postgres.ctl().args(["stop", "--mode=immediate", "--wait"]));
+    }
+
+    fn start_postgres(&self) {
+        run(self.postgres.ctl().args(["start", "--wait", "--log"]).arg(&self.postgres.log));
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    run(Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()));
+}
+
+/// Sends SIGTERM and waits for the process to end; how long it took, and whether it succeeded.
+async fn terminate(mut serve: Child) -> (Duration, bool) {
+    let started = Instant::now();
+    signal(&serve, "TERM");
+    loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            return (started.elapsed(), status.success());
+        }
+        if started.elapsed() > GRACE + Duration::from_secs(30) {
+            let _ = serve.kill();
+            let _ = serve.wait();
+            panic!("devart serve still ran {:?} after SIGTERM", started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_serve_within_its_grace_whatever_postgres_and_nats_are_doing() {
+    let mut site = Site::new().await;
+
+    // Everything up: the parts finish at once, and the process says all went well.
+    let (took, success) = terminate(site.serve().await).await;
+    eprintln!("stop with everything up: {took:?}");
+    assert!(success, "a clean stop exits 0");
+    assert!(took < GRACE, "a clean stop needs no grace: {took:?}");
+
+    // NATS away (the case that once kept devart running for 40 minutes).
+    let serve = site.serve().await;
+    site.nats.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (took, _) = terminate(serve).await;
+    eprintln!("stop with NATS away: {took:?}");
+    assert!(took <= GRACE + SLACK, "with NATS away, SIGTERM took {took:?}");
+    site.nats.start().await;
+
+    // Postgres away.
+    let serve = site.serve().await;
+    site.stop_postgres();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (took, _) = terminate(serve).await;
+    eprintln!("stop with Postgres away: {took:?}");
+    assert!(took <= GRACE + SLACK, "with Postgres away, SIGTERM took {took:?}");
+    site.start_postgres();
+
+    // Both away.
+    let serve = site.serve().await;
+    site.stop_postgres();
+    site.nats.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (took, _) = terminate(serve).await;
+    eprintln!("stop with both away: {took:?}");
+    assert!(took <= GRACE + SLACK, "with both away, SIGTERM took {took:?}");
+    site.start_postgres();
+    site.nats.start().await;
+
+    // A second signal does not wait for the grace period.
+    let mut serve = site.serve().await;
+    site.nats.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    signal(&serve, "TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&serve, "TERM");
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < GRACE + Duration::from_secs(30), "devart serve ignored a second SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("stop with a second signal: {:?}, {status}", started.elapsed());
+    assert_eq!(status.code(), Some(130), "a second signal exits 130 at once");
+}
