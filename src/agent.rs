@@ -74,10 +74,14 @@ pub struct Args {
     /// The gateway's GraphQL endpoint.
     #[arg(long, env = "DEVART_AGENT_URL", default_value = "http://127.0.0.1:8787/graphql")]
     pub url: String,
-    /// The agent's API key (`dva_…`), as `registerAgent` returned it. Prefer the environment
-    /// variable: command lines are visible to other users of the machine.
-    #[arg(long, env = KEY_ENV, hide_env_values = true, value_parser = secret)]
-    pub key: Secret,
+    /// The agent's API key (`dva_…`), as `registerAgent` returned it: best in the environment
+    /// (`DEVART_AGENT_KEY`, or the path of a file holding it in `DEVART_AGENT_KEY_FILE`) or in a
+    /// file (`--key-file`). As a flag it is visible to every user of the host.
+    #[arg(long, env = KEY_ENV, hide_env_values = true, value_parser = secret, required_unless_present = "key_file")]
+    pub key: Option<Secret>,
+    /// A file holding the agent's API key (as container platforms mount secrets).
+    #[arg(long, value_name = "PATH", conflicts_with = "key")]
+    pub key_file: Option<std::path::PathBuf>,
     /// Claim only tasks that need no more than these capabilities (comma-separated; by default all
     /// the agent registered with).
     #[arg(long, value_delimiter = ',')]
@@ -380,10 +384,17 @@ impl Client {
 
 /// Claims and works tasks until `shutdown` (or, with `--once`, one task).
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<Outcome> {
-    if !args.key.0.starts_with("dva_") {
-        anyhow::bail!("the key given by --key or {KEY_ENV} is not an agent API key (those begin with `dva_`)");
+    let key = match (&args.key, &args.key_file) {
+        (Some(key), _) => key.clone(),
+        (None, Some(path)) => {
+            Secret(crate::secrets::read_secret(path).map_err(|e| anyhow::anyhow!("--key-file: {e}"))?)
+        }
+        (None, None) => anyhow::bail!("no API key: set {KEY_ENV} (or {KEY_ENV}_FILE), or give --key-file"),
+    };
+    if !key.0.starts_with("dva_") {
+        anyhow::bail!("the key given is not an agent API key (those begin with `dva_`)");
     }
-    let client = Client::new(&args.url, args.key.clone())?;
+    let client = Client::new(&args.url, key)?;
     tracing::info!(url = %args.url, lease_secs = args.lease_secs, command = ?args.command, "agent started");
     let mut backoff = Backoff::default();
     loop {

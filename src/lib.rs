@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod alerts;
 pub mod portable;
+pub mod secrets;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,10 +28,16 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, clap::Args)]
 pub struct Config {
     /// Postgres, holding the event store and the read models.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/devart", global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/devart",
+        hide_env_values = true,
+        global = true
+    )]
     pub database_url: String,
     /// NATS with JetStream, carrying the event broadcast.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", global = true)]
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", hide_env_values = true, global = true)]
     pub nats_url: String,
     /// Prefix of every subject, stream and consumer name, so instances can share a NATS server.
     #[arg(long, env = "DEVART_NATS_PREFIX", default_value = "devart", global = true)]

@@ -130,8 +130,12 @@ fn parse_role(s: &str) -> Result<devart_gateway::Role, String> {
     devart_gateway::Role::parse(s).ok_or_else(|| format!("`{s}` is not a role (admin, supervisor, viewer)"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before any thread starts: `X_FILE` variables become `X`.
+    if let Err(error) = devart::secrets::load_files() {
+        eprintln!("devart: {error}");
+        std::process::exit(2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DEVART_LOG")
@@ -139,7 +143,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    devart::secrets::warn_flags(&matches);
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     match cli.command {
         Command::Serve { roles, listen, shutdown_grace } => {

@@ -47,3 +47,20 @@ async fn migrate_creates_the_database_and_token_and_serve_agree_on_a_generated_k
     sqlx::query(&format!("drop database if exists {name} with (force)")).execute(&mut admin).await.unwrap();
     env.cleanup().await;
 }
+
+#[test]
+fn help_never_shows_a_password_from_the_environment() {
+    for args in [&["--help"][..], &["serve", "--help"], &["agent", "--help"]] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_devart"))
+            .args(args)
+            .env("DATABASE_URL", "postgres://devart:hunter2-db@db.internal:5432/devart")
+            .env("NATS_URL", "nats://devart:hunter2-nats@nats.internal:4222")
+            .env("DEVART_JWT_SECRET", "hunter2-jwt-hunter2-jwt-hunter2-jwt-hunter2")
+            .env("DEVART_AGENT_KEY", "dva_0123456789abcdef_hunter2-key")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{args:?}: {text}");
+        assert!(!text.contains("hunter2"), "{args:?} shows a secret: {text}");
+    }
+}

@@ -241,3 +241,52 @@ async fn a_stopped_agent_kills_its_command_and_gives_the_task_back() {
     running.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_agents_key_comes_from_a_file_and_a_key_on_the_command_line_is_warned_about() {
+    let env = TestEnv::new().await;
+    let running = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+    let key = register(&running, "shell-files").await;
+    let dir = std::env::temp_dir().join(format!("devart-key-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("key");
+    std::fs::write(&file, format!("{key}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let done = |task: &Value| task["status"] == "COMPLETED";
+    let secret = key.rsplit('_').next().unwrap().to_owned();
+
+    // `DEVART_AGENT_KEY_FILE`, as a container platform mounts a secret.
+    let id = create_task(&running, json!({ "title": "from the variable's file" })).await;
+    let output = run_once(
+        agent(&running, &key, &["--once", "--", "true"])
+            .env_remove("DEVART_AGENT_KEY")
+            .env("DEVART_AGENT_KEY_FILE", file),
+    )
+    .await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    task_when(&running, &id, done).await;
+
+    // `--key-file`: nothing secret on the command line, and no warning.
+    let id = create_task(&running, json!({ "title": "from --key-file" })).await;
+    let output =
+        run_once(agent(&running, &key, &["--once", "--key-file", file, "--", "true"]).env_remove("DEVART_AGENT_KEY"))
+            .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("on the command line"), "{stderr}");
+    task_when(&running, &id, done).await;
+
+    // Both the variable and its file: a usage error naming them, not their values.
+    let both = run_once(agent(&running, &key, &["--once", "--", "true"]).env("DEVART_AGENT_KEY_FILE", file)).await;
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert_eq!(both.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("DEVART_AGENT_KEY_FILE") && !stderr.contains(&secret), "{stderr}");
+
+    // `--key` still works, warned about once, the key itself never printed.
+    let output =
+        run_once(agent(&running, &key, &["--once", "--key", &key, "--", "true"]).env_remove("DEVART_AGENT_KEY")).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.matches("puts a secret on the command line").count(), 1, "{stderr}");
+    assert!(!stderr.contains(&secret), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -67,7 +67,8 @@ fn an_error_message_is_bounded_and_ends_with_the_last_lines_of_stderr() {
 fn the_key_is_never_printed() {
     let args = Args {
         url: "http://127.0.0.1:8787/graphql".into(),
-        key: Secret("dva_0123456789abcdef_very-secret".into()),
+        key: Some(Secret("dva_0123456789abcdef_very-secret".into())),
+        key_file: None,
         capabilities: None,
         lease_secs: 30,
         poll_ms: 1000,
