@@ -1,5 +1,5 @@
 //! HTTP: GraphQL over HTTP (POST and GET), GraphQL over WebSocket (`graphql-transport-ws`), health,
-//! readiness and metrics.
+//! readiness and metrics; the dashboard ([`crate::dashboard`]) at every other path.
 
 use std::collections::HashMap;
 
@@ -50,6 +50,8 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/assets/{*path}", get(crate::dashboard::asset))
+        .fallback(crate::dashboard::page)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -2,7 +2,10 @@
 //!
 //! # Layout
 //! - [`schema`]: queries, mutations and subscriptions, and their GraphQL types.
-//! - [`http`]: the axum router: GraphQL over HTTP and WebSocket, `/healthz`, `/readyz`, `/metrics`.
+//! - [`http`]: the axum router: GraphQL over HTTP and WebSocket, `/healthz`, `/readyz`, `/metrics`,
+//!   and the dashboard at every other path.
+//! - [`dashboard`]: the supervisors' single-page app (`web/dist`), built in, with its caching and
+//!   Content-Security-Policy.
 //! - [`auth`]: JWT bearer tokens and roles.
 //! - [`db`]: reads in read-only transactions under the caller's database role.
 //! - [`error`]: the one client error shape: a message and an `extensions.code`.
@@ -12,6 +15,7 @@
 //! - [`ws`]: GraphQL over WebSocket (`graphql-transport-ws`), its close codes and caps.
 
 pub mod auth;
+pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod http;
@@ -93,16 +97,19 @@ impl Services {
     }
 }
 
-/// The HTTP layer's state: the services and the schema that resolves requests against them.
+/// The HTTP layer's state: the services, the schema that resolves requests against them, and the
+/// dashboard's files.
 #[derive(Clone)]
 pub struct App {
     pub services: Services,
     pub schema: schema::Schema,
+    pub dashboard: dashboard::Dashboard,
 }
 
 impl App {
     pub fn new(services: Services) -> App {
-        App { schema: schema::build(Some(services.clone())), services }
+        let dashboard = dashboard::Dashboard::new(&services.limits.dashboard);
+        App { schema: schema::build(Some(services.clone())), services, dashboard }
     }
 }
 
