@@ -7,6 +7,7 @@
 //! - [`dashboard`]: the supervisors' single-page app (`web/dist`), built in, with its caching and
 //!   Content-Security-Policy.
 //! - [`auth`]: JWT bearer tokens and roles.
+//! - [`session`]: people's sessions in the browser (`/session`, the `devart_session` cookie).
 //! - [`db`]: reads in read-only transactions under the caller's database role.
 //! - [`error`]: the one client error shape: a message and an `extensions.code`.
 //! - [`limits`]: rate limits per identity and address, failed-credential limits, CORS,
@@ -22,6 +23,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod schema;
+pub mod session;
 pub mod ws;
 
 use std::sync::Arc;
