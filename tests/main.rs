@@ -13,6 +13,7 @@ mod chaos;
 mod cli;
 mod correlation;
 mod crash;
+mod dashboard;
 mod event_store;
 mod gateway;
 mod hardening;

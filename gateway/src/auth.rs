@@ -1,8 +1,10 @@
-//! Who is calling: JWT bearer tokens for people, with roles.
+//! Who is calling: JWT bearer tokens for people, with roles; the key that signs them also signs
+//! session cookies ([`SigningKey::tag`]).
 
 use std::fmt;
 
 use chrono::Utc;
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -152,6 +154,27 @@ impl SigningKey {
     }
 }
 
+impl SigningKey {
+    /// An HMAC-SHA256 tag of `message` for `purpose`, which keeps tags made for one use from
+    /// passing for another (or for a token).
+    pub fn tag(&self, purpose: &str, message: &[u8]) -> [u8; 32] {
+        self.mac(purpose, message).finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is [`SigningKey::tag`] of `message` for `purpose`, compared in constant time.
+    pub fn verify_tag(&self, purpose: &str, message: &[u8], tag: &[u8]) -> bool {
+        self.mac(purpose, message).verify_slice(tag).is_ok()
+    }
+
+    fn mac(&self, purpose: &str, message: &[u8]) -> Hmac<sha2::Sha256> {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(message);
+        mac
+    }
+}
+
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SigningKey(…)")
@@ -170,6 +193,9 @@ pub enum AuthError {
     Deactivated,
     #[error("the user is deactivated")]
     UserDeactivated,
+    /// A session cookie whose session was signed out of, expired, or is unknown.
+    #[error("the session has ended")]
+    SessionEnded,
 }
 
 /// Extracts the token from an `Authorization: Bearer …` value.
@@ -197,5 +223,16 @@ mod tests {
         assert_eq!(key.verify(&expired), Err(AuthError::Expired));
         assert_eq!(bearer("Bearer abc"), Ok("abc"));
         assert_eq!(bearer("Basic abc"), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn tags_hold_for_their_key_purpose_and_message_only() {
+        let key = SigningKey::new(vec![7; 32]);
+        let tag = key.tag("session", b"a");
+        assert!(key.verify_tag("session", b"a", &tag));
+        assert!(!key.verify_tag("session", b"b", &tag));
+        assert!(!key.verify_tag("other", b"a", &tag));
+        assert!(!SigningKey::new(vec![8; 32]).verify_tag("session", b"a", &tag));
+        assert!(!key.verify_tag("session", b"a", &tag[..31]));
     }
 }

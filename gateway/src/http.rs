@@ -1,5 +1,6 @@
 //! HTTP: GraphQL over HTTP (POST and GET), GraphQL over WebSocket (`graphql-transport-ws`), health,
-//! readiness and metrics.
+//! readiness and metrics; people's sessions (`/session`, [`crate::session`]); the dashboard
+//! ([`crate::dashboard`]) at every other path.
 
 use std::collections::HashMap;
 
@@ -10,7 +11,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -25,6 +26,7 @@ use crate::error::Code;
 use crate::limits::{Limit, Refused};
 use crate::metrics::LimitLabel;
 use crate::schema::RequestMeta;
+use crate::session;
 use crate::{App, Services};
 
 /// Requests larger than this are refused with 413.
@@ -36,20 +38,24 @@ pub fn router(app: App) -> Router {
         limits.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(origins)
-        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST, axum::http::Method::DELETE])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::ACCEPT,
             "idempotency-key".parse().expect("header name"),
             "x-correlation-id".parse().expect("header name"),
+            session::CSRF_HEADER.parse().expect("header name"),
         ])
         .max_age(std::time::Duration::from_secs(600));
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/session", post(session::create).get(session::current).delete(session::delete))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/assets/{*path}", get(crate::dashboard::asset))
+        .fallback(crate::dashboard::page)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -61,7 +67,7 @@ pub fn router(app: App) -> Router {
 }
 
 /// 429 for a request held back by a limit, with when to come back.
-fn too_many(services: &Services, media: &'static str, refused: Refused) -> Response {
+pub(crate) fn too_many(services: &Services, media: &'static str, refused: Refused) -> Response {
     services.metrics.rate_limited.get_or_create(&LimitLabel { limit: refused.limit.as_str().into() }).inc();
     let what = match refused.limit {
         Limit::Address => "too many requests from this address",
@@ -81,7 +87,7 @@ fn unavailable(services: &Services, media: &'static str) -> Response {
     with_retry_after(respond(StatusCode::SERVICE_UNAVAILABLE, media, &body), crate::error::UNAVAILABLE_RETRY_SECS)
 }
 
-fn with_retry_after(mut response: Response, seconds: u64) -> Response {
+pub(crate) fn with_retry_after(mut response: Response, seconds: u64) -> Response {
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
@@ -111,7 +117,7 @@ fn signs_in_only(request: &async_graphql::Request) -> bool {
 }
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
-const JSON: &str = "application/json";
+pub(crate) const JSON: &str = "application/json";
 
 /// The response media type the client accepts, or `None` if it accepts neither of ours.
 fn negotiate(headers: &HeaderMap) -> Option<&'static str> {
@@ -135,11 +141,11 @@ fn negotiate(headers: &HeaderMap) -> Option<&'static str> {
     best.map(|(m, _)| m)
 }
 
-fn error_body(code: Code, message: &str) -> Value {
+pub(crate) fn error_body(code: Code, message: &str) -> Value {
     json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] })
 }
 
-fn respond(status: StatusCode, media: &'static str, body: &Value) -> Response {
+pub(crate) fn respond(status: StatusCode, media: &'static str, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     response
@@ -174,8 +180,37 @@ pub fn client_address(extensions: &axum::http::Extensions) -> IpAddr {
         .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
 }
 
-/// A person's JWT or an agent's API key, from `Authorization: Bearer …`; `None` without one.
+/// The caller of an HTTP request: its bearer token, or else its session cookie (which
+/// [`cookie_without_csrf`] has checked comes with its header); `None` without either.
 async fn authenticate(services: &Services, address: IpAddr, headers: &HeaderMap) -> Result<Option<Caller>, Denied> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return authenticate_bearer(services, address, headers).await;
+    }
+    match session::cookie(headers) {
+        Some(value) => session::authenticate(services, address, value).await.map(|(caller, _)| Some(caller)),
+        None => Ok(None),
+    }
+}
+
+/// 403 for a request that would be authenticated by its session cookie but lacks the header
+/// that shows the dashboard's own script sent it (a bearer token needs none).
+fn cookie_without_csrf(headers: &HeaderMap) -> Option<Response> {
+    let by_cookie = !headers.contains_key(header::AUTHORIZATION) && session::cookie(headers).is_some();
+    (by_cookie && !session::csrf_header(headers)).then(session::csrf_refused)
+}
+
+/// Whether the request's body is declared `application/json`.
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(JSON)
+}
+
+/// A person's JWT or an agent's API key, from `Authorization: Bearer …`; `None` without one.
+async fn authenticate_bearer(
+    services: &Services,
+    address: IpAddr,
+    headers: &HeaderMap,
+) -> Result<Option<Caller>, Denied> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let value = value.to_str().map_err(|_| AuthError::Invalid);
     let token = value.and_then(bearer);
@@ -187,7 +222,7 @@ async fn authenticate(services: &Services, address: IpAddr, headers: &HeaderMap)
 
 /// Records refused credentials, unless `address` (or `account`) has been refused once too often:
 /// then the answer is 429 and nothing is written.
-async fn refused(
+pub(crate) async fn refused(
     services: &Services,
     address: IpAddr,
     account: Option<&str>,
@@ -303,14 +338,15 @@ async fn graphql_post(
     if let Err(refused) = app.services.guards.request(address) {
         return too_many(&app.services, media, refused);
     }
+    if let Some(refused) = cookie_without_csrf(&headers) {
+        return refused;
+    }
     // Without a token, only signing in is allowed: that is checked once the document is read.
     let caller = match authenticate(&app.services, address, &headers).await {
         Ok(c) => c,
         Err(denied) => return denied.response(&app.services, media),
     };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence != JSON {
+    if !is_json(&headers) {
         return respond(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             media,
@@ -352,6 +388,9 @@ async fn graphql_get(
     };
     if let Err(refused) = app.services.guards.request(address) {
         return too_many(&app.services, media, refused);
+    }
+    if let Some(refused) = cookie_without_csrf(&headers) {
+        return refused;
     }
     let caller = match authenticate(&app.services, address, &headers).await {
         Ok(Some(c)) => c,
@@ -499,9 +538,17 @@ async fn websocket(app: App, parts: &mut axum::http::request::Parts) -> Response
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
-    // A token may come with the upgrade request, or (as browsers must) in `connection_init`.
+    // A token may come with the upgrade request, or (as browsers must) in `connection_init`; the
+    // dashboard's session cookie only from the server's own origin, where no other site's page
+    // can open a socket with it.
     let address = client_address(&parts.extensions);
-    let caller = match authenticate(&app.services, address, &parts.headers).await {
+    let headers = &parts.headers;
+    let by_cookie = !headers.contains_key(header::AUTHORIZATION) && session::cookie(headers).is_some();
+    if by_cookie && !session::own_origin(headers, &app.services.limits.cors_origins) {
+        let message = "a session cookie opens a WebSocket only from the dashboard's own origin";
+        return respond(StatusCode::FORBIDDEN, JSON, &error_body(Code::Forbidden, message));
+    }
+    let caller = match authenticate(&app.services, address, headers).await {
         Ok(Some(caller)) => Ok(caller),
         Ok(None) => Err(Denied::Unauthenticated(AuthError::Missing)),
         Err(denied) => Err(denied),

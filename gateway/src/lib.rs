@@ -2,8 +2,12 @@
 //!
 //! # Layout
 //! - [`schema`]: queries, mutations and subscriptions, and their GraphQL types.
-//! - [`http`]: the axum router: GraphQL over HTTP and WebSocket, `/healthz`, `/readyz`, `/metrics`.
+//! - [`http`]: the axum router: GraphQL over HTTP and WebSocket, `/healthz`, `/readyz`, `/metrics`,
+//!   and the dashboard at every other path.
+//! - [`dashboard`]: the supervisors' single-page app (`web/dist`), built in, with its caching and
+//!   Content-Security-Policy.
 //! - [`auth`]: JWT bearer tokens and roles.
+//! - [`session`]: people's sessions in the browser (`/session`, the `devart_session` cookie).
 //! - [`db`]: reads in read-only transactions under the caller's database role.
 //! - [`error`]: the one client error shape: a message and an `extensions.code`.
 //! - [`limits`]: rate limits per identity and address, failed-credential limits, CORS,
@@ -12,12 +16,14 @@
 //! - [`ws`]: GraphQL over WebSocket (`graphql-transport-ws`), its close codes and caps.
 
 pub mod auth;
+pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod schema;
+pub mod session;
 pub mod ws;
 
 use std::sync::Arc;
@@ -93,16 +99,19 @@ impl Services {
     }
 }
 
-/// The HTTP layer's state: the services and the schema that resolves requests against them.
+/// The HTTP layer's state: the services, the schema that resolves requests against them, and the
+/// dashboard's files.
 #[derive(Clone)]
 pub struct App {
     pub services: Services,
     pub schema: schema::Schema,
+    pub dashboard: dashboard::Dashboard,
 }
 
 impl App {
     pub fn new(services: Services) -> App {
-        App { schema: schema::build(Some(services.clone())), services }
+        let dashboard = dashboard::Dashboard::new(&services.limits.dashboard);
+        App { schema: schema::build(Some(services.clone())), services, dashboard }
     }
 }
 

@@ -57,6 +57,9 @@ pub struct Limits {
     /// GraphQL over WebSocket: initialisation timeout, keep-alive and caps.
     #[command(flatten)]
     pub websocket: crate::ws::WebSocketLimits,
+    /// Where the dashboard is served from.
+    #[command(flatten)]
+    pub dashboard: crate::dashboard::DashboardSettings,
 }
 
 impl Default for Limits {
@@ -71,6 +74,7 @@ impl Default for Limits {
             introspection: true,
             request_timeout_secs: 30,
             websocket: crate::ws::WebSocketLimits::default(),
+            dashboard: crate::dashboard::DashboardSettings::default(),
         }
     }
 }

@@ -3,17 +3,13 @@
 use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use devart_commands::users::LoginError;
 use devart_domain::user::{Email, Password, UserState, UserStatus};
 use devart_projections::users::{UserRow, COLUMNS};
 use rand::RngCore;
 
 use super::{caller, command_context, domain, page_size, parse_id, read, require, services, RequestMeta};
 use crate::auth::Role;
-use crate::error::{error, gql, rate_limited, unavailable_error, Code};
-
-/// How long a session's token lasts.
-const SESSION_HOURS: i64 = 12;
+use crate::error::{error, gql, Code};
 
 #[derive(Debug, Clone, SimpleObject)]
 pub struct User {
@@ -140,22 +136,11 @@ impl PeopleMutation {
     /// security log and do not tell an unknown address from a wrong password.
     async fn login(&self, ctx: &Context<'_>, email: String, password: String) -> async_graphql::Result<Session> {
         let s = services(ctx);
-        // Failed sign-ins are limited per address and per account, before the password is checked;
-        // past the limit the answer is the same whichever was at fault.
         let address =
             ctx.data_opt::<RequestMeta>().and_then(|m| m.client).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-        let account = format!("user {}", email.trim().to_lowercase());
-        let limited = |refused: crate::limits::Refused| rate_limited("too many failed sign-ins", refused.wait);
-        s.guards.may_try(address, Some(&account)).map_err(limited)?;
-        let account = s.commands.login(&email, &password).await.map_err(|e| match e {
-            LoginError::Invalid => match s.guards.failed(address, Some(&account)) {
-                Ok(()) => error(Code::Unauthenticated, e.to_string()),
-                Err(refused) => limited(refused),
-            },
-            LoginError::Deactivated => error(Code::Unauthenticated, e.to_string()),
-            LoginError::Unavailable => unavailable_error(),
-        })?;
-        let ttl = chrono::Duration::hours(SESSION_HOURS);
+        // The same check, limits and answers as `POST /session`.
+        let account = crate::session::sign_in(s, address, &email, &password).await.map_err(|e| e.error())?;
+        let ttl = crate::session::lifetime();
         let role = Role::of(account.role);
         let user = match s.commands.load::<devart_domain::user::User>(account.id).await {
             Ok(folded) => User::from(folded),
