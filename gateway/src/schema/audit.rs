@@ -11,9 +11,12 @@ use devart_domain::task::Task as TaskAggregate;
 use devart_domain::workflow::WorkflowRun as WorkflowRunAggregate;
 use devart_domain::{Position, StreamId};
 
+use super::agents::Agent;
 use super::budgets::Service;
+use super::events::Event;
+use super::tasks::Task;
 use super::workflows::WorkflowRun;
-use super::{parse_id, parse_position, person, services, Agent, Event, Task};
+use super::{parse_id, parse_position, person, services};
 use crate::error::{bad_input, gql};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]

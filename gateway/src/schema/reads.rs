@@ -22,7 +22,8 @@ use devart_projections::tasks::{TaskRow, COLUMNS as TASK_COLUMNS};
 use uuid::Uuid;
 
 use super::analytics::CostOutlier;
-use super::{caller, services, Task};
+use super::tasks::Task;
+use super::{caller, services};
 use crate::auth::Caller;
 use crate::db::{ReadGuard, Reads};
 use crate::error::{error, gql, Code};

@@ -8,7 +8,8 @@ use devart_domain::task::{Message, Percent, Task as TaskAggregate, TaskCommand, 
 use rand::Rng;
 use uuid::Uuid;
 
-use super::{caller, command_context, document, domain, parse_id, person, read, require, services, Task};
+use super::tasks::Task;
+use super::{caller, command_context, document, domain, parse_id, person, read, require, services};
 use crate::auth::{Caller, Role};
 use crate::error::{bad_input, error, gql, Code};
 

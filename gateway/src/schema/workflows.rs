@@ -10,9 +10,10 @@ use devart_projections::workflows::{
 };
 use futures::{Stream, StreamExt};
 
+use super::tasks::{task_by_id, Task};
 use super::{
     broadcast_stream, command_context, document, domain, new_aggregate_id, page_size, parse_id, person, read, require,
-    services, task_by_id, Task,
+    services,
 };
 use crate::auth::Role;
 use crate::error::gql;

@@ -1,74 +1,19 @@
-//! Analytics for charts over a window of time: cost over time and by task, agent and service,
-//! completion, time to claim and to complete, queue depth; and cost outliers, with their
-//! acknowledgment. Read from the analytics read model.
+//! The charts of an `analytics` window: each field of [`Analytics`] is one query over the
+//! analytics read model, run only when asked for.
 
-use async_graphql::{ComplexObject, Context, Enum, Object, SimpleObject, ID};
-use chrono::{DateTime, Datelike, DurationRound, TimeDelta, Utc};
+use async_graphql::{ComplexObject, Context, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
 use devart_domain::money::Money;
-use devart_domain::outliers::{CostOutlier as Flag, Score};
-use devart_domain::task::{Message, Task as TaskAggregate, TaskCommand};
-use devart_projections::analytics::{TaskFacts, TASK_COLUMNS};
 use uuid::Uuid;
 
-use super::budgets::Decimal;
-use super::{
-    command_context, domain, page_size, parse_id, person, read, require, services, task_by_id, Task, TaskStatus,
-};
-use crate::auth::Role;
+use super::{id, money, rate, Analytics, Bucket};
 use crate::error::{bad_input, gql};
+use crate::schema::budgets::Decimal;
+use crate::schema::tasks::{task_by_id, Task, TaskStatus};
+use crate::schema::{parse_id, read};
 
-/// More buckets than this in one window is a mistake (a year is 8,760 hours).
-const BUCKETS_MAX: i64 = 10_000;
 /// `topTasks` lists at most this many.
 const TOP_MAX: i32 = 100;
-
-/// The width of a chart's buckets, in UTC; weeks start on Monday.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-pub enum Bucket {
-    Hour,
-    Day,
-    Week,
-}
-
-impl Bucket {
-    /// The unit Postgres' `date_trunc` knows it by.
-    fn unit(self) -> &'static str {
-        match self {
-            Bucket::Hour => "hour",
-            Bucket::Day => "day",
-            Bucket::Week => "week",
-        }
-    }
-
-    fn hours(self) -> i32 {
-        match self {
-            Bucket::Hour => 1,
-            Bucket::Day => 24,
-            Bucket::Week => 24 * 7,
-        }
-    }
-
-    fn step(self) -> TimeDelta {
-        TimeDelta::hours(i64::from(self.hours()))
-    }
-
-    /// The start of the bucket `at` falls in, as `date_trunc` has it.
-    fn floor(self, at: DateTime<Utc>) -> DateTime<Utc> {
-        let day = at.duration_trunc(TimeDelta::days(1)).unwrap_or(at);
-        match self {
-            Bucket::Hour => at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at),
-            Bucket::Day => day,
-            Bucket::Week => day - TimeDelta::days(i64::from(day.weekday().num_days_from_monday())),
-        }
-    }
-}
-
-/// The window an `analytics` query covers.
-pub struct Analytics {
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    bucket: Bucket,
-}
 
 /// Cost in one bucket.
 #[derive(Debug, Clone, SimpleObject)]
@@ -189,18 +134,6 @@ pub struct QueueDepthBucket {
     pub pending_max: i64,
     pub in_progress: i64,
     pub in_progress_max: i64,
-}
-
-fn money(micros: i64) -> Decimal {
-    Decimal(Money::from_micros(micros))
-}
-
-fn id(uuid: Uuid) -> ID {
-    ID(uuid.to_string())
-}
-
-fn rate(completed: i64, failed: i64) -> Option<f64> {
-    (completed + failed > 0).then(|| completed as f64 / (completed + failed) as f64)
 }
 
 /// The window's buckets, `$1` to `$2` by `$3` hours: the start of every query that charts. The
@@ -520,156 +453,5 @@ impl Analytics {
                 in_progress_max,
             })
             .collect())
-    }
-}
-
-/// A task whose cost was flagged as unusual against comparable tasks, and why.
-#[derive(Debug, Clone, SimpleObject)]
-#[graphql(complex)]
-pub struct CostOutlier {
-    pub task_id: ID,
-    /// The task's cost when it was judged.
-    pub cost: Decimal,
-    /// The comparable tasks' median cost.
-    pub median: Decimal,
-    /// The spread of the comparable tasks' log costs: their median absolute deviation × 1.4826 (or,
-    /// when more than half of them cost the same, their mean absolute deviation × 1.2533).
-    pub mad: f64,
-    /// How many spreads the task's log cost lies above the median.
-    pub z_score: f64,
-    /// The `outliers.threshold` in effect, which the z-score passed.
-    pub threshold: f64,
-    /// How many comparable tasks it was judged against.
-    pub comparable: i32,
-    /// The comparison group: `stage:<workflow>/<stage>` or `capabilities:<capabilities>`.
-    pub group: String,
-    /// The flag in a sentence.
-    pub why: String,
-    pub flagged_at: DateTime<Utc>,
-    pub acknowledged: bool,
-    pub acknowledged_at: Option<DateTime<Utc>>,
-    /// Who acknowledged it: `user:<subject>`.
-    pub acknowledged_by: Option<String>,
-    pub note: Option<String>,
-}
-
-#[ComplexObject]
-impl CostOutlier {
-    async fn task(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Task>> {
-        task_by_id(ctx, parse_id("taskId", &self.task_id)?).await
-    }
-}
-
-impl CostOutlier {
-    pub(crate) fn from_facts(facts: TaskFacts) -> Option<CostOutlier> {
-        let flag = Flag {
-            cost: Money::from_micros(facts.outlier_cost?),
-            median: Money::from_micros(facts.outlier_median?),
-            mad: Score::from_f64(facts.outlier_mad?),
-            z_score: Score::from_f64(facts.outlier_z_score?),
-            threshold: Score::from_f64(facts.outlier_threshold?),
-            comparable: u32::try_from(facts.outlier_comparable?).unwrap_or_default(),
-            group: facts.outlier_group?,
-        };
-        Some(CostOutlier {
-            task_id: id(facts.task_id),
-            cost: Decimal(flag.cost),
-            median: Decimal(flag.median),
-            mad: flag.mad.get(),
-            z_score: flag.z_score.get(),
-            threshold: flag.threshold.get(),
-            comparable: i32::try_from(flag.comparable).unwrap_or(i32::MAX),
-            why: flag.why(),
-            group: flag.group,
-            flagged_at: facts.outlier_flagged_at?,
-            acknowledged: facts.outlier_acknowledged_at.is_some(),
-            acknowledged_at: facts.outlier_acknowledged_at,
-            acknowledged_by: facts.outlier_acknowledged_by,
-            note: facts.outlier_note,
-        })
-    }
-}
-
-/// A task's last cost-outlier flag, as the analytics read model holds it.
-pub(crate) async fn outlier_of(ctx: &Context<'_>, task_id: Uuid) -> async_graphql::Result<Option<CostOutlier>> {
-    super::reads::load(ctx, super::reads::OutlierOf(task_id)).await
-}
-
-#[derive(Default)]
-pub struct AnalyticsQuery;
-
-#[Object]
-impl AnalyticsQuery {
-    /// Analytics for charts over `from` to `to`, widened to whole buckets (UTC; weeks start on
-    /// Monday): every series has every bucket of the window.
-    async fn analytics(
-        &self,
-        ctx: &Context<'_>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        bucket: Bucket,
-    ) -> async_graphql::Result<Analytics> {
-        person(ctx)?;
-        if to <= from {
-            return Err(bad_input("to", "must be after `from`"));
-        }
-        let start = bucket.floor(from);
-        let floor = bucket.floor(to);
-        let end = if floor == to { to } else { floor + bucket.step() };
-        let buckets = (end - start).num_hours() / i64::from(bucket.hours());
-        if buckets > BUCKETS_MAX {
-            return Err(bad_input(
-                "bucket",
-                format!("the window holds {buckets} buckets, more than {BUCKETS_MAX}: widen the bucket"),
-            ));
-        }
-        Ok(Analytics { start, end, bucket })
-    }
-
-    /// Tasks whose cost was flagged as unusual, newest flag first; only those acknowledged (or
-    /// not) when `acknowledged` is given.
-    async fn outliers(
-        &self,
-        ctx: &Context<'_>,
-        acknowledged: Option<bool>,
-        first: Option<i32>,
-    ) -> async_graphql::Result<Vec<CostOutlier>> {
-        person(ctx)?;
-        let limit = page_size(first)?;
-        let rows: Vec<TaskFacts> = sqlx::query_as(&format!(
-            "select {} from analytics_tasks \
-             where outlier_flagged_at is not null \
-               and ($1::bool is null or (outlier_acknowledged_at is not null) = $1) \
-             order by outlier_flagged_at desc, task_id limit $2",
-            TASK_COLUMNS.join(", ")
-        ))
-        .bind(acknowledged)
-        .bind(limit as i64)
-        .fetch_all(read(ctx).await?.conn())
-        .await
-        .map_err(gql)?;
-        Ok(rows.into_iter().filter_map(CostOutlier::from_facts).collect())
-    }
-}
-
-#[derive(Default)]
-pub struct AnalyticsMutation;
-
-#[Object]
-impl AnalyticsMutation {
-    /// Acknowledges a task's cost-outlier flag (supervisor), saying why the cost is fine. The task
-    /// is not flagged again unless its cost grows. Returns the task; its `costOutlier` follows a
-    /// moment later, once the analytics read model has the acknowledgment.
-    async fn acknowledge_outlier(&self, ctx: &Context<'_>, task_id: ID, note: String) -> async_graphql::Result<Task> {
-        let caller = require(ctx, Role::Supervisor)?;
-        let id = parse_id("taskId", &task_id)?;
-        let note = domain(Message::parse("note", &note))?;
-        let context = command_context(ctx, &caller);
-        let folded = services(ctx)
-            .commands
-            .execute::<TaskAggregate>(id, TaskCommand::AcknowledgeOutlier { note }, &context, None)
-            .await
-            .map_err(gql)?;
-        Ok(folded.into())
     }
 }

@@ -1,0 +1,152 @@
+//! Agents: their registration, keys and activation, and the agents read model.
+
+use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use devart_commands::Folded;
+use devart_domain::agent::{AgentName, AgentState, AgentStatus};
+use devart_domain::task::Capabilities;
+use devart_projections::agents::{AgentRow, COLUMNS as AGENT_COLUMNS};
+
+use super::{caller, command_context, domain, parse_id, read, require, services};
+use crate::auth::Role;
+use crate::error::{bad_input, gql};
+
+/// A worker that claims and carries out tasks.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Agent {
+    pub id: ID,
+    pub name: String,
+    pub capabilities: Vec<String>,
+    /// A deactivated agent's key is refused.
+    pub active: bool,
+    /// The public id of the agent's current API key (the `dva_<keyId>_…` prefix).
+    pub key_id: String,
+    pub version: i64,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When it last claimed, heartbeated or reported.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// The task it claimed last, while it holds it.
+    pub current_task_id: Option<ID>,
+    pub tasks_claimed: i64,
+    pub tasks_completed: i64,
+    /// Attempts that failed: reported failures and expired leases.
+    pub tasks_failed: i64,
+}
+
+impl From<AgentRow> for Agent {
+    fn from(r: AgentRow) -> Self {
+        Agent {
+            id: ID(r.id.to_string()),
+            name: r.name,
+            capabilities: r.capabilities,
+            active: r.active,
+            key_id: r.key_id,
+            version: r.version,
+            registered_at: r.registered_at,
+            updated_at: r.updated_at,
+            last_seen_at: r.last_seen_at,
+            current_task_id: r.current_task_id.map(|t| ID(t.to_string())),
+            tasks_claimed: r.tasks_claimed,
+            tasks_completed: r.tasks_completed,
+            tasks_failed: r.tasks_failed,
+        }
+    }
+}
+
+impl From<Folded<AgentState>> for Agent {
+    fn from(f: Folded<AgentState>) -> Self {
+        let s = f.state;
+        let now = Utc::now();
+        Agent {
+            id: ID(s.id.to_string()),
+            name: s.name,
+            capabilities: s.capabilities,
+            active: s.status == AgentStatus::Active,
+            key_id: s.key_id,
+            version: f.version as i64,
+            registered_at: f.created_at.unwrap_or(now),
+            updated_at: f.updated_at.unwrap_or(now),
+            last_seen_at: None,
+            current_task_id: None,
+            tasks_claimed: 0,
+            tasks_completed: 0,
+            tasks_failed: 0,
+        }
+    }
+}
+
+/// A new API key and the agent it belongs to. The key is shown this once: store it safely.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct AgentRegistration {
+    pub agent: Agent,
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone, InputObject)]
+pub struct RegisterAgentInput {
+    pub name: String,
+    #[graphql(default)]
+    pub capabilities: Vec<String>,
+}
+
+fn parse_capabilities(values: &[String]) -> async_graphql::Result<Capabilities> {
+    Capabilities::parse(values).map_err(|e| match e {
+        devart_domain::DomainError::Invalid { message, .. } => bad_input("capabilities", message),
+        other => gql(other),
+    })
+}
+
+#[derive(Default)]
+pub struct AgentsQuery;
+
+#[Object]
+impl AgentsQuery {
+    /// Every registered agent, oldest first.
+    async fn agents(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Agent>> {
+        caller(ctx)?;
+        let rows: Vec<AgentRow> =
+            sqlx::query_as(&format!("select {AGENT_COLUMNS} from agents order by registered_at, id"))
+                .fetch_all(read(ctx).await?.conn())
+                .await
+                .map_err(gql)?;
+        Ok(rows.into_iter().map(Agent::from).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct AgentsMutation;
+
+#[Object]
+impl AgentsMutation {
+    /// Registers an agent (admin). The API key in the answer is shown only this once.
+    async fn register_agent(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterAgentInput,
+    ) -> async_graphql::Result<AgentRegistration> {
+        let caller = require(ctx, Role::Admin)?;
+        let name = domain(AgentName::parse(&input.name))?;
+        let capabilities = parse_capabilities(&input.capabilities)?;
+        let context = command_context(ctx, &caller);
+        let (folded, key) = services(ctx).commands.register_agent(name, capabilities, &context).await.map_err(gql)?;
+        Ok(AgentRegistration { agent: folded.into(), api_key: key.expose().to_owned() })
+    }
+
+    /// Gives an agent a new API key (admin); the old key stops working at once.
+    async fn rotate_agent_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<AgentRegistration> {
+        let caller = require(ctx, Role::Admin)?;
+        let id = parse_id("id", &id)?;
+        let context = command_context(ctx, &caller);
+        let (folded, key) = services(ctx).commands.rotate_agent_key(id, &context).await.map_err(gql)?;
+        Ok(AgentRegistration { agent: folded.into(), api_key: key.expose().to_owned() })
+    }
+
+    /// Activates or deactivates an agent (supervisor); a deactivated agent's key is refused.
+    async fn set_agent_active(&self, ctx: &Context<'_>, id: ID, active: bool) -> async_graphql::Result<Agent> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let id = parse_id("id", &id)?;
+        let context = command_context(ctx, &caller);
+        Ok(services(ctx).commands.set_agent_active(id, active, &context).await.map_err(gql)?.into())
+    }
+}

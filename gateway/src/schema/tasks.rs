@@ -1,0 +1,437 @@
+//! Tasks: the task board's types, reading it, changing a task's content, and following it live.
+//! Claiming and reporting on tasks (agents at work) are in `work`.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::{Context, Enum, InputObject, Json, Object, SimpleObject, Subscription, ID};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use devart_commands::Folded;
+use devart_domain::task::{
+    Capabilities, CreateTask, Description, MaxAttempts, Priority, Task as TaskAggregate, TaskCommand, TaskState,
+    TaskStatus as DomainTaskStatus, Title, UpdateTask,
+};
+use devart_projections::tasks::{TaskRow, COLUMNS as TASK_COLUMNS};
+use futures::{Stream, StreamExt};
+use uuid::Uuid;
+
+use super::analytics::CostOutlier;
+use super::{
+    broadcast_stream, caller, command_context, continue_task_correlation, document, domain, new_aggregate_id,
+    page_size, parse_id, read, reads, require, services,
+};
+use crate::auth::Role;
+use crate::error::{bad_input, gql};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum TaskStatus {
+    Pending,
+    InProgress,
+    Completed,
+    Failed,
+    Cancelled,
+    /// Only in `taskUpdates`: the task was deleted.
+    Deleted,
+}
+
+impl TaskStatus {
+    /// Reads a status as the read model stores it (the domain's names).
+    pub(crate) fn parse(s: &str) -> TaskStatus {
+        DomainTaskStatus::parse(s).map_or(TaskStatus::Pending, TaskStatus::from)
+    }
+
+    fn as_str(self) -> &'static str {
+        let domain = match self {
+            TaskStatus::Pending => DomainTaskStatus::Pending,
+            TaskStatus::InProgress => DomainTaskStatus::InProgress,
+            TaskStatus::Completed => DomainTaskStatus::Completed,
+            TaskStatus::Failed => DomainTaskStatus::Failed,
+            TaskStatus::Cancelled => DomainTaskStatus::Cancelled,
+            TaskStatus::Deleted => DomainTaskStatus::Deleted,
+        };
+        domain.as_str()
+    }
+}
+
+impl From<DomainTaskStatus> for TaskStatus {
+    fn from(s: DomainTaskStatus) -> Self {
+        match s {
+            DomainTaskStatus::Absent | DomainTaskStatus::Pending => TaskStatus::Pending,
+            DomainTaskStatus::InProgress => TaskStatus::InProgress,
+            DomainTaskStatus::Completed => TaskStatus::Completed,
+            DomainTaskStatus::Failed => TaskStatus::Failed,
+            DomainTaskStatus::Cancelled => TaskStatus::Cancelled,
+            DomainTaskStatus::Deleted => TaskStatus::Deleted,
+        }
+    }
+}
+
+/// A unit of work.
+#[derive(Debug, Clone, SimpleObject)]
+#[graphql(complex)]
+pub struct Task {
+    pub id: ID,
+    pub title: String,
+    pub description: String,
+    pub status: TaskStatus,
+    /// 1 (lowest) to 5 (highest).
+    pub priority: i32,
+    pub required_capabilities: Vec<String>,
+    pub parent_task_id: Option<ID>,
+    /// The task stream's version: pass it as `expectedVersion` to update only what you saw.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// `user:<subject>`, `agent:<id>` or `system:<name>`.
+    pub created_by: String,
+    /// How many attempts fail the task for good.
+    pub max_attempts: i32,
+    /// Attempts started so far: the number of the current or last claim.
+    pub attempt: i32,
+    /// Attempts failed since the task was created or last retried.
+    pub failures: i32,
+    /// Not claimable before this time: a delayed task, or one waiting out its retry backoff.
+    pub run_after: Option<DateTime<Utc>>,
+    pub input: Option<Json<serde_json::Value>>,
+    /// What the agent that completed the task returned.
+    pub result: Option<Json<serde_json::Value>>,
+    /// Every failed attempt, oldest first.
+    pub errors: Vec<AttemptError>,
+    /// Who works the task and until when; set while it is in progress.
+    pub lease: Option<Lease>,
+    pub progress: Option<Progress>,
+    /// The workflow run and stage the task carries out.
+    pub workflow_run_id: Option<ID>,
+    pub stage_key: Option<String>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct AttemptError {
+    pub attempt: i32,
+    pub agent_id: ID,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Lease {
+    pub agent_id: ID,
+    pub attempt: i32,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, SimpleObject)]
+pub struct Progress {
+    pub message: String,
+    /// 0 to 100.
+    pub percent: Option<i32>,
+}
+
+#[async_graphql::ComplexObject]
+impl Task {
+    /// The task this one continues.
+    async fn parent(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Task>> {
+        let Some(parent) = &self.parent_task_id else { return Ok(None) };
+        let id = parse_id("parentTaskId", parent)?;
+        task_by_id(ctx, id).await
+    }
+
+    /// The tasks that continue this one, oldest first.
+    async fn children(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Task>> {
+        let id = parse_id("id", &self.id)?;
+        Ok(reads::load(ctx, reads::ChildrenOf(id)).await?.unwrap_or_default())
+    }
+
+    /// The task's last cost-outlier flag, if its cost was ever flagged as unusual (see `outliers`).
+    async fn cost_outlier(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<CostOutlier>> {
+        super::analytics::outlier_of(ctx, parse_id("id", &self.id)?).await
+    }
+}
+
+/// A task as the task board holds it, looked up with the other rows of the request asking.
+pub(crate) async fn task_by_id(ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Task>> {
+    reads::load(ctx, reads::TaskId(id)).await
+}
+
+impl From<TaskRow> for Task {
+    fn from(r: TaskRow) -> Self {
+        let errors: Vec<devart_projections::tasks::AttemptErrorRow> =
+            serde_json::from_value(r.errors).unwrap_or_default();
+        Task {
+            id: ID(r.id.to_string()),
+            title: r.title,
+            description: r.description,
+            status: TaskStatus::parse(&r.status),
+            priority: i32::from(r.priority),
+            required_capabilities: r.required_capabilities,
+            parent_task_id: r.parent_task_id.map(|p| ID(p.to_string())),
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            created_by: r.created_by,
+            max_attempts: r.max_attempts,
+            attempt: r.attempt,
+            failures: r.failures,
+            run_after: r.run_after,
+            input: r.input.map(Json),
+            result: r.result.map(Json),
+            errors: errors
+                .into_iter()
+                .map(|e| AttemptError {
+                    attempt: e.attempt as i32,
+                    agent_id: ID(e.agent_id.to_string()),
+                    error: e.error,
+                })
+                .collect(),
+            lease: r.agent_id.zip(r.lease_expires_at).filter(|_| r.status == "IN_PROGRESS").map(|(agent, at)| Lease {
+                agent_id: ID(agent.to_string()),
+                attempt: r.attempt,
+                expires_at: at,
+            }),
+            progress: r
+                .progress_message
+                .map(|message| Progress { message, percent: r.progress_percent.map(i32::from) }),
+            workflow_run_id: r.workflow_run_id.map(|w| ID(w.to_string())),
+            stage_key: r.stage_key,
+        }
+    }
+}
+
+impl From<Folded<TaskState>> for Task {
+    fn from(f: Folded<TaskState>) -> Self {
+        let now = Utc::now();
+        let created_at = f.created_at.unwrap_or(now);
+        TaskRow::from_state(
+            f.state,
+            f.version,
+            created_at,
+            f.updated_at.unwrap_or(created_at),
+            f.created_by.unwrap_or_default(),
+        )
+        .into()
+    }
+}
+
+#[derive(Debug, Clone, InputObject)]
+pub struct TaskFilter {
+    /// Any of these statuses.
+    pub status: Option<Vec<TaskStatus>>,
+    /// Any of these priorities.
+    pub priority: Option<Vec<i32>>,
+}
+
+#[derive(Debug, Clone, InputObject)]
+pub struct CreateTaskInput {
+    pub title: String,
+    #[graphql(default)]
+    pub description: String,
+    /// 1 (lowest) to 5 (highest).
+    #[graphql(default = 3)]
+    pub priority: i32,
+    #[graphql(default)]
+    pub required_capabilities: Vec<String>,
+    /// The task this one continues (task chaining). An agent may create tasks only as successors
+    /// of a task it holds.
+    pub parent_task_id: Option<ID>,
+    /// Attempts before the task fails for good: 1 to 100; by default the
+    /// `queue.defaultMaxAttempts` setting (3 unless changed).
+    pub max_attempts: Option<i32>,
+    /// Not claimable before this time.
+    pub run_after: Option<DateTime<Utc>>,
+    /// Any JSON document the agent doing the task needs.
+    pub input: Option<Json<serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, InputObject)]
+pub struct UpdateTaskInput {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub priority: Option<i32>,
+    pub required_capabilities: Option<Vec<String>>,
+    /// Refuse the update (CONFLICT) unless the task is still at this version.
+    pub expected_version: Option<i64>,
+}
+
+#[derive(Default)]
+pub struct TasksQuery;
+
+#[Object]
+impl TasksQuery {
+    /// A task as the task board holds it; null if there is no such task.
+    async fn task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Task>> {
+        caller(ctx)?;
+        task_by_id(ctx, parse_id("id", &id)?).await
+    }
+
+    /// The task board, newest first.
+    async fn tasks(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<TaskFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Task, EmptyFields, EmptyFields>> {
+        caller(ctx)?;
+        let limit = page_size(first)?;
+        let after = after.map(|c| decode_task_cursor(&c)).transpose()?;
+        let statuses: Option<Vec<&str>> =
+            filter.as_ref().and_then(|f| f.status.as_ref()).map(|s| s.iter().map(|s| s.as_str()).collect());
+        let priorities: Option<Vec<i16>> = match filter.as_ref().and_then(|f| f.priority.as_ref()) {
+            None => None,
+            Some(ps) => Some(
+                ps.iter()
+                    .map(|p| Priority::parse(i64::from(*p)).map(|p| i16::from(p.get())))
+                    .collect::<Result<_, _>>()
+                    .map_err(gql)?,
+            ),
+        };
+        let rows: Vec<TaskRow> = sqlx::query_as(&format!(
+            "select {TASK_COLUMNS} from tasks \
+             where ($1::text[] is null or status = any($1)) \
+               and ($2::smallint[] is null or priority = any($2)) \
+               and ($3::timestamptz is null or (created_at, id) < ($3, $4)) \
+             order by created_at desc, id desc limit $5"
+        ))
+        .bind(statuses)
+        .bind(priorities)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(limit as i64 + 1)
+        .fetch_all(read(ctx).await?.conn())
+        .await
+        .map_err(gql)?;
+        let has_next = rows.len() > limit;
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges.extend(
+            rows.into_iter().take(limit).map(|r| Edge::new(encode_task_cursor(r.created_at, r.id), Task::from(r))),
+        );
+        Ok(connection)
+    }
+}
+
+fn encode_task_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{id}", created_at.timestamp_micros()))
+}
+
+fn decode_task_cursor(cursor: &str) -> async_graphql::Result<(DateTime<Utc>, Uuid)> {
+    let bad = || bad_input("after", "not a cursor from this connection");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (micros, id) = text.split_once('|').ok_or_else(bad)?;
+    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
+}
+
+#[derive(Default)]
+pub struct TasksMutation;
+
+#[Object]
+impl TasksMutation {
+    /// Creates a task (supervisor; or an agent, as a successor of a task it holds). Returns it as
+    /// created.
+    async fn create_task(&self, ctx: &Context<'_>, input: CreateTaskInput) -> async_graphql::Result<Task> {
+        let caller = caller(ctx)?.clone();
+        if caller.agent.is_none() {
+            require(ctx, Role::Supervisor)?;
+        }
+        let parent_task_id = input.parent_task_id.as_ref().map(|p| parse_id("parentTaskId", p)).transpose()?;
+        let context = continue_task_correlation(ctx, command_context(ctx, &caller), parent_task_id).await?;
+        let command = CreateTask {
+            id: new_aggregate_id(ctx, &context),
+            title: domain(Title::parse(&input.title))?,
+            description: domain(Description::parse(&input.description))?,
+            priority: domain(Priority::parse(i64::from(input.priority)))?,
+            required_capabilities: domain(Capabilities::parse(&input.required_capabilities))?,
+            parent_task_id,
+            max_attempts: match input.max_attempts {
+                Some(n) => domain(MaxAttempts::parse(i64::from(n)))?,
+                None => services(ctx).commands.settings().current().default_max_attempts(),
+            },
+            run_after: input.run_after,
+            input: input.input.map(|j| document("input", &j.0)).transpose()?,
+            stage: None,
+        };
+        let folded = services(ctx).commands.create_task(command, &context).await.map_err(gql)?;
+        Ok(folded.into())
+    }
+
+    /// Changes a task's content (supervisor). Fields left out stay as they are.
+    async fn update_task(&self, ctx: &Context<'_>, id: ID, input: UpdateTaskInput) -> async_graphql::Result<Task> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let id = parse_id("id", &id)?;
+        let update = UpdateTask {
+            title: input.title.as_deref().map(Title::parse).transpose().map_err(gql)?,
+            description: input.description.as_deref().map(Description::parse).transpose().map_err(gql)?,
+            priority: input.priority.map(|p| Priority::parse(i64::from(p))).transpose().map_err(gql)?,
+            required_capabilities: input
+                .required_capabilities
+                .as_deref()
+                .map(Capabilities::parse)
+                .transpose()
+                .map_err(gql)?,
+        };
+        let expected = match input.expected_version {
+            Some(v) if v < 0 => return Err(bad_input("expectedVersion", "must not be negative")),
+            v => v.map(|v| v as u64),
+        };
+        let context = command_context(ctx, &caller);
+        let folded = services(ctx)
+            .commands
+            .execute::<TaskAggregate>(id, TaskCommand::Update(update), &context, expected)
+            .await
+            .map_err(gql)?;
+        Ok(folded.into())
+    }
+
+    /// Sets a task's priority (supervisor).
+    async fn reprioritize_task(&self, ctx: &Context<'_>, id: ID, priority: i32) -> async_graphql::Result<Task> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let id = parse_id("id", &id)?;
+        let priority = domain(Priority::parse(i64::from(priority)))?;
+        let context = command_context(ctx, &caller);
+        let folded = services(ctx)
+            .commands
+            .execute::<TaskAggregate>(id, TaskCommand::Reprioritize(priority), &context, None)
+            .await
+            .map_err(gql)?;
+        Ok(folded.into())
+    }
+}
+
+/// Deleting a task: apart from the other task mutations only so that the schema keeps its order of
+/// fields (after the agents').
+#[derive(Default)]
+pub struct DeleteTaskMutation;
+
+#[Object]
+impl DeleteTaskMutation {
+    /// Deletes a task (supervisor). True once it is deleted.
+    async fn delete_task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let id = parse_id("id", &id)?;
+        let context = command_context(ctx, &caller);
+        services(ctx).commands.execute::<TaskAggregate>(id, TaskCommand::Delete, &context, None).await.map_err(gql)?;
+        Ok(true)
+    }
+}
+
+#[derive(Default)]
+pub struct TasksSubscription;
+
+#[Subscription]
+impl TasksSubscription {
+    /// Tasks as the task board holds them, each time the board changed; optionally of one task.
+    async fn task_updates(&self, ctx: &Context<'_>, id: Option<ID>) -> async_graphql::Result<impl Stream<Item = Task>> {
+        let agent = caller(ctx)?.agent;
+        let id = id.map(|i| parse_id("id", &i)).transpose()?;
+        let updates = broadcast_stream(services(ctx).task_updates.subscribe());
+        // An agent follows what it may read on the board (as the tasks' row policy says): pending
+        // tasks, the tasks it holds, and the tasks it created.
+        let visible = move |row: &TaskRow| {
+            agent.is_none_or(|a| {
+                row.status == "PENDING" || row.agent_id == Some(a) || row.created_by == format!("agent:{a}")
+            })
+        };
+        Ok(updates.filter_map(move |row| {
+            futures::future::ready((id.is_none_or(|id| id == row.id) && visible(&row)).then(|| Task::from(row)))
+        }))
+    }
+}
