@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod alerts;
+pub mod doctor;
 pub mod portable;
 pub mod secrets;
 
@@ -118,6 +119,14 @@ pub enum Role {
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     devart_commands::db::create_database_if_missing(&config.database_url).await.context("creating the database")?;
     let pool = config.pool().await?;
+    let pgvector: Option<String> =
+        sqlx::query_scalar("select default_version from pg_available_extensions where name = 'vector'")
+            .fetch_optional(&pool)
+            .await
+            .context("looking for the pgvector extension")?;
+    if pgvector.is_none() {
+        anyhow::bail!("the pgvector extension is not installed on the Postgres server: {}", doctor::PGVECTOR_FIX);
+    }
     devart_commands::db::migrate(&pool).await.context("running migrations")?;
     let bus = config.bus().await?;
     bus.ensure_stream().await.map_err(|e| anyhow::anyhow!("creating the JetStream stream: {e}"))?;

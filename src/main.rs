@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(flatten)]
     config: Config,
+    /// On an error, print its whole chain of causes rather than one line.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +42,10 @@ enum Command {
     /// Creates the database if missing, migrates it, and sets up the JetStream stream and
     /// consumers. Safe to run again.
     Migrate,
+    /// Checks what devart needs (Postgres, pgvector, migrations, NATS with JetStream, the stream
+    /// and consumers, the JWT key, the optional channels, the dashboard), one line each with the
+    /// fix for anything wrong; exits 1 when something required is missing. Changes nothing.
+    Doctor,
     /// Prints a signed JWT.
     Token {
         #[arg(long)]
@@ -130,7 +137,7 @@ fn parse_role(s: &str) -> Result<devart_gateway::Role, String> {
     devart_gateway::Role::parse(s).ok_or_else(|| format!("`{s}` is not a role (admin, supervisor, viewer)"))
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     // Before any thread starts: `X_FILE` variables become `X`.
     if let Err(error) = devart::secrets::load_files() {
         eprintln!("devart: {error}");
@@ -146,7 +153,35 @@ fn main() -> anyhow::Result<()> {
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     devart::secrets::warn_flags(&matches);
     let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(run(cli))
+    let verbose = cli.verbose;
+    let ran = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match ran {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) if verbose => {
+            eprintln!("devart: {error:?}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(error) => {
+            let more = if error.chain().count() > 1 { " (-v for the whole chain)" } else { "" };
+            eprintln!("devart: {}{more}", one_line(&error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error in one line: what was being done, and the cause underneath it all.
+fn one_line(error: &anyhow::Error) -> String {
+    let first = error.to_string();
+    let root = error.root_cause().to_string();
+    if first == root || first.contains(&root) {
+        first
+    } else {
+        format!("{first}: {root}")
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -161,6 +196,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             devart::run(&config, &roles, listener, shutdown, shutdown_grace.into()).await
+        }
+        Command::Doctor => {
+            let checks = devart::doctor::checks(&config).await;
+            for check in &checks {
+                println!("{check}");
+            }
+            let failed = checks.iter().filter(|c| matches!(c.finding, devart::doctor::Finding::Fail { .. })).count();
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} checks failed", checks.len());
+            }
+            Ok(())
         }
         Command::Migrate => {
             devart::migrate(&config).await?;

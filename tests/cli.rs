@@ -64,3 +64,58 @@ fn help_never_shows_a_password_from_the_environment() {
         assert!(!text.contains("hunter2"), "{args:?} shows a secret: {text}");
     }
 }
+
+/// `devart doctor` as a user runs it: its lines, and its exit status.
+fn doctor(env: &TestEnv, database_url: &str, nats_url: &str) -> (String, Option<i32>) {
+    let output = Command::new(env!("CARGO_BIN_EXE_devart"))
+        .arg("doctor")
+        .env("DATABASE_URL", database_url)
+        .env("NATS_URL", nats_url)
+        .env("DEVART_NATS_PREFIX", &env.config.nats_prefix)
+        .env_remove("DEVART_JWT_SECRET")
+        .env("DEVART_LOG", "warn")
+        .output()
+        .unwrap();
+    (String::from_utf8_lossy(&output.stdout).into_owned(), output.status.code())
+}
+
+fn line<'a>(report: &'a str, name: &str) -> &'a str {
+    report.lines().find(|l| l[6..].starts_with(&format!("{name}:"))).unwrap_or_else(|| panic!("no {name}: {report}"))
+}
+
+#[tokio::test]
+async fn doctor_says_what_a_new_install_lacks_and_how_to_fix_it() {
+    let env = TestEnv::new().await;
+    let fresh =
+        format!("{}_doctor", env.config.database_url.replace("postgres://postgres@", "postgres://postgres:hunter2@"));
+
+    // Nothing made yet: the database is missing, and the fix is named; the password never shown.
+    let (report, status) = doctor(&env, &fresh, &env.config.nats_url);
+    assert_eq!(status, Some(1), "{report}");
+    assert!(
+        line(&report, "postgres").starts_with("FAIL") && line(&report, "postgres").contains("devart migrate"),
+        "{report}"
+    );
+    assert!(line(&report, "jetstream").starts_with("FAIL"), "no stream yet: {report}");
+    assert!(!report.contains("hunter2"), "{report}");
+
+    // After `devart migrate`, everything required is there.
+    devart(&env, &fresh, &["migrate"]);
+    let (report, status) = doctor(&env, &fresh, &env.config.nats_url);
+    assert_eq!(status, Some(0), "{report}");
+    for name in ["postgres", "pgvector", "migrations", "jwt key", "nats", "jetstream"] {
+        assert!(line(&report, name).starts_with("ok"), "{name}: {report}");
+    }
+    assert!(line(&report, "telegram alerts").starts_with("off"), "{report}");
+
+    // NATS away: said in one line, with the fix.
+    let (report, status) = doctor(&env, &fresh, "nats://127.0.0.1:1");
+    assert_eq!(status, Some(1), "{report}");
+    assert!(line(&report, "nats").starts_with("FAIL") && line(&report, "nats").contains("fix:"), "{report}");
+
+    let mut admin =
+        <sqlx::PgConnection as sqlx::Connection>::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+    let name = fresh.rsplit('/').next().unwrap().to_owned();
+    sqlx::query(&format!("drop database if exists {name} with (force)")).execute(&mut admin).await.unwrap();
+    env.cleanup().await;
+}

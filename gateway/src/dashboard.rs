@@ -214,6 +214,12 @@ Or serve a built dashboard from a directory with <code>DEVART_WEB_DIR</code>.</p
 </html>
 "#;
 
+/// Whether this binary was built with the dashboard in it (`web/dist` existed at build time; in a
+/// debug build, whether it exists now).
+pub fn built_in() -> bool {
+    Built::get("index.html").is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
