@@ -514,3 +514,126 @@ async fn a_socket_takes_the_cookie_from_the_servers_own_origin_only() {
     running.stop().await;
     env.cleanup().await;
 }
+
+/// How soon an open socket must be closed after its session ended or its account changed.
+const WITHIN: Duration = Duration::from_secs(1);
+
+/// Waits for `socket`'s close frame, at most [`WITHIN`] from `since`.
+async fn closed_within(socket: &mut Socket, since: std::time::Instant) -> (u16, String) {
+    let left = WITHIN.saturating_sub(since.elapsed());
+    match socket.next(left).await {
+        Some(Err(closed)) => closed,
+        Some(Ok(message)) => panic!("expected a close frame, got {message}"),
+        None => panic!("not closed within {WITHIN:?}"),
+    }
+}
+
+/// Whether `socket` stays open for a moment (nothing comes from the server but pings).
+async fn stays_open(socket: &mut Socket) -> bool {
+    socket.next(Duration::from_millis(300)).await.is_none()
+}
+
+#[tokio::test]
+async fn signing_out_closes_the_sessions_sockets_on_every_gateway() {
+    let env = TestEnv::new().await;
+    let first = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+    let second = env.start(&[Role::Gateway]).await;
+    user(&first, "ada@example.org", "ADMIN").await;
+    let cookie = signed_in(&first, "ada@example.org").await;
+    let other_session = signed_in(&first, "ada@example.org").await;
+    let mut here = Socket::ready(&first, &cookie).await;
+    let mut there = Socket::ready(&second, &cookie).await;
+    let mut elsewhere = Socket::ready(&second, &other_session).await;
+    assert_eq!(there.role().await, "ADMIN");
+
+    let since = std::time::Instant::now();
+    assert_eq!(sign_out(&first, &cookie).await.status(), StatusCode::NO_CONTENT);
+    for socket in [&mut here, &mut there] {
+        let (code, reason) = closed_within(socket, since).await;
+        assert_eq!(code, 4401, "{reason}");
+        assert!(reason.contains("session has ended"), "{reason}");
+    }
+    assert!(stays_open(&mut elsewhere).await, "the user's other session goes on");
+    assert_eq!(elsewhere.role().await, "ADMIN");
+    second.stop().await;
+    first.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_role_change_or_a_deactivation_closes_the_users_sockets() {
+    let env = TestEnv::new().await;
+    let first = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+    let second = env.start(&[Role::Gateway]).await;
+    let vera = user(&first, "vera@example.org", "VIEWER").await;
+    user(&first, "sam@example.org", "SUPERVISOR").await;
+    let cookie = signed_in(&first, "vera@example.org").await;
+    let bystander = signed_in(&first, "sam@example.org").await;
+    let mut here = Socket::ready(&first, &cookie).await;
+    let mut there = Socket::ready(&second, &cookie).await;
+    let mut sam = Socket::ready(&second, &bystander).await;
+
+    // Another role: closed with 4401, and a new socket has the new role.
+    let since = std::time::Instant::now();
+    let changed = first
+        .graphql("mutation($id: ID!) { changeRole(userId: $id, role: SUPERVISOR) { role } }", json!({ "id": vera }))
+        .await;
+    assert_eq!(changed["data"]["changeRole"]["role"], "SUPERVISOR", "{changed}");
+    for socket in [&mut here, &mut there] {
+        let (code, reason) = closed_within(socket, since).await;
+        assert_eq!(code, 4401, "{reason}");
+        assert!(reason.contains("role changed"), "{reason}");
+    }
+    let mut here = Socket::ready(&first, &cookie).await;
+    assert_eq!(here.role().await, "SUPERVISOR");
+    let mut there = Socket::ready(&second, &cookie).await;
+
+    // A socket opened with the login mutation's token follows the account too.
+    let login = "mutation($email: String!, $password: String!) { login(email: $email, password: $password) { token } }";
+    let session = first.graphql_anonymous(login, json!({ "email": "vera@example.org", "password": PASSWORD })).await;
+    let token = session["data"]["login"]["token"].as_str().unwrap().to_owned();
+    let mut by_token = Socket::open(&second, "other=1", None).await.expect("upgraded");
+    by_token
+        .send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }))
+        .await;
+    assert_eq!(by_token.message().await["type"], "connection_ack");
+
+    // Deactivated: closed with 4403, and the cookie opens no socket any more.
+    let since = std::time::Instant::now();
+    let deactivated =
+        first.graphql("mutation($id: ID!) { deactivateUser(userId: $id) { active } }", json!({ "id": vera })).await;
+    assert_eq!(deactivated["data"]["deactivateUser"]["active"], false, "{deactivated}");
+    for socket in [&mut here, &mut there, &mut by_token] {
+        let (code, reason) = closed_within(socket, since).await;
+        assert_eq!(code, 4403, "{reason}");
+        assert!(reason.contains("deactivated"), "{reason}");
+    }
+    let mut refused = Socket::open(&first, &cookie, Some(&own_origin(&first))).await.expect("upgraded");
+    refused.send(json!({ "type": "connection_init" })).await;
+    assert_eq!(refused.closed().await.0, 4403);
+    assert!(stays_open(&mut sam).await, "another user's socket stays open");
+    assert_eq!(sam.role().await, "SUPERVISOR");
+    second.stop().await;
+    first.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_socket_is_closed_when_its_session_expires() {
+    let env = TestEnv::new().await;
+    let running = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+    user(&running, "ada@example.org", "ADMIN").await;
+    let cookie = signed_in(&running, "ada@example.org").await;
+    // The session has a second and a half left when the socket opens.
+    sqlx::query("update sessions set expires_at = now() + interval '1.5 seconds'").execute(&env.pool).await.unwrap();
+    let mut socket = Socket::ready(&running, &cookie).await;
+    let opened = std::time::Instant::now();
+    assert!(stays_open(&mut socket).await);
+    let (code, reason) = socket.closed().await;
+    assert_eq!(code, 4401, "{reason}");
+    assert!(reason.contains("expired"), "{reason}");
+    assert!(opened.elapsed() < Duration::from_secs(3), "closed at expiry, not later: {:?}", opened.elapsed());
+    assert_eq!(session(&running, &cookie).await.0, StatusCode::UNAUTHORIZED);
+    running.stop().await;
+    env.cleanup().await;
+}
