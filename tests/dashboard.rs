@@ -637,3 +637,71 @@ async fn a_socket_is_closed_when_its_session_expires() {
     running.stop().await;
     env.cleanup().await;
 }
+
+/// `devart user add` run as an operator would, on `env`'s database, with `stdin`: the exit
+/// status, stdout and stderr.
+fn user_add(env: &TestEnv, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_devart"))
+        .args(["user", "add"])
+        .args(args)
+        .env("DATABASE_URL", &env.config.database_url)
+        .env("DEVART_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+}
+
+#[tokio::test]
+async fn the_first_admin_is_made_on_the_command_line_and_signs_in() {
+    let env = TestEnv::new().await;
+    let running = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+
+    // The password from stdin: nothing on stdout, and it signs in.
+    let (status, stdout, stderr) =
+        user_add(&env, &["--email", "Ada@Example.org", "--role", "admin"], &format!("{PASSWORD}\n"));
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("created admin ada@example.org"), "{stderr}");
+    let cookie = signed_in(&running, "ada@example.org").await;
+    assert_eq!(session(&running, &cookie).await.1["user"]["role"], "ADMIN");
+
+    // Generated: printed once, the only thing on stdout; it signs in.
+    let (status, stdout, stderr) =
+        user_add(&env, &["--email", "vera@example.org", "--role", "viewer", "--generate"], "");
+    assert_eq!(status, 0, "{stderr}");
+    let generated = stdout.trim_end_matches('\n');
+    assert!(generated.len() >= 20 && !generated.contains(char::is_whitespace), "{stdout:?}");
+    assert_eq!(sign_in(&running, "vera@example.org", generated).await.status(), StatusCode::OK);
+    let hashes: Vec<String> =
+        sqlx::query_scalar("select password_hash from user_credentials").fetch_all(&env.pool).await.unwrap();
+    assert!(hashes.iter().all(|h| h.starts_with("$argon2id$") && !h.contains(generated)));
+
+    // An email taken: its own exit status, and nothing changed.
+    let (status, _, stderr) =
+        user_add(&env, &["--email", "ada@example.org", "--role", "viewer"], &format!("{PASSWORD}\n"));
+    assert_eq!(status, 3, "{stderr}");
+    assert!(stderr.contains("already exists"), "{stderr}");
+    assert_eq!(session(&running, &cookie).await.1["user"]["role"], "ADMIN");
+
+    // Bad input is a usage error: a short password, none, an address that is none, a role that is none.
+    for (args, stdin) in [
+        (&["--email", "sam@example.org", "--role", "viewer"][..], "short\n"),
+        (&["--email", "sam@example.org", "--role", "viewer"][..], ""),
+        (&["--email", "not an address", "--role", "viewer"][..], "a long enough password\n"),
+        (&["--email", "sam@example.org", "--role", "owner"][..], "a long enough password\n"),
+    ] {
+        let (status, _, stderr) = user_add(&env, args, stdin);
+        assert_eq!(status, 2, "{args:?}: {stderr}");
+    }
+    let accounts: i64 = sqlx::query_scalar("select count(*) from user_credentials").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(accounts, 2);
+    running.stop().await;
+    env.cleanup().await;
+}
