@@ -705,3 +705,45 @@ async fn the_first_admin_is_made_on_the_command_line_and_signs_in() {
     running.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_gateway_that_stopped_listening_checks_its_sockets_when_it_listens_again() {
+    let env = TestEnv::new().await;
+    let running = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+    let sam = user(&running, "sam@example.org", "SUPERVISOR").await;
+    let cookie = signed_in(&running, "sam@example.org").await;
+    let mut socket = Socket::ready(&running, &cookie).await;
+
+    // A change nobody is told of: made with the trigger off, as if sent while nobody listened.
+    let mut tx = env.pool.begin().await.unwrap();
+    sqlx::query("alter table user_credentials disable trigger user_credentials_changed")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("update user_credentials set role = 'viewer' where user_id = $1::uuid")
+        .bind(&sam)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("alter table user_credentials enable trigger user_credentials_changed")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(stays_open(&mut socket).await, "nothing was notified");
+
+    // The listening connection is lost; once it listens again, the gateway finds the change.
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "select pg_terminate_backend(pid) from pg_stat_activity \
+         where datname = current_database() and query ilike 'listen%devart_sessions%'",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true], "one gateway listens");
+    let (code, reason) = socket.closed().await;
+    assert_eq!(code, 4401, "{reason}");
+    assert!(reason.contains("role changed"), "{reason}");
+    running.stop().await;
+    env.cleanup().await;
+}

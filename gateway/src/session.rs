@@ -31,7 +31,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use devart_commands::users::{record_refusal, Account, LoginError, Refusal};
 use devart_domain::user::UserRole;
 use serde_json::{json, Value};
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -453,7 +453,10 @@ pub async fn follow(services: Services, shutdown: CancellationToken) {
 /// Listens for notifications and applies them; after each (re)connection, checks every open socket
 /// first, since what was notified meanwhile is lost.
 async fn listen(services: &Services, failing: &mut bool) -> Result<std::convert::Infallible, sqlx::Error> {
-    let mut listener = PgListener::connect_with(&services.pool).await?;
+    // A connection of its own, held for as long as it listens, so requests keep the whole pool.
+    let options = (*services.pool.connect_options()).clone();
+    let mut listener =
+        PgListener::connect_with(&PgPoolOptions::new().max_connections(1).connect_lazy_with(options)).await?;
     listener.listen(CHANNEL).await?;
     loop {
         reconcile(services).await?;
