@@ -11,11 +11,12 @@ use async_graphql::{Context, Object, SimpleObject, ID};
 use devart_commands::CommandContext;
 use devart_domain::task::Document;
 use devart_domain::Position;
+use devart_projections::RowError;
 use futures::Stream;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Role};
-use crate::error::{bad_input, error, gql, Code};
+use crate::error::{bad_input, error, gql, internal, Code};
 use crate::Services;
 
 pub type Schema = async_graphql::Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -210,6 +211,17 @@ fn domain<T>(r: Result<T, devart_domain::DomainError>) -> async_graphql::Result<
     r.map_err(gql)
 }
 
+/// A read-model row as the API's object. A row that does not decode is a defect, not something to
+/// guess around: the field fails as INTERNAL, and the log names the table, the row and the value.
+pub(crate) fn from_row<R, T: TryFrom<R, Error = RowError>>(row: R) -> async_graphql::Result<T> {
+    T::try_from(row).map_err(internal)
+}
+
+/// [`from_row`] for each of `rows`.
+pub(crate) fn from_rows<R, T: TryFrom<R, Error = RowError>>(rows: Vec<R>) -> async_graphql::Result<Vec<T>> {
+    rows.into_iter().map(from_row).collect()
+}
+
 /// A JSON argument as the document a task carries.
 pub(crate) fn document(field: &'static str, value: &serde_json::Value) -> async_graphql::Result<Document> {
     domain(Document::parse(field, value.to_string()))
@@ -249,4 +261,26 @@ pub(crate) fn broadcast_stream<T: Clone + Send + 'static>(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_that_does_not_decode_is_an_internal_error() {
+        let row = devart_projections::users::UserRow {
+            id: Uuid::from_u128(1),
+            email: "vera@example.org".into(),
+            role: "owner".into(),
+            active: true,
+            version: 1,
+            position: 1,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let error = from_row::<_, people::User>(row).unwrap_err();
+        let code = error.extensions.as_ref().and_then(|e| e.get("code")).cloned();
+        assert_eq!(code, Some(async_graphql::Value::from("INTERNAL")));
+    }
 }

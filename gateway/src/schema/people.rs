@@ -4,10 +4,12 @@ use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use devart_domain::user::{Email, Password, UserState, UserStatus};
-use devart_projections::users::{UserRow, COLUMNS};
+use devart_projections::rows::AggregateRows;
+use devart_projections::users::{UserRow, UsersProjection, COLUMNS};
+use devart_projections::{ColumnError, RowError};
 use rand::RngCore;
 
-use super::{caller, command_context, domain, page_size, parse_id, read, require, services, RequestMeta};
+use super::{caller, command_context, domain, from_rows, page_size, parse_id, read, require, services, RequestMeta};
 use crate::auth::Role;
 use crate::error::{error, gql, Code};
 
@@ -34,15 +36,16 @@ impl From<devart_commands::handler::Folded<UserState>> for User {
     }
 }
 
-impl From<UserRow> for User {
-    fn from(row: UserRow) -> Self {
-        User {
-            id: ID(row.id.to_string()),
-            email: row.email,
-            role: Role::parse(&row.role).unwrap_or(Role::Viewer),
-            active: row.active,
-            version: row.version,
-        }
+/// A user's row as the API shows it; a role that is none of ours is an error naming the row, never
+/// a viewer made up.
+impl TryFrom<UserRow> for User {
+    type Error = RowError;
+
+    fn try_from(row: UserRow) -> Result<User, RowError> {
+        let role = Role::parse(&row.role).ok_or_else(|| {
+            ColumnError::new("role", format!("`{}` is not a role", row.role)).in_row(UsersProjection::TABLE, row.id)
+        })?;
+        Ok(User { id: ID(row.id.to_string()), email: row.email, role, active: row.active, version: row.version })
     }
 }
 
@@ -112,7 +115,7 @@ impl PeopleQuery {
             .fetch_all(read(ctx).await?.conn())
             .await
             .map_err(gql)?;
-        Ok(rows.into_iter().map(User::from).collect())
+        from_rows(rows)
     }
 
     /// Refused sign-ins, API keys and tokens, newest first (admin).
@@ -217,5 +220,32 @@ impl PeopleMutation {
         let folded =
             services(ctx).commands.change_password(id, &current_password, &new, &context).await.map_err(gql)?;
         Ok(folded.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(role: &str) -> UserRow {
+        UserRow {
+            id: uuid::Uuid::from_u128(5),
+            email: "vera@example.org".into(),
+            role: role.into(),
+            active: true,
+            version: 1,
+            position: 1,
+            created_at: DateTime::UNIX_EPOCH,
+            updated_at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_role_that_is_none_of_ours_is_an_error_not_a_viewer() {
+        let error = User::try_from(row("owner")).unwrap_err();
+        assert_eq!((error.table.as_str(), error.column.as_str()), ("users", "role"));
+        assert_eq!(error.row, uuid::Uuid::from_u128(5).to_string());
+        assert!(error.problem.contains("`owner`"), "{error}");
+        assert_eq!(User::try_from(row("supervisor")).unwrap().role, Role::Supervisor);
     }
 }

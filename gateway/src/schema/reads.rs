@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::analytics::CostOutlier;
 use super::tasks::Task;
-use super::{caller, services};
+use super::{caller, from_row, services};
 use crate::auth::Caller;
 use crate::db::{ReadGuard, Reads};
 use crate::error::{error, gql, Code};
@@ -85,7 +85,7 @@ impl Loader<TaskId> for Rows {
             .fetch_all(self.reads.reader().await.map_err(gql)?.conn())
             .await
             .map_err(gql)?;
-        Ok(rows.into_iter().map(|r| (TaskId(r.id), Task::from(r))).collect())
+        rows.into_iter().map(|r| Ok((TaskId(r.id), from_row(r)?))).collect()
     }
 }
 
@@ -105,7 +105,7 @@ impl Loader<ChildrenOf> for Rows {
         let mut children: HashMap<ChildrenOf, Vec<Task>> = HashMap::new();
         for row in rows {
             if let Some(parent) = row.parent_task_id {
-                children.entry(ChildrenOf(parent)).or_default().push(Task::from(row));
+                children.entry(ChildrenOf(parent)).or_default().push(from_row(row)?);
             }
         }
         Ok(children)
@@ -131,13 +131,7 @@ impl Loader<OutlierOf> for Rows {
         .fetch_all(self.reads.reader().await.map_err(gql)?.conn())
         .await
         .map_err(gql)?;
-        Ok(facts
-            .into_iter()
-            .filter_map(|f| {
-                let task = f.task_id;
-                CostOutlier::from_facts(f).map(|o| (OutlierOf(task), o))
-            })
-            .collect())
+        facts.into_iter().map(|f| Ok((OutlierOf(f.task_id), from_row(f)?))).collect()
     }
 }
 

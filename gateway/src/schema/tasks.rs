@@ -10,13 +10,15 @@ use devart_domain::task::{
     Capabilities, CreateTask, Description, MaxAttempts, Priority, Task as TaskAggregate, TaskCommand, TaskState,
     TaskStatus as DomainTaskStatus, Title, UpdateTask,
 };
-use devart_projections::tasks::{TaskRow, COLUMNS as TASK_COLUMNS};
+use devart_projections::rows::AggregateRows;
+use devart_projections::tasks::{AttemptErrorRow, TaskRow, TasksProjection, COLUMNS as TASK_COLUMNS};
+use devart_projections::{ColumnError, RowError};
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::analytics::CostOutlier;
 use super::{
-    broadcast_stream, caller, command_context, continue_task_correlation, document, domain, new_aggregate_id,
+    broadcast_stream, caller, command_context, continue_task_correlation, document, domain, from_row, new_aggregate_id,
     page_size, parse_id, read, reads, require, services,
 };
 use crate::auth::Role;
@@ -34,9 +36,19 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    /// Reads a status as the read model stores it (the domain's names).
-    pub(crate) fn parse(s: &str) -> TaskStatus {
-        DomainTaskStatus::parse(s).map_or(TaskStatus::Pending, TaskStatus::from)
+    /// A status as a read model stores it (the domain's names); `None` for any other text,
+    /// `ABSENT` included: no stored task is without its creation.
+    fn stored(s: &str) -> Option<TaskStatus> {
+        match DomainTaskStatus::parse(s)? {
+            DomainTaskStatus::Absent => None,
+            status => Some(status.into()),
+        }
+    }
+
+    /// The status in `table`'s row `row`: an error naming both and the text when it is none.
+    pub(crate) fn read(table: &str, row: Uuid, text: &str) -> Result<TaskStatus, RowError> {
+        TaskStatus::stored(text)
+            .ok_or_else(|| ColumnError::new("status", format!("`{text}` is not a task status")).in_row(table, row))
     }
 
     fn as_str(self) -> &'static str {
@@ -151,15 +163,29 @@ pub(crate) async fn task_by_id(ctx: &Context<'_>, id: Uuid) -> async_graphql::Re
     reads::load(ctx, reads::TaskId(id)).await
 }
 
-impl From<TaskRow> for Task {
-    fn from(r: TaskRow) -> Self {
-        let errors: Vec<devart_projections::tasks::AttemptErrorRow> =
-            serde_json::from_value(r.errors).unwrap_or_default();
+/// A task board row as the API shows it; a row whose status or errors do not decode is an error
+/// naming the row, never a task made up (a pending one, one without its errors).
+impl TryFrom<TaskRow> for Task {
+    type Error = RowError;
+
+    fn try_from(r: TaskRow) -> Result<Task, RowError> {
+        let status = TaskStatus::read(TasksProjection::TABLE, r.id, &r.status)?;
+        let errors: Vec<AttemptErrorRow> = serde_json::from_value(r.errors.clone()).map_err(|e| {
+            ColumnError::new("errors", format!("`{}` is not a list of attempt errors: {e}", r.errors))
+                .in_row(TasksProjection::TABLE, r.id)
+        })?;
+        Ok(Task::of(r, status, errors))
+    }
+}
+
+impl Task {
+    /// The task a row describes, with its status and errors decoded.
+    fn of(r: TaskRow, status: TaskStatus, errors: Vec<AttemptErrorRow>) -> Task {
         Task {
             id: ID(r.id.to_string()),
             title: r.title,
             description: r.description,
-            status: TaskStatus::parse(&r.status),
+            status,
             priority: i32::from(r.priority),
             required_capabilities: r.required_capabilities,
             parent_task_id: r.parent_task_id.map(|p| ID(p.to_string())),
@@ -181,11 +207,11 @@ impl From<TaskRow> for Task {
                     error: e.error,
                 })
                 .collect(),
-            lease: r.agent_id.zip(r.lease_expires_at).filter(|_| r.status == "IN_PROGRESS").map(|(agent, at)| Lease {
-                agent_id: ID(agent.to_string()),
-                attempt: r.attempt,
-                expires_at: at,
-            }),
+            lease: r
+                .agent_id
+                .zip(r.lease_expires_at)
+                .filter(|_| status == TaskStatus::InProgress)
+                .map(|(agent, at)| Lease { agent_id: ID(agent.to_string()), attempt: r.attempt, expires_at: at }),
             progress: r
                 .progress_message
                 .map(|message| Progress { message, percent: r.progress_percent.map(i32::from) }),
@@ -195,18 +221,27 @@ impl From<TaskRow> for Task {
     }
 }
 
+/// A task as the write side just left it: its status and errors come from the domain's state, so
+/// there is nothing to decode.
 impl From<Folded<TaskState>> for Task {
     fn from(f: Folded<TaskState>) -> Self {
         let now = Utc::now();
         let created_at = f.created_at.unwrap_or(now);
-        TaskRow::from_state(
+        let status = TaskStatus::from(f.state.status);
+        let errors = f
+            .state
+            .errors
+            .iter()
+            .map(|e| AttemptErrorRow { attempt: e.attempt, agent_id: e.agent_id, error: e.error.clone() })
+            .collect();
+        let row = TaskRow::from_state(
             f.state,
             f.version,
             created_at,
             f.updated_at.unwrap_or(created_at),
             f.created_by.unwrap_or_default(),
-        )
-        .into()
+        );
+        Task::of(row, status, errors)
     }
 }
 
@@ -300,9 +335,10 @@ impl TasksQuery {
         .map_err(gql)?;
         let has_next = rows.len() > limit;
         let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(
-            rows.into_iter().take(limit).map(|r| Edge::new(encode_task_cursor(r.created_at, r.id), Task::from(r))),
-        );
+        for row in rows.into_iter().take(limit) {
+            let cursor = encode_task_cursor(row.created_at, row.id);
+            connection.edges.push(Edge::new(cursor, from_row(row)?));
+        }
         Ok(connection)
     }
 }
@@ -419,7 +455,11 @@ pub struct TasksSubscription;
 #[Subscription]
 impl TasksSubscription {
     /// Tasks as the task board holds them, each time the board changed; optionally of one task.
-    async fn task_updates(&self, ctx: &Context<'_>, id: Option<ID>) -> async_graphql::Result<impl Stream<Item = Task>> {
+    async fn task_updates(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Task>>> {
         let agent = caller(ctx)?.agent;
         let id = id.map(|i| parse_id("id", &i)).transpose()?;
         let updates = broadcast_stream(services(ctx).task_updates.subscribe());
@@ -431,7 +471,55 @@ impl TasksSubscription {
             })
         };
         Ok(updates.filter_map(move |row| {
-            futures::future::ready((id.is_none_or(|id| id == row.id) && visible(&row)).then(|| Task::from(row)))
+            futures::future::ready((id.is_none_or(|id| id == row.id) && visible(&row)).then(|| from_row(row)))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(status: &str) -> TaskRow {
+        let id = Uuid::from_u128(7);
+        let state = TaskState { id, status: DomainTaskStatus::Pending, ..TaskState::default() };
+        let mut row = TaskRow::from_state(state, 1, DateTime::UNIX_EPOCH, DateTime::UNIX_EPOCH, "user:ada".into());
+        row.status = status.into();
+        row
+    }
+
+    #[test]
+    fn a_status_that_is_none_is_an_error_naming_the_table_the_row_and_the_text() {
+        for text in ["PENDNG", "ABSENT", ""] {
+            let error = Task::try_from(row(text)).unwrap_err();
+            assert_eq!((error.table.as_str(), error.column.as_str()), ("tasks", "status"));
+            assert_eq!(error.row, Uuid::from_u128(7).to_string());
+            assert!(error.to_string().contains(&format!("`{text}`")), "{error}");
+        }
+        assert_eq!(Task::try_from(row("IN_PROGRESS")).unwrap().status, TaskStatus::InProgress);
+    }
+
+    #[test]
+    fn errors_that_do_not_decode_are_an_error_not_an_empty_list() {
+        let mut bad = row("FAILED");
+        bad.errors = serde_json::json!([{ "attempt": "first" }]);
+        let error = Task::try_from(bad).unwrap_err();
+        assert_eq!((error.table.as_str(), error.column.as_str()), ("tasks", "errors"));
+        assert!(error.problem.contains("first"), "{error}");
+
+        let mut good = row("FAILED");
+        let agent = Uuid::from_u128(9);
+        good.errors = serde_json::json!([{ "attempt": 1, "agentId": agent, "error": "boom" }]);
+        let task = Task::try_from(good).unwrap();
+        assert_eq!((task.errors.len(), task.errors[0].error.as_str()), (1, "boom"));
+    }
+
+    #[test]
+    fn an_analytics_status_names_its_own_table() {
+        let error = TaskStatus::read("analytics_tasks", Uuid::from_u128(3), "DONE").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("table analytics_tasks, row {}: column status: `DONE` is not a task status", Uuid::from_u128(3))
+        );
     }
 }

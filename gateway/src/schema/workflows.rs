@@ -8,12 +8,13 @@ use devart_domain::workflow::{RunState, RunStatus, StageSpec, StageStatus, Stage
 use devart_projections::workflows::{
     StageDefinition, StageProgress, WorkflowRow, WorkflowRunRow, RUN_COLUMNS, WORKFLOW_COLUMNS,
 };
+use devart_projections::{ColumnError, RowError};
 use futures::{Stream, StreamExt};
 
 use super::tasks::{task_by_id, Task};
 use super::{
-    broadcast_stream, command_context, document, domain, new_aggregate_id, page_size, parse_id, person, read, require,
-    services,
+    broadcast_stream, command_context, document, domain, from_row, from_rows, new_aggregate_id, page_size, parse_id,
+    person, read, require, services,
 };
 use crate::auth::Role;
 use crate::error::gql;
@@ -128,12 +129,17 @@ pub enum WorkflowRunStatus {
     Failed,
 }
 
+/// The table runs are read from, for errors naming a row.
+const RUNS_TABLE: &str = "workflow_runs";
+
 impl WorkflowRunStatus {
-    fn parse(s: &str) -> WorkflowRunStatus {
+    /// A status as the read model stores it; `None` for any other text.
+    fn stored(s: &str) -> Option<WorkflowRunStatus> {
         match s {
-            "COMPLETED" => WorkflowRunStatus::Completed,
-            "FAILED" => WorkflowRunStatus::Failed,
-            _ => WorkflowRunStatus::Running,
+            "RUNNING" => Some(WorkflowRunStatus::Running),
+            "COMPLETED" => Some(WorkflowRunStatus::Completed),
+            "FAILED" => Some(WorkflowRunStatus::Failed),
+            _ => None,
         }
     }
 
@@ -142,6 +148,18 @@ impl WorkflowRunStatus {
             WorkflowRunStatus::Running => RunStatus::Running.as_str(),
             WorkflowRunStatus::Completed => RunStatus::Completed.as_str(),
             WorkflowRunStatus::Failed => RunStatus::Failed.as_str(),
+        }
+    }
+}
+
+/// A run as the write side knows it; one not started yet is not shown (time travel asks
+/// `version > 0`), so it has no status of its own here.
+impl From<RunStatus> for WorkflowRunStatus {
+    fn from(s: RunStatus) -> Self {
+        match s {
+            RunStatus::Absent | RunStatus::Running => WorkflowRunStatus::Running,
+            RunStatus::Completed => WorkflowRunStatus::Completed,
+            RunStatus::Failed => WorkflowRunStatus::Failed,
         }
     }
 }
@@ -162,16 +180,18 @@ pub enum StageRunStatus {
 }
 
 impl StageRunStatus {
-    fn parse(s: &str) -> StageRunStatus {
-        match s {
+    /// A stage's status as the read model stores it; `None` for any other text.
+    fn stored(s: &str) -> Option<StageRunStatus> {
+        Some(match s {
+            "WAITING" => StageRunStatus::Waiting,
             "PENDING" => StageRunStatus::Pending,
             "IN_PROGRESS" => StageRunStatus::InProgress,
             "COMPLETED" => StageRunStatus::Completed,
             "FAILED" => StageRunStatus::Failed,
             "CANCELLED" => StageRunStatus::Cancelled,
             "SKIPPED" => StageRunStatus::Skipped,
-            _ => StageRunStatus::Waiting,
-        }
+            _ => return None,
+        })
     }
 }
 
@@ -223,40 +243,59 @@ impl WorkflowRunStage {
     }
 }
 
-impl From<StageProgress> for WorkflowRunStage {
-    fn from(s: StageProgress) -> Self {
-        WorkflowRunStage {
+impl WorkflowRunStage {
+    /// A stage as its run's row holds it; the problem with its status if that is none of ours.
+    fn read(s: StageProgress) -> Result<WorkflowRunStage, ColumnError> {
+        let status = StageRunStatus::stored(&s.status).ok_or_else(|| {
+            ColumnError::new("stages", format!("stage `{}`: `{}` is not a stage status", s.definition.key, s.status))
+        })?;
+        Ok(WorkflowRunStage {
             key: s.definition.key,
             title: s.definition.title,
             depends_on: s.definition.depends_on,
             required_capabilities: s.definition.required_capabilities,
-            status: StageRunStatus::parse(&s.status),
+            status,
             task_id: s.task_id.map(|t| ID(t.to_string())),
             attempt: s.attempt as i32,
             result: s.result.map(Json),
             error: s.error,
             started_at: s.started_at,
             finished_at: s.finished_at,
-        }
+        })
     }
 }
 
-impl From<WorkflowRunRow> for WorkflowRun {
-    fn from(r: WorkflowRunRow) -> Self {
-        WorkflowRun {
-            id: ID(r.id.to_string()),
+/// A run's row as the API shows it; a run or stage status that is none of ours is an error naming
+/// the row, never a run still going or a stage still waiting made up.
+impl TryFrom<WorkflowRunRow> for WorkflowRun {
+    type Error = RowError;
+
+    fn try_from(r: WorkflowRunRow) -> Result<WorkflowRun, RowError> {
+        let id = r.id;
+        let status = WorkflowRunStatus::stored(&r.status).ok_or_else(|| {
+            ColumnError::new("status", format!("`{}` is not a run status", r.status)).in_row(RUNS_TABLE, id)
+        })?;
+        let stages = r
+            .stages
+            .0
+            .into_iter()
+            .map(WorkflowRunStage::read)
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.in_row(RUNS_TABLE, id))?;
+        Ok(WorkflowRun {
+            id: ID(id.to_string()),
             workflow_id: ID(r.workflow_id.to_string()),
             workflow_name: r.workflow_name,
             workflow_version: r.workflow_version,
-            status: WorkflowRunStatus::parse(&r.status),
+            status,
             input: r.input.map(|j| Json(j.0)),
             failure: r.failure,
-            stages: r.stages.0.into_iter().map(WorkflowRunStage::from).collect(),
+            stages,
             created_by: Some(r.created_by),
             created_at: Some(r.created_at),
             updated_at: Some(r.updated_at),
             finished_at: r.finished_at,
-        }
+        })
     }
 }
 
@@ -271,7 +310,7 @@ impl From<Folded<RunState>> for WorkflowRun {
             workflow_id: ID(s.workflow_id.to_string()),
             workflow_name: s.workflow_name,
             workflow_version: s.workflow_version as i32,
-            status: WorkflowRunStatus::parse(s.status.as_str()),
+            status: s.status.into(),
             input: json(&s.input),
             failure: s.failure,
             stages: s
@@ -355,7 +394,7 @@ impl WorkflowsQuery {
         .fetch_all(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
-        Ok(rows.into_iter().map(WorkflowRun::from).collect())
+        from_rows(rows)
     }
 
     async fn workflow_run(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<WorkflowRun>> {
@@ -367,7 +406,7 @@ impl WorkflowsQuery {
                 .fetch_optional(read(ctx).await?.conn())
                 .await
                 .map_err(gql)?;
-        Ok(row.map(WorkflowRun::from))
+        row.map(from_row).transpose()
     }
 }
 
@@ -432,12 +471,72 @@ impl WorkflowsSubscription {
         &self,
         ctx: &Context<'_>,
         id: Option<ID>,
-    ) -> async_graphql::Result<impl Stream<Item = WorkflowRun>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<WorkflowRun>>> {
         person(ctx)?;
         let id = id.map(|i| parse_id("id", &i)).transpose()?;
         let updates = broadcast_stream(services(ctx).run_updates.subscribe());
         Ok(updates.filter_map(move |row: WorkflowRunRow| {
-            futures::future::ready(id.is_none_or(|id| id == row.id).then(|| WorkflowRun::from(row)))
+            futures::future::ready(id.is_none_or(|id| id == row.id).then(|| from_row(row)))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(status: &str, stage: &str) -> WorkflowRunRow {
+        let definition = StageDefinition {
+            key: "build".into(),
+            title: "Build".into(),
+            description: String::new(),
+            priority: 3,
+            required_capabilities: Vec::new(),
+            depends_on: Vec::new(),
+            max_attempts: 3,
+        };
+        let progress = StageProgress {
+            definition,
+            status: stage.into(),
+            task_id: None,
+            attempt: 0,
+            result: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+        };
+        WorkflowRunRow {
+            id: uuid::Uuid::from_u128(11),
+            workflow_id: uuid::Uuid::from_u128(12),
+            workflow_name: "release".into(),
+            workflow_version: 1,
+            status: status.into(),
+            input: None,
+            failure: None,
+            stages: sqlx::types::Json(vec![progress]),
+            created_by: "user:ada".into(),
+            version: 2,
+            position: 2,
+            created_at: DateTime::UNIX_EPOCH,
+            updated_at: DateTime::UNIX_EPOCH,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn a_run_status_that_is_none_of_ours_is_an_error_not_a_running_run() {
+        let error = WorkflowRun::try_from(row("PAUSED", "WAITING")).unwrap_err();
+        assert_eq!((error.table.as_str(), error.column.as_str()), ("workflow_runs", "status"));
+        assert_eq!(error.row, uuid::Uuid::from_u128(11).to_string());
+        assert!(error.problem.contains("`PAUSED`"), "{error}");
+    }
+
+    #[test]
+    fn a_stage_status_that_is_none_of_ours_is_an_error_naming_the_stage() {
+        let error = WorkflowRun::try_from(row("RUNNING", "BLOCKED")).unwrap_err();
+        assert_eq!((error.table.as_str(), error.column.as_str()), ("workflow_runs", "stages"));
+        assert!(error.problem.contains("`build`") && error.problem.contains("`BLOCKED`"), "{error}");
+        let run = WorkflowRun::try_from(row("RUNNING", "IN_PROGRESS")).unwrap();
+        assert_eq!((run.status, run.stages[0].status), (WorkflowRunStatus::Running, StageRunStatus::InProgress));
     }
 }

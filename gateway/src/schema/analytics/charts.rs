@@ -4,10 +4,11 @@
 use async_graphql::{ComplexObject, Context, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use devart_domain::money::Money;
+use devart_projections::analytics::TASKS;
 use uuid::Uuid;
 
 use super::{id, money, rate, Analytics, Bucket};
-use crate::error::{bad_input, gql};
+use crate::error::{bad_input, gql, internal};
 use crate::schema::budgets::Decimal;
 use crate::schema::tasks::{task_by_id, Task, TaskStatus};
 use crate::schema::{parse_id, read};
@@ -281,18 +282,20 @@ impl Analytics {
         .fetch_all(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
-        Ok(rows
-            .into_iter()
-            .map(|(task_id, cost, charges, total, status, agent, group)| TaskCost {
-                task_id: id(task_id),
-                cost: money(cost),
-                charges,
-                total_cost: total.map(money),
-                status: status.as_deref().map(TaskStatus::parse),
-                agent_id: agent.map(id),
-                cost_group: group,
+        rows.into_iter()
+            .map(|(task_id, cost, charges, total, status, agent, group)| {
+                let status = status.map(|s| TaskStatus::read(TASKS, task_id, &s)).transpose().map_err(internal)?;
+                Ok(TaskCost {
+                    task_id: id(task_id),
+                    cost: money(cost),
+                    charges,
+                    total_cost: total.map(money),
+                    status,
+                    agent_id: agent.map(id),
+                    cost_group: group,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Per agent that spent or finished tasks in the window, biggest spender first.

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use devart_domain::money::Money;
 use devart_domain::outliers::{CostOutlier as Flag, Score};
 use devart_domain::task::{Message, Task as TaskAggregate, TaskCommand};
-use devart_projections::analytics::{TaskFacts, TASK_COLUMNS};
+use devart_projections::analytics::{TaskFacts, TASKS, TASK_COLUMNS};
+use devart_projections::{ColumnError, RowError};
 use uuid::Uuid;
 
 use super::id;
@@ -14,7 +15,7 @@ use crate::auth::Role;
 use crate::error::gql;
 use crate::schema::budgets::Decimal;
 use crate::schema::tasks::{task_by_id, Task};
-use crate::schema::{command_context, domain, page_size, parse_id, person, read, reads, require, services};
+use crate::schema::{command_context, domain, from_rows, page_size, parse_id, person, read, reads, require, services};
 
 /// A task whose cost was flagged as unusual against comparable tasks, and why.
 #[derive(Debug, Clone, SimpleObject)]
@@ -53,28 +54,41 @@ impl CostOutlier {
     }
 }
 
-impl CostOutlier {
-    pub(crate) fn from_facts(facts: TaskFacts) -> Option<CostOutlier> {
+/// A flagged task's facts as its flag. Every figure of the flag is needed: a flagged row that lacks
+/// one, or counts a negative number of comparable tasks, is an error naming the row, never a flag
+/// made up or left out.
+impl TryFrom<TaskFacts> for CostOutlier {
+    type Error = RowError;
+
+    fn try_from(facts: TaskFacts) -> Result<CostOutlier, RowError> {
+        let row = facts.task_id;
+        let bad = |column: &'static str, problem: String| ColumnError::new(column, problem).in_row(TASKS, row);
+        let needed = |column: &'static str| move || bad(column, "missing on a flagged task".into());
+        let flagged_at = facts
+            .outlier_flagged_at
+            .ok_or_else(|| bad("outlier_flagged_at", "missing: the task's cost was never flagged".into()))?;
+        let comparable = facts.outlier_comparable.ok_or_else(needed("outlier_comparable"))?;
         let flag = Flag {
-            cost: Money::from_micros(facts.outlier_cost?),
-            median: Money::from_micros(facts.outlier_median?),
-            mad: Score::from_f64(facts.outlier_mad?),
-            z_score: Score::from_f64(facts.outlier_z_score?),
-            threshold: Score::from_f64(facts.outlier_threshold?),
-            comparable: u32::try_from(facts.outlier_comparable?).unwrap_or_default(),
-            group: facts.outlier_group?,
+            cost: Money::from_micros(facts.outlier_cost.ok_or_else(needed("outlier_cost"))?),
+            median: Money::from_micros(facts.outlier_median.ok_or_else(needed("outlier_median"))?),
+            mad: Score::from_f64(facts.outlier_mad.ok_or_else(needed("outlier_mad"))?),
+            z_score: Score::from_f64(facts.outlier_z_score.ok_or_else(needed("outlier_z_score"))?),
+            threshold: Score::from_f64(facts.outlier_threshold.ok_or_else(needed("outlier_threshold"))?),
+            comparable: u32::try_from(comparable)
+                .map_err(|_| bad("outlier_comparable", format!("`{comparable}` is not a number of tasks")))?,
+            group: facts.outlier_group.ok_or_else(needed("outlier_group"))?,
         };
-        Some(CostOutlier {
-            task_id: id(facts.task_id),
+        Ok(CostOutlier {
+            task_id: id(row),
             cost: Decimal(flag.cost),
             median: Decimal(flag.median),
             mad: flag.mad.get(),
             z_score: flag.z_score.get(),
             threshold: flag.threshold.get(),
-            comparable: i32::try_from(flag.comparable).unwrap_or(i32::MAX),
+            comparable,
             why: flag.why(),
             group: flag.group,
-            flagged_at: facts.outlier_flagged_at?,
+            flagged_at,
             acknowledged: facts.outlier_acknowledged_at.is_some(),
             acknowledged_at: facts.outlier_acknowledged_at,
             acknowledged_by: facts.outlier_acknowledged_by,
@@ -115,7 +129,7 @@ impl OutliersQuery {
         .fetch_all(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
-        Ok(rows.into_iter().filter_map(CostOutlier::from_facts).collect())
+        from_rows(rows)
     }
 }
 
@@ -138,5 +152,61 @@ impl OutliersMutation {
             .await
             .map_err(gql)?;
         Ok(folded.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flagged() -> TaskFacts {
+        let at = DateTime::UNIX_EPOCH;
+        TaskFacts {
+            task_id: Uuid::from_u128(21),
+            status: "COMPLETED".into(),
+            created_at: at,
+            first_claimed_at: None,
+            completed_at: Some(at),
+            failed_at: None,
+            cancelled_at: None,
+            agent_id: None,
+            attempts: 1,
+            required_capabilities: Vec::new(),
+            workflow_run_id: None,
+            stage_key: None,
+            cost_group: "capabilities:".into(),
+            cost: 9_000_000,
+            charges: 1,
+            completed_position: Some(4),
+            outlier_flagged_at: Some(at),
+            outlier_cost: Some(9_000_000),
+            outlier_median: Some(1_000_000),
+            outlier_mad: Some(0.2),
+            outlier_z_score: Some(7.5),
+            outlier_threshold: Some(3.5),
+            outlier_comparable: Some(12),
+            outlier_group: Some("capabilities:".into()),
+            outlier_acknowledged_at: None,
+            outlier_acknowledged_by: None,
+            outlier_note: None,
+            outlier_acknowledged_cost: None,
+        }
+    }
+
+    #[test]
+    fn a_negative_number_of_comparable_tasks_is_an_error_not_zero() {
+        let error = CostOutlier::try_from(TaskFacts { outlier_comparable: Some(-3), ..flagged() }).unwrap_err();
+        assert_eq!((error.table.as_str(), error.column.as_str()), ("analytics_tasks", "outlier_comparable"));
+        assert_eq!(error.row, Uuid::from_u128(21).to_string());
+        assert!(error.problem.contains("`-3`"), "{error}");
+        assert_eq!(CostOutlier::try_from(flagged()).unwrap().comparable, 12);
+    }
+
+    #[test]
+    fn a_flagged_row_missing_a_figure_is_an_error_not_left_out() {
+        let error = CostOutlier::try_from(TaskFacts { outlier_median: None, ..flagged() }).unwrap_err();
+        assert_eq!(error.column, "outlier_median");
+        let error = CostOutlier::try_from(TaskFacts { outlier_flagged_at: None, ..flagged() }).unwrap_err();
+        assert_eq!(error.column, "outlier_flagged_at");
     }
 }
