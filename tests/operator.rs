@@ -1,10 +1,13 @@
 //! What an operator meets when stopping devart: SIGTERM ends `devart serve` within its grace
-//! period whatever state Postgres and NATS are in, and a second signal ends it at once.
+//! period whatever state Postgres and NATS are in, and a second signal ends it at once; `/readyz`
+//! says not ready while either is away, `/healthz` stays a liveness check.
 //!
 //! A private Postgres cluster and NATS server (`support::cluster`), so that either can be stopped.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::json;
 
 use crate::support::cluster::{append, free_port, run, Nats, Postgres, Scratch};
 
@@ -65,6 +68,13 @@ impl Site {
         serve
     }
 
+    /// `/readyz`'s status and body, answered within its own time limit.
+    async fn readiness(&self) -> (u16, serde_json::Value) {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let response = http.get(format!("http://{}/readyz", self.listen)).send().await.expect("/readyz answers");
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
     fn stop_postgres(&self) {
         run(self.postgres.ctl().args(["stop", "--mode=immediate", "--wait"]));
     }
@@ -107,8 +117,12 @@ async fn sigterm_ends_serve_within_its_grace_whatever_postgres_and_nats_are_doin
 
     // NATS away (the case that once kept devart running for 40 minutes).
     let serve = site.serve().await;
+    assert_eq!(site.readiness().await, (200, json!({ "postgres": true, "nats": true, "stopping": false })));
     site.nats.kill();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, ready) = site.readiness().await;
+    assert_eq!((status, &ready["nats"]), (503, &json!(false)), "{ready}");
+    assert_eq!(reqwest::get(format!("http://{}/healthz", site.listen)).await.unwrap().status(), 200, "still alive");
     let (took, _) = terminate(serve).await;
     eprintln!("stop with NATS away: {took:?}");
     assert!(took <= GRACE + SLACK, "with NATS away, SIGTERM took {took:?}");
@@ -118,6 +132,8 @@ async fn sigterm_ends_serve_within_its_grace_whatever_postgres_and_nats_are_doin
     let serve = site.serve().await;
     site.stop_postgres();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, ready) = site.readiness().await;
+    assert_eq!((status, &ready["postgres"]), (503, &json!(false)), "{ready}");
     let (took, _) = terminate(serve).await;
     eprintln!("stop with Postgres away: {took:?}");
     assert!(took <= GRACE + SLACK, "with Postgres away, SIGTERM took {took:?}");

@@ -565,12 +565,20 @@ async fn websocket(app: App, parts: &mut axum::http::request::Parts) -> Response
     crate::ws::accept(app, upgrade, handshake, move |token| async move { verify(&services, address, &token).await })
 }
 
-async fn readyz(State(App { services, .. }): State<App>) -> Response {
-    let db = sqlx::query("select 1").execute(&services.pool).await.is_ok();
+/// Ready for work: not stopping, and Postgres and NATS both answer (Postgres within a second, so
+/// that a load balancer's probe is answered while the database is away).
+async fn readyz(State(App { services, stopping, .. }): State<App>) -> Response {
+    let stopping = stopping.is_cancelled();
+    let db = tokio::time::timeout(READINESS_WAIT, sqlx::query("select 1").execute(&services.pool))
+        .await
+        .is_ok_and(|answered| answered.is_ok());
     let nats = services.bus.client.connection_state() == async_nats::connection::State::Connected;
-    let status = if db && nats { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(json!({ "postgres": db, "nats": nats }))).into_response()
+    let status = if db && nats && !stopping { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(json!({ "postgres": db, "nats": nats, "stopping": stopping }))).into_response()
 }
+
+/// How long `/readyz` waits for Postgres.
+const READINESS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn metrics(State(App { services, .. }): State<App>) -> Response {
     match services.metrics.render(&services.pool).await {

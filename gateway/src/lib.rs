@@ -109,12 +109,14 @@ pub struct App {
     pub services: Services,
     pub schema: schema::Schema,
     pub dashboard: dashboard::Dashboard,
+    /// Cancelled once the process is stopping: `/readyz` then says not ready.
+    pub stopping: CancellationToken,
 }
 
 impl App {
-    pub fn new(services: Services) -> App {
+    pub fn new(services: Services, stopping: CancellationToken) -> App {
         let dashboard = dashboard::Dashboard::new(&services.limits.dashboard);
-        App { schema: schema::build(Some(services.clone())), services, dashboard }
+        App { schema: schema::build(Some(services.clone())), services, dashboard, stopping }
     }
 }
 
@@ -135,7 +137,7 @@ pub async fn serve(listener: TcpListener, services: Services, shutdown: Cancella
             }
         }
     });
-    let app = http::router(App::new(services));
+    let app = http::router(App::new(services, shutdown.clone()));
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
