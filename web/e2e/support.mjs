@@ -192,3 +192,31 @@ export async function createTasks(count, make, { batch = 100 } = {}) {
   }
   return ids;
 }
+
+/// A registered agent and its API key, to claim and report as a real agent does.
+export async function registerAgent(name, capabilities = []) {
+  const data = await api(
+    'mutation($input: RegisterAgentInput!) { registerAgent(input: $input) { apiKey agent { id name } } }',
+    { input: { name, capabilities } },
+  );
+  const { apiKey, agent } = data.registerAgent;
+  return { ...agent, key: apiKey, call: (query, variables) => api(query, variables, { token: apiKey }) };
+}
+
+/// Cancels every pending task, so the next claim takes the task a test just made.
+export async function drainQueue() {
+  for (;;) {
+    const data = await api('{ tasks(filter: {status: [PENDING]}, first: 100) { edges { node { id } } } }');
+    const ids = data.tasks.edges.map((e) => e.node.id);
+    if (!ids.length) return;
+    const fields = ids.map((_, i) => `c${i}: cancelTask(id: $id${i}) { id }`).join(' ');
+    const declarations = ids.map((_, i) => `$id${i}: ID!`).join(', ');
+    await api(`mutation(${declarations}) { ${fields} }`, Object.fromEntries(ids.map((id, i) => [`id${i}`, id])));
+  }
+}
+
+/// The card of a task on the board, in the column of `status`.
+export function card(page, id, status) {
+  const scope = status ? page.locator(`[data-column="${status}"]`) : page;
+  return scope.locator(`[data-task-id="${id}"]`);
+}

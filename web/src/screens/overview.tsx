@@ -18,10 +18,6 @@ import {
 import { addDecimals, formatMoney, formatNumber, formatSeconds } from '../ui/format';
 import { Empty, Loaded, PageHead, Status, Time } from '../ui/parts';
 
-interface Spend {
-  today: string;
-  month: string;
-}
 
 interface Outlier {
   taskId: string;
@@ -35,22 +31,14 @@ function startOfTodayLocal(): Date {
   return new Date(now.getFullYear(), now.getMonth(), now.getDate());
 }
 
-function startOfMonthUtc(): Date {
-  const now = new Date();
-  return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
-}
-
-const SPEND = `query Spend($today: DateTime!, $month: DateTime!, $now: DateTime!) {
-  today: analytics(from: $today, to: $now, bucket: HOUR) { totalCost }
-  month: analytics(from: $month, to: $now, bucket: DAY) { totalCost } }`;
-
-async function readSpend(): Promise<Spend> {
-  const data = await gql<{ today: { totalCost: string }; month: { totalCost: string } }>(SPEND, {
-    today: startOfTodayLocal().toISOString(),
-    month: startOfMonthUtc().toISOString(),
-    now: new Date().toISOString(),
-  });
-  return { today: data.today.totalCost, month: data.month.totalCost };
+/// What was charged since local midnight. (This month's spend is the services' own `spent`:
+/// their period is the calendar month, and it arrives with every `serviceUpdates`.)
+async function readSpendToday(): Promise<string> {
+  const data = await gql<{ analytics: { totalCost: string } }>(
+    `query SpendToday($from: DateTime!, $to: DateTime!) { analytics(from: $from, to: $to, bucket: HOUR) { totalCost } }`,
+    { from: startOfTodayLocal().toISOString(), to: new Date().toISOString() },
+  );
+  return data.analytics.totalCost;
 }
 
 export function Overview() {
@@ -59,7 +47,7 @@ export function Overview() {
   const services = useRef(new VersionedMap<Service>()).current;
   const failures = useRef(new VersionedMap<Task>()).current;
   const [outliers, setOutliers] = useState<Outlier[]>([]);
-  const [spend, setSpend] = useState<Spend | null>(null);
+  const [spentToday, setSpentToday] = useState<string | null>(null);
   const [, setTick] = useState(0);
   const changed = () => setTick((n) => n + 1);
   const live = useRef({ stats: true, agents: true });
@@ -71,7 +59,7 @@ export function Overview() {
     (await gql<{ agents: Agent[] }>(`{ agents { ${AGENT_FIELDS} } }`)).agents.forEach((a) => agents.put(a));
     changed();
   });
-  const readSpendSoon = useSoon(async () => setSpend(await readSpend()), 500);
+  const readSpendSoon = useSoon(async () => setSpentToday(await readSpendToday()), 200);
   const readOutliers = useSoon(async () => {
     const data = await gql<{ outliers: Outlier[] }>(`{ outliers(acknowledged: false, first: 5) { taskId cost why task { title } } }`);
     setOutliers(data.outliers);
@@ -139,7 +127,7 @@ export function Overview() {
       data.services.forEach((s) => services.put(s));
       data.failed.edges.forEach((e) => failures.put(e.node));
       setOutliers(data.outliers);
-      setSpend(await readSpend());
+      setSpentToday(await readSpendToday());
       changed();
     },
     [],
@@ -155,7 +143,9 @@ export function Overview() {
     .sort((a, b) => (a.updatedAt < b.updatedAt ? 1 : -1))
     .slice(0, 8);
   const currencies = [...new Set(allServices.map((s) => s.currency))];
+  const currency = currencies.length === 1 ? currencies[0] : '';
   const budget = addDecimals(allServices.map((s) => s.monthlyBudget));
+  const spentMonth = addDecimals(allServices.map((s) => s.spent));
 
   return (
     <section class="overview">
@@ -178,11 +168,11 @@ export function Overview() {
           <Tile label="Agents at work" value={formatNumber(working.length)} id="tile-agents">
             of {formatNumber(allAgents.filter((a) => a.active).length)} active ({formatNumber(allAgents.length)} registered)
           </Tile>
-          <Tile label="Spend today" value={spend ? formatMoney(spend.today, currencies.length === 1 ? currencies[0] : '') : '—'} id="tile-today">
+          <Tile label="Spend today" value={spentToday ? formatMoney(spentToday, currency) : '—'} id="tile-today">
             since local midnight
           </Tile>
-          <Tile label="Spend this month" value={spend ? formatMoney(spend.month, currencies.length === 1 ? currencies[0] : '') : '—'} id="tile-month">
-            of {formatMoney(budget, currencies.length === 1 ? currencies[0] : '')} budgeted
+          <Tile label="Spend this month" value={formatMoney(spentMonth, currency)} id="tile-month">
+            of {formatMoney(budget, currency)} budgeted{currencies.length > 1 ? ` in ${currencies.join(', ')}` : ''}
           </Tile>
         </div>
         <div class="grid two">
