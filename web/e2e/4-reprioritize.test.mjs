@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { api, devart, launch, live, newContext, signIn } from './support.mjs';
+import { api, devart, launch, newContext, ready, signIn } from './support.mjs';
 
 let browser;
 before(async () => {
@@ -41,7 +41,7 @@ test('dragging a card onto another priority reprioritizes it once, for good', as
   const page = await context.newPage();
   const counter = countReprioritizations(page);
   await signIn(page, devart.admin, { path: `/tasks?q=${encodeURIComponent(title)}` });
-  await live(page);
+  await ready(page);
   const card = page.locator(`[data-column="PENDING"] [data-task-id="${id}"]`);
   await card.waitFor();
   assert.equal(await card.locator('.prio-badge').innerText(), 'P2');
@@ -71,7 +71,7 @@ test('the card’s priority menu reprioritizes from the keyboard', async () => {
   const page = await context.newPage();
   const counter = countReprioritizations(page);
   await signIn(page, devart.admin, { path: `/tasks?q=${encodeURIComponent(title)}` });
-  await live(page);
+  await ready(page);
   const card = page.locator(`[data-column="PENDING"] [data-task-id="${id}"]`);
   await card.waitFor();
   // Tab from the card's title to its priority menu, then one step up the list: priority 3.

@@ -84,6 +84,13 @@ export async function live(page) {
   await page.locator('[data-connection="connected"]').waitFor({ timeout: 10_000 });
 }
 
+/// Waits until the page is live and its screen has read what it shows (no loading state left).
+export async function ready(page) {
+  await live(page);
+  await page.locator('main h1').first().waitFor();
+  await page.waitForFunction(() => !document.querySelector('main .loading'), null, { timeout: 10_000 });
+}
+
 export async function screenshot(page, name) {
   await mkdir(SCREENSHOTS, { recursive: true });
   await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: false });
