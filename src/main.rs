@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use devart::{Config, Role};
-use devart_commands::EventStore;
-use devart_domain::Position;
+use devart_commands::{CommandContext, CommandError, Commands, EventStore, Nudge};
+use devart_domain::user::{Email, Password};
+use devart_domain::{Actor, DomainError, Position};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -95,7 +96,33 @@ enum Command {
     Schema,
     /// Works tasks as an agent: claims them over the GraphQL API and runs a command for each.
     Agent(devart::agent::Args),
+    /// People's accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
 }
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Creates a user (the first admin of a new instance, say). The password is read from stdin,
+    /// one line, or generated with --generate and printed once to stdout; never an argument, which
+    /// other users of the machine could see. Exits with 3 if a user with that email exists.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = parse_role)]
+        role: devart_gateway::Role,
+        /// Generate the password (and print it) instead of reading it from stdin.
+        #[arg(long)]
+        generate: bool,
+    },
+}
+
+/// `devart user add`'s exit status when a user with the email exists already.
+const USER_EXISTS: i32 = 3;
+/// The exit status of a usage error, as for a bad argument.
+const USAGE: i32 = 2;
 
 #[derive(Subcommand)]
 enum EventsCommand {
@@ -239,6 +266,9 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", devart_gateway::schema::build(None).sdl());
             Ok(())
         }
+        Command::User { command: UserCommand::Add { email, role, generate } } => {
+            add_user(&config, &email, role, generate).await
+        }
         Command::Agent(args) => {
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -249,6 +279,63 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Creates a user through the commands, as an admin's `createUser` would.
+async fn add_user(config: &Config, email: &str, role: devart_gateway::Role, generate: bool) -> anyhow::Result<()> {
+    let email = Email::parse(email).unwrap_or_else(|e| usage(&e));
+    let (password, generated) = if generate {
+        let text = generated_password();
+        (Password::parse(&text).unwrap_or_else(|e| usage(&e)), Some(text))
+    } else {
+        (Password::parse(&password_from_stdin()?).unwrap_or_else(|e| usage(&e)), None)
+    };
+    let pool = config.pool().await?;
+    // The relay sequences the events within its idle poll: nothing needs to be nudged over NATS.
+    let commands = Commands::new(EventStore::new(pool), Nudge::default(), None);
+    let context = CommandContext::new(Actor::system("cli"));
+    match commands.create_user(email.clone(), role.domain(), &password, &context).await {
+        Ok(created) => {
+            if let Some(password) = generated {
+                println!("{password}");
+            }
+            eprintln!("created {} {} ({})", role.domain().as_str(), email.as_str(), created.state.id);
+            Ok(())
+        }
+        Err(CommandError::Domain(DomainError::Conflict(message))) => {
+            eprintln!("devart user add: {message}");
+            std::process::exit(USER_EXISTS);
+        }
+        Err(other) => Err(other).context("creating the user"),
+    }
+}
+
+/// Exits as for a usage error, saying what was wrong.
+fn usage(error: &impl std::fmt::Display) -> ! {
+    eprintln!("devart user add: {error}");
+    std::process::exit(USAGE);
+}
+
+/// One line of stdin, without its line ending.
+fn password_from_stdin() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password (shown as typed; or use --generate): ");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line).context("reading the password from stdin")?;
+    let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    if password.is_empty() {
+        usage(&"no password on stdin (pass one line, or use --generate)");
+    }
+    Ok(password.to_owned())
+}
+
+/// A new random password: 24 letters and digits (about 143 bits).
+fn generated_password() -> String {
+    use rand::Rng;
+    rand::rngs::OsRng.sample_iter(&rand::distributions::Alphanumeric).take(24).map(char::from).collect()
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

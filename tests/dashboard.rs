@@ -514,3 +514,236 @@ async fn a_socket_takes_the_cookie_from_the_servers_own_origin_only() {
     running.stop().await;
     env.cleanup().await;
 }
+
+/// How soon an open socket must be closed after its session ended or its account changed.
+const WITHIN: Duration = Duration::from_secs(1);
+
+/// Waits for `socket`'s close frame, at most [`WITHIN`] from `since`.
+async fn closed_within(socket: &mut Socket, since: std::time::Instant) -> (u16, String) {
+    let left = WITHIN.saturating_sub(since.elapsed());
+    match socket.next(left).await {
+        Some(Err(closed)) => closed,
+        Some(Ok(message)) => panic!("expected a close frame, got {message}"),
+        None => panic!("not closed within {WITHIN:?}"),
+    }
+}
+
+/// Whether `socket` stays open for a moment (nothing comes from the server but pings).
+async fn stays_open(socket: &mut Socket) -> bool {
+    socket.next(Duration::from_millis(300)).await.is_none()
+}
+
+#[tokio::test]
+async fn signing_out_closes_the_sessions_sockets_on_every_gateway() {
+    let env = TestEnv::new().await;
+    let first = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+    let second = env.start(&[Role::Gateway]).await;
+    user(&first, "ada@example.org", "ADMIN").await;
+    let cookie = signed_in(&first, "ada@example.org").await;
+    let other_session = signed_in(&first, "ada@example.org").await;
+    let mut here = Socket::ready(&first, &cookie).await;
+    let mut there = Socket::ready(&second, &cookie).await;
+    let mut elsewhere = Socket::ready(&second, &other_session).await;
+    assert_eq!(there.role().await, "ADMIN");
+
+    let since = std::time::Instant::now();
+    assert_eq!(sign_out(&first, &cookie).await.status(), StatusCode::NO_CONTENT);
+    for socket in [&mut here, &mut there] {
+        let (code, reason) = closed_within(socket, since).await;
+        assert_eq!(code, 4401, "{reason}");
+        assert!(reason.contains("session has ended"), "{reason}");
+    }
+    assert!(stays_open(&mut elsewhere).await, "the user's other session goes on");
+    assert_eq!(elsewhere.role().await, "ADMIN");
+    second.stop().await;
+    first.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_role_change_or_a_deactivation_closes_the_users_sockets() {
+    let env = TestEnv::new().await;
+    let first = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+    let second = env.start(&[Role::Gateway]).await;
+    let vera = user(&first, "vera@example.org", "VIEWER").await;
+    user(&first, "sam@example.org", "SUPERVISOR").await;
+    let cookie = signed_in(&first, "vera@example.org").await;
+    let bystander = signed_in(&first, "sam@example.org").await;
+    let mut here = Socket::ready(&first, &cookie).await;
+    let mut there = Socket::ready(&second, &cookie).await;
+    let mut sam = Socket::ready(&second, &bystander).await;
+
+    // Another role: closed with 4401, and a new socket has the new role.
+    let since = std::time::Instant::now();
+    let changed = first
+        .graphql("mutation($id: ID!) { changeRole(userId: $id, role: SUPERVISOR) { role } }", json!({ "id": vera }))
+        .await;
+    assert_eq!(changed["data"]["changeRole"]["role"], "SUPERVISOR", "{changed}");
+    for socket in [&mut here, &mut there] {
+        let (code, reason) = closed_within(socket, since).await;
+        assert_eq!(code, 4401, "{reason}");
+        assert!(reason.contains("role changed"), "{reason}");
+    }
+    let mut here = Socket::ready(&first, &cookie).await;
+    assert_eq!(here.role().await, "SUPERVISOR");
+    let mut there = Socket::ready(&second, &cookie).await;
+
+    // A socket opened with the login mutation's token follows the account too.
+    let login = "mutation($email: String!, $password: String!) { login(email: $email, password: $password) { token } }";
+    let session = first.graphql_anonymous(login, json!({ "email": "vera@example.org", "password": PASSWORD })).await;
+    let token = session["data"]["login"]["token"].as_str().unwrap().to_owned();
+    let mut by_token = Socket::open(&second, "other=1", None).await.expect("upgraded");
+    by_token
+        .send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } }))
+        .await;
+    assert_eq!(by_token.message().await["type"], "connection_ack");
+
+    // Deactivated: closed with 4403, and the cookie opens no socket any more.
+    let since = std::time::Instant::now();
+    let deactivated =
+        first.graphql("mutation($id: ID!) { deactivateUser(userId: $id) { active } }", json!({ "id": vera })).await;
+    assert_eq!(deactivated["data"]["deactivateUser"]["active"], false, "{deactivated}");
+    for socket in [&mut here, &mut there, &mut by_token] {
+        let (code, reason) = closed_within(socket, since).await;
+        assert_eq!(code, 4403, "{reason}");
+        assert!(reason.contains("deactivated"), "{reason}");
+    }
+    let mut refused = Socket::open(&first, &cookie, Some(&own_origin(&first))).await.expect("upgraded");
+    refused.send(json!({ "type": "connection_init" })).await;
+    assert_eq!(refused.closed().await.0, 4403);
+    assert!(stays_open(&mut sam).await, "another user's socket stays open");
+    assert_eq!(sam.role().await, "SUPERVISOR");
+    second.stop().await;
+    first.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_socket_is_closed_when_its_session_expires() {
+    let env = TestEnv::new().await;
+    let running = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+    user(&running, "ada@example.org", "ADMIN").await;
+    let cookie = signed_in(&running, "ada@example.org").await;
+    // The session has a second and a half left when the socket opens.
+    sqlx::query("update sessions set expires_at = now() + interval '1.5 seconds'").execute(&env.pool).await.unwrap();
+    let mut socket = Socket::ready(&running, &cookie).await;
+    let opened = std::time::Instant::now();
+    assert!(stays_open(&mut socket).await);
+    let (code, reason) = socket.closed().await;
+    assert_eq!(code, 4401, "{reason}");
+    assert!(reason.contains("expired"), "{reason}");
+    assert!(opened.elapsed() < Duration::from_secs(3), "closed at expiry, not later: {:?}", opened.elapsed());
+    assert_eq!(session(&running, &cookie).await.0, StatusCode::UNAUTHORIZED);
+    running.stop().await;
+    env.cleanup().await;
+}
+
+/// `devart user add` run as an operator would, on `env`'s database, with `stdin`: the exit
+/// status, stdout and stderr.
+fn user_add(env: &TestEnv, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_devart"))
+        .args(["user", "add"])
+        .args(args)
+        .env("DATABASE_URL", &env.config.database_url)
+        .env("DEVART_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+}
+
+#[tokio::test]
+async fn the_first_admin_is_made_on_the_command_line_and_signs_in() {
+    let env = TestEnv::new().await;
+    let running = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+
+    // The password from stdin: nothing on stdout, and it signs in.
+    let (status, stdout, stderr) =
+        user_add(&env, &["--email", "Ada@Example.org", "--role", "admin"], &format!("{PASSWORD}\n"));
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(stderr.contains("created admin ada@example.org"), "{stderr}");
+    let cookie = signed_in(&running, "ada@example.org").await;
+    assert_eq!(session(&running, &cookie).await.1["user"]["role"], "ADMIN");
+
+    // Generated: printed once, the only thing on stdout; it signs in.
+    let (status, stdout, stderr) =
+        user_add(&env, &["--email", "vera@example.org", "--role", "viewer", "--generate"], "");
+    assert_eq!(status, 0, "{stderr}");
+    let generated = stdout.trim_end_matches('\n');
+    assert!(generated.len() >= 20 && !generated.contains(char::is_whitespace), "{stdout:?}");
+    assert_eq!(sign_in(&running, "vera@example.org", generated).await.status(), StatusCode::OK);
+    let hashes: Vec<String> =
+        sqlx::query_scalar("select password_hash from user_credentials").fetch_all(&env.pool).await.unwrap();
+    assert!(hashes.iter().all(|h| h.starts_with("$argon2id$") && !h.contains(generated)));
+
+    // An email taken: its own exit status, and nothing changed.
+    let (status, _, stderr) =
+        user_add(&env, &["--email", "ada@example.org", "--role", "viewer"], &format!("{PASSWORD}\n"));
+    assert_eq!(status, 3, "{stderr}");
+    assert!(stderr.contains("already exists"), "{stderr}");
+    assert_eq!(session(&running, &cookie).await.1["user"]["role"], "ADMIN");
+
+    // Bad input is a usage error: a short password, none, an address that is none, a role that is none.
+    for (args, stdin) in [
+        (&["--email", "sam@example.org", "--role", "viewer"][..], "short\n"),
+        (&["--email", "sam@example.org", "--role", "viewer"][..], ""),
+        (&["--email", "not an address", "--role", "viewer"][..], "a long enough password\n"),
+        (&["--email", "sam@example.org", "--role", "owner"][..], "a long enough password\n"),
+    ] {
+        let (status, _, stderr) = user_add(&env, args, stdin);
+        assert_eq!(status, 2, "{args:?}: {stderr}");
+    }
+    let accounts: i64 = sqlx::query_scalar("select count(*) from user_credentials").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(accounts, 2);
+    running.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_gateway_that_stopped_listening_checks_its_sockets_when_it_listens_again() {
+    let env = TestEnv::new().await;
+    let running = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+    let sam = user(&running, "sam@example.org", "SUPERVISOR").await;
+    let cookie = signed_in(&running, "sam@example.org").await;
+    let mut socket = Socket::ready(&running, &cookie).await;
+
+    // A change nobody is told of: made with the trigger off, as if sent while nobody listened.
+    let mut tx = env.pool.begin().await.unwrap();
+    sqlx::query("alter table user_credentials disable trigger user_credentials_changed")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("update user_credentials set role = 'viewer' where user_id = $1::uuid")
+        .bind(&sam)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("alter table user_credentials enable trigger user_credentials_changed")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(stays_open(&mut socket).await, "nothing was notified");
+
+    // The listening connection is lost; once it listens again, the gateway finds the change.
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "select pg_terminate_backend(pid) from pg_stat_activity \
+         where datname = current_database() and query ilike 'listen%devart_sessions%'",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true], "one gateway listens");
+    let (code, reason) = socket.closed().await;
+    assert_eq!(code, 4401, "{reason}");
+    assert!(reason.contains("role changed"), "{reason}");
+    running.stop().await;
+    env.cleanup().await;
+}

@@ -548,14 +548,20 @@ async fn websocket(app: App, parts: &mut axum::http::request::Parts) -> Response
         let message = "a session cookie opens a WebSocket only from the dashboard's own origin";
         return respond(StatusCode::FORBIDDEN, JSON, &error_body(Code::Forbidden, message));
     }
-    let caller = match authenticate(&app.services, address, headers).await {
-        Ok(Some(caller)) => Ok(caller),
-        Ok(None) => Err(Denied::Unauthenticated(AuthError::Missing)),
-        Err(denied) => Err(denied),
+    let (caller, session) = match session::cookie(headers).filter(|_| by_cookie) {
+        Some(value) => match session::authenticate(&app.services, address, value).await {
+            Ok((caller, live)) => (Ok(caller), Some(live)),
+            Err(denied) => (Err(denied), None),
+        },
+        None => match authenticate_bearer(&app.services, address, headers).await {
+            Ok(Some(caller)) => (Ok(caller), None),
+            Ok(None) => (Err(Denied::Unauthenticated(AuthError::Missing)), None),
+            Err(denied) => (Err(denied), None),
+        },
     };
     let meta = RequestMeta { client: Some(address), ..request_meta(&parts.headers).unwrap_or_default() };
     let services = app.services.clone();
-    let handshake = crate::ws::Handshake { caller, meta };
+    let handshake = crate::ws::Handshake { caller, meta, session };
     crate::ws::accept(app, upgrade, handshake, move |token| async move { verify(&services, address, &token).await })
 }
 

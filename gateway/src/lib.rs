@@ -67,6 +67,8 @@ pub struct Services {
     pub guards: Arc<limits::Guards>,
     /// Open WebSocket connections per identity, for their cap.
     pub websockets: Arc<ws::Connections>,
+    /// People's open WebSockets, closed when their session ends or their account changes.
+    pub sockets: Arc<ws::sockets::Sockets>,
 }
 
 impl Services {
@@ -88,6 +90,7 @@ impl Services {
             guards: Arc::new(limits::Guards::new(&Limits::default())),
             limits: Limits::default(),
             websockets: Arc::default(),
+            sockets: Arc::default(),
         }
     }
 
@@ -121,6 +124,8 @@ pub async fn serve(listener: TcpListener, services: Services, shutdown: Cancella
     forwarders.spawn(forward_updates(services.clone(), "tasks", services.task_updates.clone(), shutdown.clone()));
     forwarders.spawn(forward_updates(services.clone(), "workflows", services.run_updates.clone(), shutdown.clone()));
     forwarders.spawn(forward_updates(services.clone(), "services", services.service_updates.clone(), shutdown.clone()));
+    // People's sockets follow their sessions and accounts, changed on any gateway.
+    forwarders.spawn(session::follow(services.clone(), shutdown.clone()));
     // A forwarder that panics is reported, not dropped: its subscribers would silently stop.
     tokio::spawn(async move {
         while let Some(ended) = forwarders.join_next().await {

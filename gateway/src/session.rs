@@ -13,6 +13,12 @@
 //!
 //! Signing in is the `login` mutation's check ([`sign_in`]): the same limits per address and per
 //! account, the same answers. Sign-ins and sign-outs are written to the security log.
+//!
+//! People's WebSockets follow their session ([`follow`]): Postgres notifies every gateway when a
+//! session ends or an account's role or activation changes (triggers of migration 0014, sent when
+//! the change commits), and each closes the sockets concerned at once; expiry is each socket's own
+//! timer. After (re)connecting to listen, a gateway checks every open socket against the database,
+//! for what it may have missed meanwhile.
 
 use std::net::IpAddr;
 
@@ -25,6 +31,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use devart_commands::users::{record_refusal, Account, LoginError, Refusal};
 use devart_domain::user::UserRole;
 use serde_json::{json, Value};
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::{AuthError, Caller, Role, SigningKey};
@@ -32,6 +40,7 @@ use crate::error::{error, rate_limited, unavailable_error, Code};
 use crate::http::{self, ClientAddress, Denied, JSON};
 use crate::limits::Refused;
 use crate::metrics::LimitLabel;
+use crate::ws::sockets::Watched;
 use crate::{App, Services};
 
 /// The session cookie's name.
@@ -409,11 +418,99 @@ pub async fn delete(
             tracing::error!(%error, user = %ticket.user, "sign-out: cannot end the session");
             return sign_in_failed(&services, SignInError::Unavailable);
         }
+        // Here at once; the other gateways (and this one again) when the notification comes.
+        services.sockets.session_ended(ticket.session);
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, set_cookie("", 0, &headers));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// The channel the triggers of migration 0014 notify.
+const CHANNEL: &str = "devart_sessions";
+
+/// Closes this process's sockets of sessions that ended and of accounts that changed, wherever that
+/// happened, until `shutdown`. While Postgres cannot be listened to, it retries every second.
+pub async fn follow(services: Services, shutdown: CancellationToken) {
+    let mut failing = false;
+    loop {
+        let Err(error) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = listen(&services, &mut failing) => result,
+        };
+        if !failing {
+            tracing::warn!(%error, "sessions: cannot follow the database's notifications; retrying");
+            failing = true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Listens for notifications and applies them; after each (re)connection, checks every open socket
+/// first, since what was notified meanwhile is lost.
+async fn listen(services: &Services, failing: &mut bool) -> Result<std::convert::Infallible, sqlx::Error> {
+    // A connection of its own, held for as long as it listens, so requests keep the whole pool.
+    let options = (*services.pool.connect_options()).clone();
+    let mut listener =
+        PgListener::connect_with(&PgPoolOptions::new().max_connections(1).connect_lazy_with(options)).await?;
+    listener.listen(CHANNEL).await?;
+    loop {
+        reconcile(services).await?;
+        if std::mem::take(failing) {
+            tracing::info!("sessions: following the database's notifications again");
+        }
+        while let Some(notification) = listener.try_recv().await? {
+            notified(services, notification.payload());
+        }
+    }
+}
+
+/// Applies one notification: `{"session"}` ended, or `{"user", "role", "active"}` changed.
+fn notified(services: &Services, payload: &str) {
+    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(payload) else {
+        tracing::warn!(payload, "sessions: an unreadable notification");
+        return;
+    };
+    let id = |name: &str| fields.get(name).and_then(Value::as_str).and_then(|id| Uuid::try_parse(id).ok());
+    if let Some(session) = id("session") {
+        services.sockets.session_ended(session);
+    } else if let Some(user) = id("user") {
+        let role = fields.get("role").and_then(Value::as_str).unwrap_or_default();
+        let active = fields.get("active").and_then(Value::as_bool).unwrap_or(false);
+        services.sockets.account_changed(user, UserRole::parse(role).map_err(|_| role.to_owned()), active);
+    }
+}
+
+/// Checks every open socket against the database: its account, and its session if it has one.
+async fn reconcile(services: &Services) -> Result<(), sqlx::Error> {
+    let open = services.sockets.watched();
+    if open.is_empty() {
+        return Ok(());
+    }
+    let users: Vec<Uuid> = open.iter().map(|(_, w)| w.user).collect();
+    let sessions: Vec<Uuid> = open.iter().filter_map(|(_, w)| w.session).collect();
+    let accounts: Vec<(Uuid, String, bool)> =
+        sqlx::query_as("select user_id, role, active from user_credentials where user_id = any($1)")
+            .bind(&users)
+            .fetch_all(&services.pool)
+            .await?;
+    let live: Vec<Uuid> =
+        sqlx::query_scalar("select id from sessions where id = any($1) and ended_at is null and expires_at > now()")
+            .bind(&sessions)
+            .fetch_all(&services.pool)
+            .await?;
+    let account = |w: &Watched| {
+        accounts
+            .iter()
+            .find(|(id, ..)| *id == w.user)
+            .map(|(_, role, active)| (UserRole::parse(role).map_err(|_| role.clone()), *active))
+    };
+    services.sockets.close_where(|_, w| w.verdict(account(w), w.session.is_none_or(|s| live.contains(&s))));
+    Ok(())
 }
 
 #[cfg(test)]

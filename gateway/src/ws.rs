@@ -24,7 +24,8 @@
 //! |------|--------|------|
 //! | 4400 | the problem with the message | a message that is not JSON, of an unknown type, malformed, or one only the server sends |
 //! | 4401 | `Unauthorized` | `subscribe` before `connection_ack` |
-//! | 4403 | `Forbidden: …` | `connection_init` with a missing or refused token |
+//! | 4401 | `Unauthorized: …` | a person's session ended (signed out, expired) or their role changed: reconnect to read it anew (ours) |
+//! | 4403 | `Forbidden: …` | `connection_init` with a missing or refused token; a person deactivated while connected |
 //! | 4406 | `Subprotocol not acceptable` | the upgrade did not ask for `graphql-transport-ws` |
 //! | 4408 | `Connection initialisation timeout` | no `connection_init` within `DEVART_WS_INIT_TIMEOUT_SECS` |
 //! | 4409 | `Subscriber for <id> already exists` | `subscribe` with the id of an operation still running |
@@ -36,6 +37,9 @@
 //! 4430 and 4431 are in the range the protocol leaves free, next to its own 4429. Clients such as
 //! graphql-ws retry on them (the protocol's fatal codes are not retried), which suits 4431: a slot
 //! frees when another connection of the identity closes.
+//!
+//! A person's socket follows their account and session ([`sockets`]): it is closed, on whichever
+//! gateway it is open, when the session ends or the account changes anywhere.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -55,7 +59,12 @@ use crate::error::Code;
 use crate::http::Denied;
 use crate::metrics::CloseLabel;
 use crate::schema::RequestMeta;
+use crate::session::Live;
 use crate::{App, Services};
+
+pub mod sockets;
+
+use sockets::{Registration, Watched};
 
 /// The one subprotocol spoken.
 pub const PROTOCOL: &str = "graphql-transport-ws";
@@ -126,6 +135,9 @@ pub enum Close {
     InvalidMessage(String),
     #[error("Unauthorized")]
     Unauthorized,
+    /// A person's session ended, or their role changed: the client signs in or reconnects.
+    #[error("Unauthorized: {0}")]
+    SessionEnded(&'static str),
     #[error("Forbidden: {0}")]
     Forbidden(AuthError),
     /// The credentials could not be checked now (an outage), or were refused once too often.
@@ -151,7 +163,7 @@ impl Close {
     pub fn code(&self) -> u16 {
         match self {
             Close::InvalidMessage(_) => 4400,
-            Close::Unauthorized => 4401,
+            Close::Unauthorized | Close::SessionEnded(_) => 4401,
             Close::Forbidden(_) => 4403,
             Close::TryAgainLater(_) => 1013,
             Close::SubprotocolNotAcceptable => 4406,
@@ -242,6 +254,8 @@ pub struct Handshake {
     pub caller: Result<Caller, Denied>,
     /// The upgrade's `Idempotency-Key` and `X-Correlation-Id`, for the operations run on it.
     pub meta: RequestMeta,
+    /// The session the upgrade's cookie named, when the caller came from it.
+    pub session: Option<Live>,
 }
 
 /// Answers the upgrade and runs the protocol on the socket. `verify` checks a token that comes in
@@ -400,6 +414,14 @@ impl From<Close> for Ended {
     }
 }
 
+/// A person's connection, as the server follows it: how it is to be closed if their session ends
+/// or their account changes, and when their session expires.
+struct Followed {
+    _registration: Registration,
+    closed: Option<tokio::sync::oneshot::Receiver<Close>>,
+    expires: Option<Instant>,
+}
+
 struct Connection {
     socket: WebSocket,
     app: App,
@@ -410,6 +432,7 @@ struct Connection {
     results: SelectAll<BoxStream<'static, Output>>,
     runs: u64,
     ping: Option<Interval>,
+    followed: Option<Followed>,
 }
 
 impl Connection {
@@ -417,6 +440,11 @@ impl Connection {
         let mut results = SelectAll::new();
         // Never empty, so waiting on it waits for a result rather than ending at once.
         results.push(stream::pending().boxed());
+        // Followed from the upgrade on, so that a session ending before `connection_init` is heard.
+        let followed = match &handshake.caller {
+            Ok(caller) => follow(&app.services, caller, handshake.session.as_ref()),
+            Err(_) => None,
+        };
         Connection {
             socket,
             app,
@@ -427,6 +455,7 @@ impl Connection {
             results,
             runs: 0,
             ping: None,
+            followed,
         }
     }
 
@@ -481,6 +510,7 @@ impl Connection {
                 }
                 () = tick(&mut self.ping) => self.send(&json!({ "type": "ping" })).await,
                 Some(output) = self.results.next() => self.on_output(output).await,
+                close = ended(&mut self.followed) => Err(close.into()),
             };
             if let Err(ended) = step {
                 return ended;
@@ -541,6 +571,9 @@ impl Connection {
             (Err(error), None) => Err(error),
         };
         let caller = caller.map_err(authentication_failed)?;
+        if self.followed.is_none() {
+            self.followed = follow(self.services(), &caller, None);
+        }
         let max = self.services().limits.websocket.connections_per_identity;
         let admitted = self.services().websockets.admit(&caller.subject, max).ok_or(Close::TooManyConnections(max))?;
         let mut data = Data::default();
@@ -673,6 +706,46 @@ fn coded_errors(errors: &[async_graphql::ServerError], default: Code) -> Value {
     let mut errors = errors.to_vec();
     crate::error::fill_codes(&mut errors, default == Code::BadUserInput);
     serde_json::to_value(&errors).unwrap_or_else(|_| json!([{ "message": "internal error" }]))
+}
+
+/// Registers a person's connection to be closed when their session ends or their account changes;
+/// `None` for an agent's, or for a token that names no user.
+fn follow(services: &Services, caller: &Caller, session: Option<&Live>) -> Option<Followed> {
+    let user = caller.user?;
+    let watched = Watched { user, session: session.map(|live| live.ticket.session), role: caller.role };
+    let (registration, closed) = services.sockets.register(watched);
+    let expires = session.map(|live| {
+        let left = (live.expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
+        Instant::now() + left
+    });
+    Some(Followed { _registration: registration, closed: Some(closed), expires })
+}
+
+/// How the server is to close a followed connection: as it is told, or when its session expires;
+/// never for a connection not followed.
+async fn ended(followed: &mut Option<Followed>) -> Close {
+    let Some(followed) = followed else { return std::future::pending().await };
+    let expires = followed.expires;
+    let expired = async move {
+        match expires {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let told = async {
+        if let Some(closed) = followed.closed.as_mut() {
+            if let Ok(close) = closed.await {
+                return close;
+            }
+            // The registry let go of it without a word: nothing more will come.
+            followed.closed = None;
+        }
+        std::future::pending().await
+    };
+    tokio::select! {
+        () = expired => Close::SessionEnded("the session has expired"),
+        close = told => close,
+    }
 }
 
 /// The next keep-alive tick, or never when there is no keep-alive (yet).
