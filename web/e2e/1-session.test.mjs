@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { devart, launch, live, newContext } from './support.mjs';
+import { api, devart, launch, live, makeUser, newContext, ready, signIn } from './support.mjs';
 
 let browser;
 before(async () => {
@@ -47,5 +47,44 @@ test('a deep link signs in and returns to itself; sign-out ends the session', as
   await page.goto(`${devart.url}/tasks?status=FAILED`);
   await page.waitForURL(/\/signin\?next=/);
   assert.equal(new URL(page.url()).searchParams.get('next'), '/tasks?status=FAILED');
+  await context.close();
+});
+
+test('a change of role applies to the open page at once; a deactivation signs it out', async () => {
+  const person = await makeUser('SUPERVISOR');
+  const context = await newContext(browser);
+  const page = await context.newPage();
+  await signIn(page, person, { path: '/tasks' });
+  await ready(page);
+  await page.getByRole('button', { name: 'New task' }).waitFor();
+  assert.equal(await page.getByRole('note').count(), 0, 'no read-only notice for a supervisor');
+
+  await api('mutation($id: ID!) { changeRole(userId: $id, role: VIEWER) { id } }', { id: person.id });
+  await page.getByRole('note').waitFor({ timeout: 5000 });
+  assert.match(await page.locator('[data-user]').innerText(), /viewer/i);
+  assert.equal(await page.getByRole('button', { name: 'New task' }).count(), 0, 'the write controls are gone');
+  await live(page);
+
+  await api('mutation($id: ID!) { deactivateUser(userId: $id) { id } }', { id: person.id });
+  await page.waitForURL(/\/signin\?next=%2Ftasks/, { timeout: 5000 });
+  await context.close();
+});
+
+test('an idle page makes no HTTP request: everything comes over its one socket', async () => {
+  const context = await newContext(browser);
+  const page = await context.newPage();
+  const sockets = [];
+  page.on('websocket', (socket) => sockets.push(socket.url()));
+  await signIn(page, devart.admin, { path: '/tasks' });
+  await ready(page);
+  for (const screen of ['Overview', 'Agents', 'Tasks']) {
+    await page.getByRole('link', { name: screen, exact: true }).click();
+    await ready(page);
+  }
+  const requests = [];
+  page.on('request', (request) => requests.push(`${request.method()} ${request.url()}`));
+  await page.waitForTimeout(5000);
+  assert.deepEqual(requests, [], 'no request while idle');
+  assert.equal(sockets.length, 1, `one socket for the tab: ${sockets}`);
   await context.close();
 });
