@@ -80,7 +80,7 @@ test('every screen renders against the live API, with screenshots', async () => 
     const errors = await page.locator('main .error-note').allInnerTexts();
     assert.deepEqual(errors, [], `${path} shows errors`);
     await screenshot(page, screenName(path));
-    console.log(`# screen ${path}: rendered`);
+    console.log(`screen ${path}: rendered`);
   }
   assert.deepEqual(problems, [], 'no script error and no CSP violation');
   await context.close();

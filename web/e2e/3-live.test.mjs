@@ -79,7 +79,7 @@ test('tasks created, claimed and completed elsewhere show on an open board', asy
     );
     assert.equal(await page.locator(`[data-task-id="${id}"]`).count(), 1, 'the card is in one column only');
   }
-  for (const [kind, values] of Object.entries(times)) console.log(`# live task ${kind}: ${summary(values)}`);
+  for (const [kind, values] of Object.entries(times)) console.log(`live task ${kind}: ${summary(values)}`);
 });
 
 test('a budget charged elsewhere shows on an open overview', async () => {
@@ -105,7 +105,7 @@ test('a budget charged elsewhere shows on an open overview', async () => {
   const cents = services.reduce((n, s) => n + Math.round(Number(s.spent) * 100), 0);
   const shown = (await page.locator(tile).innerText()).replace(/[^0-9.]/g, '');
   assert.equal(Math.round(Number(shown) * 100), cents, 'the tile shows every charge');
-  console.log(`# live budget charged: ${summary(times)}`);
+  console.log(`live budget charged: ${summary(times)}`);
 });
 
 test('an agent deactivated elsewhere shows on an open Agents page', async () => {
@@ -124,7 +124,7 @@ test('an agent deactivated elsewhere shows on an open Agents page', async () => 
       ),
     );
   }
-  console.log(`# live agent deactivated/activated: ${summary(times)}`);
+  console.log(`live agent deactivated/activated: ${summary(times)}`);
 });
 
 test('a setting changed elsewhere shows on an open Settings page', async (t) => {
@@ -152,5 +152,5 @@ test('a setting changed elsewhere shows on an open Settings page', async (t) => 
     );
   }
   await api('mutation($key: String!) { updateSetting(key: $key, value: 30) { key } }', { key });
-  console.log(`# live setting changed: ${summary(times)}`);
+  console.log(`live setting changed: ${summary(times)}`);
 });

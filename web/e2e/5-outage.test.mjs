@@ -46,7 +46,7 @@ test('the board catches up after its server was away for 5 s', async () => {
   gateway = await startGateway(port);
   const back = Date.now();
   await page.locator('[data-connection="connected"]').waitFor({ timeout: 30_000 });
-  console.log(`# outage: reconnected ${Date.now() - back} ms after the server was back`);
+  console.log(`outage: reconnected ${Date.now() - back} ms after the server was back`);
 
   const expected = {};
   const all = [first, ...created];

@@ -18,7 +18,7 @@ before(async () => {
     priority: 1 + (i % 5),
     requiredCapabilities: i % 3 ? ['rust'] : ['docs'],
   }));
-  console.log(`# scale: created ${TASKS} tasks through the API in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  console.log(`scale: created ${TASKS} tasks through the API in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 });
 after(async () => {
   await browser?.close();
@@ -45,7 +45,7 @@ test('with 10,000 tasks the board is usable within 1.5 s', async () => {
     const usable = performance.now() - start;
     await page.keyboard.press('Escape');
     timings.push({ visible, usable });
-    console.log(`# scale: board with ${pending} pending: first cards after ${visible.toFixed(0)} ms, usable after ${usable.toFixed(0)} ms`);
+    console.log(`scale: board with ${pending} pending: first cards after ${visible.toFixed(0)} ms, usable after ${usable.toFixed(0)} ms`);
   }
   const best = Math.min(...timings.map((t) => t.usable));
   assert.ok(best <= USABLE_MS, `usable after ${best.toFixed(0)} ms`);

@@ -22,7 +22,7 @@ import { setQuery } from '../router';
 import { formatAge, formatMoney, formatNumber } from '../ui/format';
 import { Dialog, ErrorNote, Loading, PageHead, Status, statusLabel } from '../ui/parts';
 import { useVirtual } from '../ui/virtual';
-import { reprioritize, TaskActionButtons, TaskForm } from './task-actions';
+import { isOpen, reprioritize, TaskActionButtons, TaskForm } from './task-actions';
 
 type Column = { items: Task[]; cursor: string | null; hasNext: boolean; loading: boolean; error: ApiError | null };
 
@@ -517,11 +517,12 @@ function Card({
   onMove: (id: string, priority: number) => void;
 }) {
   const [actions, setActions] = useState(false);
+  const movable = canSupervise && isOpen(task);
   return (
     <article
       class={`card task-card prio-${task.priority}`}
       data-task-id={task.id}
-      draggable={canSupervise}
+      draggable={movable}
       onDragStart={(e) => {
         e.dataTransfer?.setData(DRAG_TYPE, task.id);
         e.dataTransfer?.setData('text/plain', task.title);
@@ -555,21 +556,25 @@ function Card({
       </div>
       {canSupervise && (
         <div class="card-actions">
-          <label class="sr-only" for={`prio-${task.id}`}>
-            Priority of {task.title}
-          </label>
-          <select
-            id={`prio-${task.id}`}
-            class="compact"
-            value={String(task.priority)}
-            onChange={(e) => onMove(task.id, Number(e.currentTarget.value))}
-          >
-            {PRIORITIES.map((p) => (
-              <option key={p} value={String(p)}>
-                Priority {p}
-              </option>
-            ))}
-          </select>
+          {movable && (
+            <label class="sr-only" for={`prio-${task.id}`}>
+              Priority of {task.title}
+            </label>
+          )}
+          {movable && (
+            <select
+              id={`prio-${task.id}`}
+              class="compact"
+              value={String(task.priority)}
+              onChange={(e) => onMove(task.id, Number(e.currentTarget.value))}
+            >
+              {PRIORITIES.map((p) => (
+                <option key={p} value={String(p)}>
+                  Priority {p}
+                </option>
+              ))}
+            </select>
+          )}
           <button type="button" class="compact" aria-label={`Actions for ${task.title}`} onClick={() => setActions(true)}>
             Actions…
           </button>

@@ -117,12 +117,17 @@ const ACTIONS: Record<Action, { label: string; confirm: string; mutation: string
   },
 };
 
-/// The actions a task's status allows.
+/// Whether the task can still change (its content, its priority): not once it ended.
+export function isOpen(task: Task): boolean {
+  return task.status === 'PENDING' || task.status === 'IN_PROGRESS';
+}
+
+/// The actions a task's status allows (a task in progress is cancelled before it is deleted).
 export function actionsFor(task: Task): Action[] {
   const actions: Action[] = [];
-  if (task.status === 'PENDING' || task.status === 'IN_PROGRESS') actions.push('cancel');
+  if (isOpen(task)) actions.push('cancel');
   if (task.status === 'FAILED') actions.push('retry');
-  if (task.status !== 'DELETED') actions.push('delete');
+  if (task.status !== 'DELETED' && task.status !== 'IN_PROGRESS') actions.push('delete');
   return actions;
 }
 
@@ -166,9 +171,11 @@ export function TaskActionButtons({ task, onDeleted }: { task: Task; onDeleted?:
   const [open, setOpen] = useState<Action | 'edit' | null>(null);
   return (
     <>
-      <button type="button" onClick={() => setOpen('edit')} disabled={task.status === 'DELETED'}>
-        Edit
-      </button>
+      {isOpen(task) && (
+        <button type="button" onClick={() => setOpen('edit')}>
+          Edit
+        </button>
+      )}
       {actionsFor(task).map((action) => (
         <button type="button" key={action} class={action === 'delete' ? 'danger' : ''} onClick={() => setOpen(action)}>
           {ACTIONS[action].label.replace(' task', '')}
