@@ -1,0 +1,103 @@
+// The API's shapes as the dashboard reads them (see schema.graphql), and the fields it asks for.
+
+export type TaskStatus = 'PENDING' | 'IN_PROGRESS' | 'COMPLETED' | 'FAILED' | 'CANCELLED' | 'DELETED';
+
+export const TASK_STATUSES: Exclude<TaskStatus, 'DELETED'>[] = ['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED'];
+
+export const PRIORITIES = [5, 4, 3, 2, 1];
+
+export interface Task {
+  id: string;
+  title: string;
+  description: string;
+  status: TaskStatus;
+  priority: number;
+  requiredCapabilities: string[];
+  parentTaskId: string | null;
+  version: number;
+  createdAt: string;
+  updatedAt: string;
+  createdBy: string;
+  maxAttempts: number;
+  attempt: number;
+  failures: number;
+  runAfter: string | null;
+  lease: { agentId: string; attempt: number; expiresAt: string } | null;
+  progress: { message: string; percent: number | null } | null;
+  workflowRunId: string | null;
+  stageKey: string | null;
+  costOutlier: { cost: string; acknowledged: boolean } | null;
+}
+
+/// Every field of a task a card or a row shows.
+export const TASK_FIELDS = `id title description status priority requiredCapabilities parentTaskId version
+  createdAt updatedAt createdBy maxAttempts attempt failures runAfter
+  lease { agentId attempt expiresAt } progress { message percent } workflowRunId stageKey
+  costOutlier { cost acknowledged }`;
+
+export interface Agent {
+  id: string;
+  name: string;
+  capabilities: string[];
+  active: boolean;
+  keyId: string;
+  version: number;
+  registeredAt: string;
+  updatedAt: string;
+  lastSeenAt: string | null;
+  currentTaskId: string | null;
+  tasksClaimed: number;
+  tasksCompleted: number;
+  tasksFailed: number;
+}
+
+export const AGENT_FIELDS = `id name capabilities active keyId version registeredAt updatedAt lastSeenAt currentTaskId
+  tasksClaimed tasksCompleted tasksFailed`;
+
+export interface QueueStats {
+  pending: number;
+  due: number;
+  byPriority: { priority: number; pending: number }[];
+  byCapability: { capability: string; pending: number }[];
+  oldestPendingAgeSeconds: number | null;
+  inFlight: number;
+  retrying: number;
+  failed: number;
+}
+
+export const QUEUE_STATS_FIELDS = `pending due byPriority { priority pending } byCapability { capability pending }
+  oldestPendingAgeSeconds inFlight retrying failed`;
+
+export interface Service {
+  id: string;
+  name: string;
+  currency: string;
+  status: 'ACTIVE' | 'SUSPENDED' | 'INACTIVE';
+  monthlyBudget: string;
+  spent: string;
+  reserved: string;
+  remaining: string;
+  period: string;
+  thresholdsCrossed: number[];
+  projectedRunOutAt: string | null;
+  version: number;
+}
+
+export const SERVICE_FIELDS = `id name currency status monthlyBudget spent reserved remaining period thresholdsCrossed
+  projectedRunOutAt version`;
+
+export interface PageInfo {
+  hasNextPage: boolean;
+  endCursor: string | null;
+}
+
+export interface Connection<T> {
+  edges: { cursor: string; node: T }[];
+  pageInfo: PageInfo;
+}
+
+/// The order of the task board: newest first, then by id, as `tasks` pages.
+export function newestFirst(a: Task, b: Task): number {
+  if (a.createdAt !== b.createdAt) return a.createdAt < b.createdAt ? 1 : -1;
+  return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
+}

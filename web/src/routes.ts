@@ -1,0 +1,33 @@
+// Every screen of the dashboard: its address, its name in the navigation, who may open it. To add a
+// screen, add its line here (in the order the navigation shows them).
+
+import type { ComponentType } from 'preact';
+import type { Role } from './api/session';
+import { Agents } from './screens/agents';
+import { Board } from './screens/board';
+import { Overview } from './screens/overview';
+import { TaskPage } from './screens/task';
+
+export interface ScreenProps {
+  /// The `:params` of the route's path.
+  params: Record<string, string>;
+  /// The query string: where screens keep their filters.
+  query: URLSearchParams;
+}
+
+export interface Route {
+  path: string;
+  title: string;
+  /// Shown in the navigation.
+  nav?: boolean;
+  /// The least role that may open it.
+  role?: Role;
+  view: ComponentType<ScreenProps>;
+}
+
+export const routes: Route[] = [
+  { path: '/', title: 'Overview', nav: true, view: Overview },
+  { path: '/tasks', title: 'Tasks', nav: true, view: Board },
+  { path: '/tasks/:id', title: 'Task', view: TaskPage },
+  { path: '/agents', title: 'Agents', nav: true, view: Agents },
+];

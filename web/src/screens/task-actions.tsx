@@ -1,0 +1,197 @@
+// What a supervisor does to tasks, shared by the board and the task page: create, edit (only what
+// they saw: `expectedVersion`), reprioritize, cancel, retry, delete. Each is one mutation; its
+// answer comes back through `taskUpdates` too, so callers need not merge it themselves.
+
+import { useState } from 'preact/hooks';
+import { gql, useMutation } from '../api/live';
+import { PRIORITIES, TASK_FIELDS, type Task } from '../api/types';
+import { Dialog, ErrorNote, Field } from '../ui/parts';
+
+export function reprioritize(id: string, priority: number): Promise<Task> {
+  return gql<{ reprioritizeTask: Task }>(
+    `mutation Reprioritize($id: ID!, $priority: Int!) { reprioritizeTask(id: $id, priority: $priority) { ${TASK_FIELDS} } }`,
+    { id, priority },
+  ).then((data) => data.reprioritizeTask);
+}
+
+function capabilitiesOf(text: string): string[] {
+  return text
+    .split(',')
+    .map((c) => c.trim())
+    .filter(Boolean);
+}
+
+/// The form to create a task, or to edit one.
+export function TaskForm({ task, onDone }: { task?: Task; onDone: (task?: Task) => void }) {
+  const [title, setTitle] = useState(task?.title ?? '');
+  const [description, setDescription] = useState(task?.description ?? '');
+  const [priority, setPriority] = useState(task?.priority ?? 3);
+  const [capabilities, setCapabilities] = useState(task?.requiredCapabilities.join(', ') ?? '');
+  const [maxAttempts, setMaxAttempts] = useState('');
+  const save = useMutation(async () => {
+    const common = { title: title.trim(), description, priority, requiredCapabilities: capabilitiesOf(capabilities) };
+    if (task) {
+      const data = await gql<{ updateTask: Task }>(
+        `mutation UpdateTask($id: ID!, $input: UpdateTaskInput!) { updateTask(id: $id, input: $input) { ${TASK_FIELDS} } }`,
+        { id: task.id, input: { ...common, expectedVersion: task.version } },
+      );
+      return data.updateTask;
+    }
+    const input = maxAttempts ? { ...common, maxAttempts: Number(maxAttempts) } : common;
+    const data = await gql<{ createTask: Task }>(
+      `mutation CreateTask($input: CreateTaskInput!) { createTask(input: $input) { ${TASK_FIELDS} } }`,
+      { input },
+    );
+    return data.createTask;
+  });
+  const titleError = title.trim() === '' ? 'A title is needed.' : null;
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    if (titleError) return;
+    const saved = await save.run();
+    if (saved) onDone(saved);
+  };
+  return (
+    <Dialog title={task ? 'Edit task' : 'New task'} onClose={() => onDone()}>
+      <form class="form" onSubmit={submit}>
+        <Field label="Title" error={title === '' ? null : titleError}>
+          <input required value={title} onInput={(e) => setTitle(e.currentTarget.value)} />
+        </Field>
+        <Field label="Description">
+          <textarea rows={4} value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
+        </Field>
+        <Field label="Priority" hint="5 is the highest">
+          <select value={String(priority)} onChange={(e) => setPriority(Number(e.currentTarget.value))}>
+            {PRIORITIES.map((p) => (
+              <option key={p} value={String(p)}>
+                {p}
+              </option>
+            ))}
+          </select>
+        </Field>
+        <Field label="Required capabilities" hint="comma-separated, e.g. rust, docs">
+          <input value={capabilities} onInput={(e) => setCapabilities(e.currentTarget.value)} />
+        </Field>
+        {!task && (
+          <Field label="Attempts" hint="1 to 100; empty: the queue's default">
+            <input
+              type="number"
+              min={1}
+              max={100}
+              value={maxAttempts}
+              onInput={(e) => setMaxAttempts(e.currentTarget.value)}
+            />
+          </Field>
+        )}
+        <ErrorNote error={save.error} context={task ? 'Not saved' : 'Not created'} />
+        <div class="buttons">
+          <button type="submit" class="primary" disabled={save.running || !!titleError}>
+            {task ? 'Save' : 'Create task'}
+          </button>
+          <button type="button" onClick={() => onDone()}>
+            Cancel
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+type Action = 'cancel' | 'retry' | 'delete';
+
+const ACTIONS: Record<Action, { label: string; confirm: string; mutation: string }> = {
+  cancel: {
+    label: 'Cancel task',
+    confirm: 'Cancel this task? Its agent learns it at its next heartbeat.',
+    mutation: `mutation CancelTask($id: ID!, $reason: String) { cancelTask(id: $id, reason: $reason) { id status version } }`,
+  },
+  retry: {
+    label: 'Retry task',
+    confirm: 'Give this failed task a fresh set of attempts?',
+    mutation: `mutation RetryTask($id: ID!) { retryTask(id: $id) { id status version } }`,
+  },
+  delete: {
+    label: 'Delete task',
+    confirm: 'Delete this task? This cannot be undone (its history stays in the audit trail).',
+    mutation: `mutation DeleteTask($id: ID!) { deleteTask(id: $id) }`,
+  },
+};
+
+/// Whether the task can still change (its content, its priority): not once it ended.
+export function isOpen(task: Task): boolean {
+  return task.status === 'PENDING' || task.status === 'IN_PROGRESS';
+}
+
+/// The actions a task's status allows (a task in progress is cancelled before it is deleted).
+export function actionsFor(task: Task): Action[] {
+  const actions: Action[] = [];
+  if (isOpen(task)) actions.push('cancel');
+  if (task.status === 'FAILED') actions.push('retry');
+  if (task.status !== 'DELETED' && task.status !== 'IN_PROGRESS') actions.push('delete');
+  return actions;
+}
+
+/// Asks before a cancel, retry or delete, then does it.
+export function ConfirmAction({ task, action, onDone }: { task: Task; action: Action; onDone: (done: boolean) => void }) {
+  const [reason, setReason] = useState('');
+  const { label, confirm, mutation } = ACTIONS[action];
+  const act = useMutation(() => gql(mutation, action === 'cancel' ? { id: task.id, reason: reason || null } : { id: task.id }));
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    const done = await act.run();
+    if (done) onDone(true);
+  };
+  return (
+    <Dialog title={label} onClose={() => onDone(false)}>
+      <form class="form" onSubmit={submit}>
+        <p>
+          {confirm} <strong>{task.title}</strong>
+        </p>
+        {action === 'cancel' && (
+          <Field label="Reason (optional)">
+            <input value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
+          </Field>
+        )}
+        <ErrorNote error={act.error} context="Not done" />
+        <div class="buttons">
+          <button type="submit" class={action === 'delete' ? 'danger' : 'primary'} disabled={act.running}>
+            {label}
+          </button>
+          <button type="button" onClick={() => onDone(false)}>
+            Keep it
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+/// The buttons for a task's actions, each opening its confirmation; Edit opens the form.
+export function TaskActionButtons({ task, onDeleted }: { task: Task; onDeleted?: () => void }) {
+  const [open, setOpen] = useState<Action | 'edit' | null>(null);
+  return (
+    <>
+      {isOpen(task) && (
+        <button type="button" onClick={() => setOpen('edit')}>
+          Edit
+        </button>
+      )}
+      {actionsFor(task).map((action) => (
+        <button type="button" key={action} class={action === 'delete' ? 'danger' : ''} onClick={() => setOpen(action)}>
+          {ACTIONS[action].label.replace(' task', '')}
+        </button>
+      ))}
+      {open === 'edit' && <TaskForm task={task} onDone={() => setOpen(null)} />}
+      {open && open !== 'edit' && (
+        <ConfirmAction
+          task={task}
+          action={open}
+          onDone={(done) => {
+            setOpen(null);
+            if (done && open === 'delete') onDeleted?.();
+          }}
+        />
+      )}
+    </>
+  );
+}

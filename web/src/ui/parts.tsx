@@ -1,0 +1,195 @@
+// Small parts every screen uses: times, statuses (always with a word and a sign, never colour
+// alone), loading, empty and error states, the viewer's notice, dialogs and secrets shown once.
+
+import type { ComponentChildren } from 'preact';
+import { useEffect, useId, useRef, useState } from 'preact/hooks';
+import type { ApiError } from '../api/client';
+import { formatDateTime, formatUtc } from './format';
+
+/// A moment in the viewer's zone, UTC on hover.
+export function Time({ at, fallback = '—' }: { at: string | null | undefined; fallback?: string }) {
+  if (!at) return <span>{fallback}</span>;
+  return (
+    <time dateTime={at} title={formatUtc(at)}>
+      {formatDateTime(at)}
+    </time>
+  );
+}
+
+/// The sign and tone of each status; the word is always shown beside it.
+const STATUS: Record<string, { sign: string; tone: string }> = {
+  PENDING: { sign: '○', tone: 'neutral' },
+  WAITING: { sign: '◌', tone: 'neutral' },
+  IN_PROGRESS: { sign: '◐', tone: 'info' },
+  RUNNING: { sign: '◐', tone: 'info' },
+  COMPLETED: { sign: '✓', tone: 'good' },
+  ACTIVE: { sign: '✓', tone: 'good' },
+  FAILED: { sign: '✕', tone: 'bad' },
+  SUSPENDED: { sign: '‖', tone: 'bad' },
+  CANCELLED: { sign: '⊘', tone: 'muted' },
+  SKIPPED: { sign: '↷', tone: 'muted' },
+  INACTIVE: { sign: '⊘', tone: 'muted' },
+  DELETED: { sign: '✕', tone: 'muted' },
+};
+
+export function statusLabel(status: string): string {
+  return status.charAt(0) + status.slice(1).toLowerCase().replace(/_/g, ' ');
+}
+
+export function Status({ status }: { status: string }) {
+  const { sign, tone } = STATUS[status] ?? { sign: '•', tone: 'neutral' };
+  return (
+    <span class={`status tone-${tone}`}>
+      <span aria-hidden="true">{sign}</span> {statusLabel(status)}
+    </span>
+  );
+}
+
+export function Loading({ what = 'Loading' }: { what?: string }) {
+  return (
+    <p class="loading" role="status">
+      <span class="spinner" aria-hidden="true" /> {what}…
+    </p>
+  );
+}
+
+export function Empty({ children }: { children: ComponentChildren }) {
+  return <p class="empty">{children}</p>;
+}
+
+/// The API's message and its code, as a page or a form reports it.
+export function ErrorNote({ error, context }: { error: ApiError | null; context?: string }) {
+  if (!error) return null;
+  return (
+    <div class="error-note" role="alert">
+      <span aria-hidden="true">⚠</span> {context ? `${context}: ` : ''}
+      {error.message} <code class="code">{error.code}</code>
+    </div>
+  );
+}
+
+/// Loading, then an error, then the content: the states of a screen's main read.
+export function Loaded({
+  loading,
+  error,
+  hasData,
+  children,
+}: {
+  loading: boolean;
+  error: ApiError | null;
+  hasData: boolean;
+  children: ComponentChildren;
+}) {
+  if (error && !hasData) return <ErrorNote error={error} />;
+  if (loading && !hasData) return <Loading />;
+  return (
+    <>
+      {error && <ErrorNote error={error} context="Could not refresh" />}
+      {children}
+    </>
+  );
+}
+
+export function ReadOnlyNotice() {
+  return (
+    <p class="notice" role="note">
+      <span aria-hidden="true">ⓘ</span> You are signed in as a viewer: you can read everything here and change nothing.
+    </p>
+  );
+}
+
+/// A modal dialog (the browser's own: focus stays inside, Escape closes it).
+export function Dialog({
+  title,
+  onClose,
+  children,
+}: {
+  title: string;
+  onClose: () => void;
+  children: ComponentChildren;
+}) {
+  const ref = useRef<HTMLDialogElement>(null);
+  const titleId = useId();
+  useEffect(() => {
+    const dialog = ref.current;
+    if (dialog && !dialog.open) dialog.showModal();
+    return () => dialog?.close();
+  }, []);
+  return (
+    <dialog ref={ref} class="dialog" aria-labelledby={titleId} onClose={onClose}>
+      <div class="dialog-head">
+        <h2 id={titleId}>{title}</h2>
+        <button type="button" class="icon" aria-label="Close" onClick={onClose}>
+          ✕
+        </button>
+      </div>
+      {children}
+    </dialog>
+  );
+}
+
+/// A secret shown this once (an API key, a password), with a copy button.
+export function ShownOnce({ label, secret }: { label: string; secret: string }) {
+  const [copied, setCopied] = useState<'no' | 'yes' | 'failed'>('no');
+  const copy = async () => {
+    try {
+      await navigator.clipboard.writeText(secret);
+      setCopied('yes');
+    } catch {
+      setCopied('failed');
+    }
+  };
+  return (
+    <div class="shown-once">
+      <p>
+        <strong>{label}</strong> — shown this once. Store it safely now: devart cannot show it again.
+      </p>
+      <div class="secret-row">
+        <code class="secret" data-secret>
+          {secret}
+        </code>
+        <button type="button" onClick={copy}>
+          Copy
+        </button>
+      </div>
+      <p class="hint" role="status">
+        {copied === 'yes' ? '✓ Copied to the clipboard.' : copied === 'failed' ? 'Copying failed: select the text and copy it.' : ''}
+      </p>
+    </div>
+  );
+}
+
+/// A labelled form field with its hint and inline error.
+export function Field({
+  label,
+  hint,
+  error,
+  children,
+}: {
+  label: string;
+  hint?: string;
+  error?: string | null;
+  children: ComponentChildren;
+}) {
+  return (
+    <label class="field">
+      <span class="label">{label}</span>
+      {children}
+      {hint && <span class="hint">{hint}</span>}
+      {error && (
+        <span class="field-error" role="alert">
+          {error}
+        </span>
+      )}
+    </label>
+  );
+}
+
+export function PageHead({ title, children }: { title: string; children?: ComponentChildren }) {
+  return (
+    <div class="page-head">
+      <h1>{title}</h1>
+      {children && <div class="actions">{children}</div>}
+    </div>
+  );
+}
