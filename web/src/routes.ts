@@ -5,7 +5,9 @@ import type { ComponentType } from 'preact';
 import type { Role } from './api/session';
 import { Agents } from './screens/agents';
 import { Board } from './screens/board';
+import { Outliers } from './screens/outliers';
 import { Overview } from './screens/overview';
+import { Settings } from './screens/settings';
 import { TaskPage } from './screens/task';
 
 export interface ScreenProps {
@@ -30,4 +32,6 @@ export const routes: Route[] = [
   { path: '/tasks', title: 'Tasks', nav: true, view: Board },
   { path: '/tasks/:id', title: 'Task', view: TaskPage },
   { path: '/agents', title: 'Agents', nav: true, view: Agents },
+  { path: '/outliers', title: 'Outliers', nav: true, view: Outliers },
+  { path: '/settings', title: 'Settings', nav: true, view: Settings },
 ];
