@@ -5,6 +5,7 @@ import type { ComponentType } from 'preact';
 import type { Role } from './api/session';
 import { Agents } from './screens/agents';
 import { Board } from './screens/board';
+import { Budgets } from './screens/budgets';
 import { Outliers } from './screens/outliers';
 import { Overview } from './screens/overview';
 import { Settings } from './screens/settings';
@@ -32,6 +33,7 @@ export const routes: Route[] = [
   { path: '/tasks', title: 'Tasks', nav: true, view: Board },
   { path: '/tasks/:id', title: 'Task', view: TaskPage },
   { path: '/agents', title: 'Agents', nav: true, view: Agents },
+  { path: '/budgets', title: 'Budgets', nav: true, view: Budgets },
   { path: '/outliers', title: 'Outliers', nav: true, view: Outliers },
   { path: '/settings', title: 'Settings', nav: true, view: Settings },
 ];
