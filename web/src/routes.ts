@@ -9,6 +9,7 @@ import { Budgets } from './screens/budgets';
 import { Outliers } from './screens/outliers';
 import { Overview } from './screens/overview';
 import { Settings } from './screens/settings';
+import { Workflows } from './screens/workflows';
 import { TaskPage } from './screens/task';
 
 export interface ScreenProps {
@@ -33,6 +34,7 @@ export const routes: Route[] = [
   { path: '/tasks', title: 'Tasks', nav: true, view: Board },
   { path: '/tasks/:id', title: 'Task', view: TaskPage },
   { path: '/agents', title: 'Agents', nav: true, view: Agents },
+  { path: '/workflows', title: 'Workflows', nav: true, view: Workflows },
   { path: '/budgets', title: 'Budgets', nav: true, view: Budgets },
   { path: '/outliers', title: 'Outliers', nav: true, view: Outliers },
   { path: '/settings', title: 'Settings', nav: true, view: Settings },
