@@ -8,6 +8,7 @@ import { Board } from './screens/board';
 import { Budgets } from './screens/budgets';
 import { Outliers } from './screens/outliers';
 import { Overview } from './screens/overview';
+import { People } from './screens/people';
 import { Settings } from './screens/settings';
 import { Workflows } from './screens/workflows';
 import { TaskPage } from './screens/task';
@@ -38,4 +39,5 @@ export const routes: Route[] = [
   { path: '/budgets', title: 'Budgets', nav: true, view: Budgets },
   { path: '/outliers', title: 'Outliers', nav: true, view: Outliers },
   { path: '/settings', title: 'Settings', nav: true, view: Settings },
+  { path: '/people', title: 'People', nav: true, role: 'ADMIN', view: People },
 ];
