@@ -4,6 +4,7 @@
 import type { ComponentType } from 'preact';
 import type { Role } from './api/session';
 import { Agents } from './screens/agents';
+import { Audit } from './screens/audit';
 import { Board } from './screens/board';
 import { Budgets } from './screens/budgets';
 import { Outliers } from './screens/outliers';
@@ -39,5 +40,6 @@ export const routes: Route[] = [
   { path: '/budgets', title: 'Budgets', nav: true, view: Budgets },
   { path: '/outliers', title: 'Outliers', nav: true, view: Outliers },
   { path: '/settings', title: 'Settings', nav: true, view: Settings },
+  { path: '/audit', title: 'Audit', nav: true, view: Audit },
   { path: '/people', title: 'People', nav: true, role: 'ADMIN', view: People },
 ];
