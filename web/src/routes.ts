@@ -4,6 +4,7 @@
 import type { ComponentType } from 'preact';
 import type { Role } from './api/session';
 import { Agents } from './screens/agents';
+import { AnalyticsScreen } from './screens/analytics';
 import { Audit } from './screens/audit';
 import { Board } from './screens/board';
 import { Budgets } from './screens/budgets';
@@ -38,6 +39,7 @@ export const routes: Route[] = [
   { path: '/agents', title: 'Agents', nav: true, view: Agents },
   { path: '/workflows', title: 'Workflows', nav: true, view: Workflows },
   { path: '/budgets', title: 'Budgets', nav: true, view: Budgets },
+  { path: '/analytics', title: 'Analytics', nav: true, view: AnalyticsScreen },
   { path: '/outliers', title: 'Outliers', nav: true, view: Outliers },
   { path: '/settings', title: 'Settings', nav: true, view: Settings },
   { path: '/audit', title: 'Audit', nav: true, view: Audit },
