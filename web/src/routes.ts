@@ -4,8 +4,15 @@
 import type { ComponentType } from 'preact';
 import type { Role } from './api/session';
 import { Agents } from './screens/agents';
+import { AnalyticsScreen } from './screens/analytics';
+import { Audit } from './screens/audit';
 import { Board } from './screens/board';
+import { Budgets } from './screens/budgets';
+import { Outliers } from './screens/outliers';
 import { Overview } from './screens/overview';
+import { People } from './screens/people';
+import { Settings } from './screens/settings';
+import { Workflows } from './screens/workflows';
 import { TaskPage } from './screens/task';
 
 export interface ScreenProps {
@@ -30,4 +37,11 @@ export const routes: Route[] = [
   { path: '/tasks', title: 'Tasks', nav: true, view: Board },
   { path: '/tasks/:id', title: 'Task', view: TaskPage },
   { path: '/agents', title: 'Agents', nav: true, view: Agents },
+  { path: '/workflows', title: 'Workflows', nav: true, view: Workflows },
+  { path: '/budgets', title: 'Budgets', nav: true, view: Budgets },
+  { path: '/analytics', title: 'Analytics', nav: true, view: AnalyticsScreen },
+  { path: '/outliers', title: 'Outliers', nav: true, view: Outliers },
+  { path: '/settings', title: 'Settings', nav: true, view: Settings },
+  { path: '/audit', title: 'Audit', nav: true, view: Audit },
+  { path: '/people', title: 'People', nav: true, role: 'ADMIN', view: People },
 ];
