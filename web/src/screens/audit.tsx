@@ -120,7 +120,7 @@ function FilterBar({ filters }: { filters: Filters }) {
       </label>
       <div class="buttons">
         <button type="submit" class="primary" disabled={!afterValid}>
-          Apply
+          Show
         </button>
         <button type="button" onClick={() => setQuery({ stream: undefined, types: undefined, correlation: undefined, after: undefined })}>
           Clear
