@@ -2,6 +2,9 @@
 //! use, with its caching and security headers, and the page that says how to build it when it was
 //! not built; signing in and out with the session cookie (`/session`), the cookie over HTTP (with
 //! its CSRF header) and over WebSocket (from the server's own origin), on every gateway.
+//!
+//! About 750 lines in one file on purpose: serving and sessions share one stack, one browser-like
+//! client and its cookie jar; apart, each half would repeat them.
 
 use std::path::PathBuf;
 use std::time::Duration;
