@@ -7,7 +7,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::cluster::{append, free_port, run, Nats, Postgres, Scratch};
 
@@ -16,6 +19,8 @@ const JWT_SECRET: &str = "operator-secret-operator-secret-operator";
 const GRACE: Duration = Duration::from_secs(3);
 /// What a loaded machine may add to the grace period before the process is gone.
 const SLACK: Duration = Duration::from_secs(2);
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Site {
     scratch: Scratch,
@@ -68,6 +73,25 @@ impl Site {
         serve
     }
 
+    /// An acknowledged `graphql-transport-ws` connection as an administrator.
+    async fn socket(&self) -> Socket {
+        let mut request = format!("ws://{}/graphql", self.listen).into_client_request().unwrap();
+        request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let token = devart_gateway::SigningKey::new(JWT_SECRET.as_bytes().to_vec()).issue(
+            "operator",
+            devart_gateway::Role::Admin,
+            chrono::Duration::hours(1),
+        );
+        let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+        socket.send(Message::Text(init.to_string().into())).await.unwrap();
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => assert!(text.contains("connection_ack"), "{text}"),
+            other => panic!("no connection_ack: {other:?}"),
+        }
+        socket
+    }
+
     /// `/readyz`'s status and body, answered within its own time limit.
     async fn readiness(&self) -> (u16, serde_json::Value) {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
@@ -109,8 +133,23 @@ async fn terminate(mut serve: Child) -> (Duration, bool) {
 async fn sigterm_ends_serve_within_its_grace_whatever_postgres_and_nats_are_doing() {
     let mut site = Site::new().await;
 
-    // Everything up: the parts finish at once, and the process says all went well.
-    let (took, success) = terminate(site.serve().await).await;
+    // Everything up: the parts finish at once, and the process says all went well; an open
+    // WebSocket is told the server is going away (1001), so its client reconnects elsewhere.
+    let serve = site.serve().await;
+    let mut socket = site.socket().await;
+    let (took, success) = terminate(serve).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the socket is closed when the server stops");
+    assert_eq!(closed, Some(1001), "going away");
     eprintln!("stop with everything up: {took:?}");
     assert!(success, "a clean stop exits 0");
     assert!(took < GRACE, "a clean stop needs no grace: {took:?}");

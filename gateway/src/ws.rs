@@ -33,6 +33,7 @@
 //! | 4430 | `Too many subscriptions: …` | more than `DEVART_WS_SUBSCRIPTIONS_MAX` operations at once on the connection (ours) |
 //! | 4431 | `Too many connections for this identity: …` | more than `DEVART_WS_CONNECTIONS_PER_IDENTITY` acknowledged connections of one person or agent in this process (ours) |
 //! | 1009 | `Message too big` | a message over [`BODY_BYTES_MAX`](crate::http::BODY_BYTES_MAX) |
+//! | 1001 | `Going away: the server is stopping` | the process is stopping (SIGTERM, Ctrl-C): reconnect |
 //!
 //! 4430 and 4431 are in the range the protocol leaves free, next to its own 4429. Clients such as
 //! graphql-ws retry on them (the protocol's fatal codes are not retried), which suits 4431: a slot
@@ -157,6 +158,9 @@ pub enum Close {
     TooManyConnections(u32),
     #[error("Message too big")]
     MessageTooBig,
+    /// The server is stopping: the client reconnects (to another instance, or to this one later).
+    #[error("Going away: the server is stopping")]
+    GoingAway,
 }
 
 impl Close {
@@ -173,6 +177,7 @@ impl Close {
             Close::TooManySubscriptions(_) => 4430,
             Close::TooManyConnections(_) => 4431,
             Close::MessageTooBig => 1009,
+            Close::GoingAway => 1001,
         }
     }
 
@@ -511,6 +516,7 @@ impl Connection {
                 () = tick(&mut self.ping) => self.send(&json!({ "type": "ping" })).await,
                 Some(output) = self.results.next() => self.on_output(output).await,
                 close = ended(&mut self.followed) => Err(close.into()),
+                () = self.app.stopping.cancelled() => Err(Close::GoingAway.into()),
             };
             if let Err(ended) = step {
                 return ended;
