@@ -14,6 +14,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
+use crate::announce::Announced;
 use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
 use crate::{ApplyError, ColumnError, Projection, Target};
 
@@ -50,11 +51,17 @@ impl HasId for AgentRow {
 pub const COLUMNS: &str = "id, name, capabilities, active, key_id, version, position, registered_at, updated_at, \
                            last_seen_at, current_task_id, tasks_claimed, tasks_completed, tasks_failed";
 
+/// The read model's name.
+const NAME: &str = "agents";
+
+/// What it announces: agents' rows.
+pub const ANNOUNCED: Announced<AgentRow> = Announced::new(NAME);
+
 pub struct AgentsProjection;
 
 impl Projection for AgentsProjection {
     fn name(&self) -> &'static str {
-        "agents"
+        NAME
     }
 
     fn tables(&self) -> &'static [&'static str] {

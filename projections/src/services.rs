@@ -13,6 +13,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
+use crate::announce::Announced;
 use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
 use crate::{ApplyError, ColumnError, Projection, Target};
 
@@ -45,11 +46,17 @@ impl HasId for ServiceRow {
 pub const COLUMNS: &str =
     "id, name, status, monthly_budget_micros, spent_micros, reserved_micros, period, state, version, position, updated_at";
 
+/// The read model's name.
+const NAME: &str = "services";
+
+/// What it announces: services' rows.
+pub const ANNOUNCED: Announced<ServiceRow> = Announced::new(NAME);
+
 pub struct ServicesProjection;
 
 impl Projection for ServicesProjection {
     fn name(&self) -> &'static str {
-        "services"
+        NAME
     }
 
     fn tables(&self) -> &'static [&'static str] {

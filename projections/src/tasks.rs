@@ -13,6 +13,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
+use crate::announce::Announced;
 use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
 use crate::{ApplyError, ColumnError, Projection, Target};
 
@@ -194,11 +195,17 @@ pub const COLUMNS: &str = "id, title, description, status, priority, required_ca
                            run_after, input, result, errors, agent_id, lease_expires_at, progress_message, \
                            progress_percent, workflow_run_id, stage_key";
 
+/// The read model's name.
+const NAME: &str = "tasks";
+
+/// What it announces: the task board's rows.
+pub const ANNOUNCED: Announced<TaskRow> = Announced::new(NAME);
+
 pub struct TasksProjection;
 
 impl Projection for TasksProjection {
     fn name(&self) -> &'static str {
-        "tasks"
+        NAME
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -12,6 +12,7 @@ use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
+use crate::announce::Announced;
 use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
 use crate::{ApplyError, ColumnError, Projection, Target};
 
@@ -38,11 +39,17 @@ impl HasId for UserRow {
 
 pub const COLUMNS: &str = "id, email, role, active, version, position, created_at, updated_at";
 
+/// The read model's name.
+const NAME: &str = "users";
+
+/// What it announces: people's rows.
+pub const ANNOUNCED: Announced<UserRow> = Announced::new(NAME);
+
 pub struct UsersProjection;
 
 impl Projection for UsersProjection {
     fn name(&self) -> &'static str {
-        "users"
+        NAME
     }
 
     fn tables(&self) -> &'static [&'static str] {
