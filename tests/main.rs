@@ -18,6 +18,7 @@ mod gateway;
 mod hardening;
 mod honest_failures;
 mod integrity;
+mod live;
 mod people;
 mod portable;
 mod projections;
