@@ -19,6 +19,7 @@ mod gateway;
 mod hardening;
 mod honest_failures;
 mod integrity;
+mod live;
 mod operator;
 mod people;
 mod portable;

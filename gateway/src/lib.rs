@@ -30,20 +30,12 @@ use std::sync::Arc;
 
 use devart_commands::agents::KeyVerifier;
 use devart_commands::{Bus, Commands, EventStore};
-use devart_projections::services::ServiceRow;
-use devart_projections::tasks::TaskRow;
-use devart_projections::workflows::WorkflowRunRow;
-use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{Role, SigningKey};
 pub use limits::Limits;
-
-/// How many read-model changes a slow subscriber may fall behind before it skips some.
-const UPDATES_BUFFER: usize = 4_096;
 
 /// Everything a request may need; cheap to clone.
 #[derive(Clone)]
@@ -53,12 +45,9 @@ pub struct Services {
     pub commands: Commands,
     pub bus: Bus,
     pub signing_key: SigningKey,
-    /// Task-board changes, fanned out to `taskUpdates` subscribers in this process.
-    pub task_updates: broadcast::Sender<TaskRow>,
-    /// Workflow-run changes, fanned out to `workflowRunUpdates` subscribers in this process.
-    pub run_updates: broadcast::Sender<WorkflowRunRow>,
-    /// Service budget changes, fanned out to `serviceUpdates` subscribers in this process.
-    pub service_updates: broadcast::Sender<ServiceRow>,
+    /// What subscriptions follow in this process: read models' announced rows, the queue's
+    /// statistics, the settings.
+    pub live: Arc<schema::live::Live>,
     pub metrics: Arc<metrics::Metrics>,
     /// Verifies agents' API keys.
     pub keys: Arc<KeyVerifier>,
@@ -73,9 +62,6 @@ pub struct Services {
 
 impl Services {
     pub fn new(pool: PgPool, commands: Commands, bus: Bus, signing_key: SigningKey) -> Services {
-        let (task_updates, _) = broadcast::channel(UPDATES_BUFFER);
-        let (run_updates, _) = broadcast::channel(UPDATES_BUFFER);
-        let (service_updates, _) = broadcast::channel(UPDATES_BUFFER);
         Services {
             store: commands.store().clone(),
             keys: Arc::new(KeyVerifier::new(pool.clone())),
@@ -83,9 +69,7 @@ impl Services {
             commands,
             bus,
             signing_key,
-            task_updates,
-            run_updates,
-            service_updates,
+            live: Arc::default(),
             metrics: Arc::new(metrics::Metrics::default()),
             guards: Arc::new(limits::Guards::new(&Limits::default())),
             limits: Limits::default(),
@@ -123,16 +107,14 @@ impl App {
 /// Serves the gateway on `listener` until `shutdown`, then finishes the requests in flight.
 pub async fn serve(listener: TcpListener, services: Services, shutdown: CancellationToken) -> std::io::Result<()> {
     let mut forwarders = tokio::task::JoinSet::new();
-    forwarders.spawn(forward_updates(services.clone(), "tasks", services.task_updates.clone(), shutdown.clone()));
-    forwarders.spawn(forward_updates(services.clone(), "workflows", services.run_updates.clone(), shutdown.clone()));
-    forwarders.spawn(forward_updates(services.clone(), "services", services.service_updates.clone(), shutdown.clone()));
+    forwarders.spawn(schema::live::run(services.clone(), shutdown.clone()));
     // People's sockets follow their sessions and accounts, changed on any gateway.
     forwarders.spawn(session::follow(services.clone(), shutdown.clone()));
     // A forwarder that panics is reported, not dropped: its subscribers would silently stop.
     tokio::spawn(async move {
         while let Some(ended) = forwarders.join_next().await {
             match ended {
-                Err(error) if error.is_panic() => tracing::error!(%error, "read-model updates: a forwarder panicked"),
+                Err(error) if error.is_panic() => tracing::error!(%error, "live updates: a forwarder panicked"),
                 _ => {}
             }
         }
@@ -141,36 +123,4 @@ pub async fn serve(listener: TcpListener, services: Services, shutdown: Cancella
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
-}
-
-/// Feeds `sender` from a projection's change notifications on the bus.
-async fn forward_updates<T: serde::de::DeserializeOwned>(
-    services: Services,
-    projection: &'static str,
-    sender: broadcast::Sender<T>,
-    shutdown: CancellationToken,
-) {
-    let subject = services.bus.names.readmodel(projection);
-    loop {
-        let mut subscription = match services.bus.client.subscribe(subject.clone()).await {
-            Ok(s) => s,
-            Err(error) => {
-                tracing::warn!(projection, %error, "updates: cannot subscribe; retrying");
-                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue }
-            }
-        };
-        loop {
-            let message = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                m = subscription.next() => m,
-            };
-            let Some(message) = message else { break };
-            match serde_json::from_slice::<T>(&message.payload) {
-                Ok(row) => {
-                    let _ = sender.send(row);
-                }
-                Err(error) => tracing::warn!(projection, %error, "updates: unreadable notification"),
-            }
-        }
-    }
 }

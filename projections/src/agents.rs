@@ -12,6 +12,7 @@ use sqlx::types::Json;
 use sqlx::Postgres;
 use uuid::Uuid;
 
+use crate::announce::Announced;
 use crate::rows::{column, AggregateRows, HasId, Sql};
 use crate::ColumnError;
 
@@ -47,6 +48,12 @@ impl HasId for AgentRow {
 
 pub const COLUMNS: &str = "id, name, capabilities, active, key_id, version, position, registered_at, updated_at, \
                            last_seen_at, current_task_id, tasks_claimed, tasks_completed, tasks_failed";
+
+/// The read model's name.
+const NAME: &str = "agents";
+
+/// What it announces: agents' rows.
+pub const ANNOUNCED: Announced<AgentRow> = Announced::new(NAME);
 
 #[derive(Default)]
 pub struct AgentsProjection;

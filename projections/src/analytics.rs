@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::announce::Announced;
 use crate::rows::rows_by_id;
 use crate::{ApplyError, ColumnError, Projection, RowError, Target};
 
@@ -141,11 +142,17 @@ struct QueueHour {
     position: i64,
 }
 
+/// The read model's name.
+const NAME: &str = "analytics";
+
+/// What it announces: the facts of each task whose cost-outlier flag a batch raised or acknowledged.
+pub const ANNOUNCED: Announced<TaskFacts> = Announced::new(NAME);
+
 pub struct AnalyticsProjection;
 
 impl Projection for AnalyticsProjection {
     fn name(&self) -> &'static str {
-        "analytics"
+        NAME
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -163,9 +170,10 @@ impl Projection for AnalyticsProjection {
             for recorded in events {
                 batch.apply(recorded)?;
             }
+            // Charts ask for what they show; only a raised or acknowledged flag is announced.
+            let flags = batch.flag_changes()?;
             batch.write(conn, target).await?;
-            // Nobody subscribes to analytics rows: charts ask for them.
-            Ok(Vec::new())
+            Ok(flags)
         }
         .boxed()
     }
@@ -177,6 +185,9 @@ struct Batch {
     tasks_table: String,
     tasks: HashMap<Uuid, TaskFacts>,
     changed: HashSet<Uuid>,
+    /// Tasks whose cost-outlier flag was raised or acknowledged, in the order of their first such
+    /// event.
+    flagged: Vec<Uuid>,
     /// Workflow names of the runs the batch's stage tasks belong to.
     runs: HashMap<Uuid, String>,
     new_runs: Vec<(Uuid, String)>,
@@ -225,6 +236,7 @@ impl Batch {
             tasks_table,
             tasks,
             changed: HashSet::new(),
+            flagged: Vec::new(),
             runs: runs.into_iter().collect(),
             new_runs: Vec::new(),
             services: BTreeMap::new(),
@@ -346,6 +358,11 @@ impl Batch {
             }
             _ => {}
         }
+        if matches!(event, TaskEvent::FlaggedAsCostOutlier(_) | TaskEvent::OutlierAcknowledged { .. })
+            && !self.flagged.contains(&id)
+        {
+            self.flagged.push(id);
+        }
         // The domain's own fold says where the task stands, so the queue depth agrees with it.
         let after = Task::evolve(TaskState { status: before, ..TaskState::default() }, event).status;
         facts.status = after.as_str().to_owned();
@@ -407,6 +424,11 @@ impl Batch {
             }
             _ => {}
         }
+    }
+
+    /// The facts of the tasks whose flag the batch raised or acknowledged, as the batch leaves them.
+    fn flag_changes(&self) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+        self.flagged.iter().map(|id| serde_json::to_value(&self.tasks[id])).collect()
     }
 
     async fn write(self, conn: &mut PgConnection, target: Target) -> Result<(), sqlx::Error> {

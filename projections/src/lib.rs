@@ -53,7 +53,8 @@ pub mod alerts;
 pub mod orchestrator;
 pub mod outliers;
 
-// What feeds them.
+// What feeds them, and what they announce.
+pub mod announce;
 pub mod rebuild;
 pub mod rows;
 pub mod status;

@@ -11,6 +11,7 @@ use sqlx::types::Json;
 use sqlx::Postgres;
 use uuid::Uuid;
 
+use crate::announce::Announced;
 use crate::rows::{column, AggregateRows, HasId, Sql};
 use crate::ColumnError;
 
@@ -42,6 +43,12 @@ impl HasId for ServiceRow {
 
 pub const COLUMNS: &str =
     "id, name, status, monthly_budget_micros, spent_micros, reserved_micros, period, state, version, position, updated_at";
+
+/// The read model's name.
+const NAME: &str = "services";
+
+/// What it announces: services' rows.
+pub const ANNOUNCED: Announced<ServiceRow> = Announced::new(NAME);
 
 #[derive(Default)]
 pub struct ServicesProjection;

@@ -11,6 +11,7 @@ use sqlx::types::Json;
 use sqlx::Postgres;
 use uuid::Uuid;
 
+use crate::announce::Announced;
 use crate::rows::{column, AggregateRows, HasId, Sql};
 use crate::ColumnError;
 
@@ -191,6 +192,12 @@ pub const COLUMNS: &str = "id, title, description, status, priority, required_ca
                            version, position, created_at, updated_at, created_by, max_attempts, attempt, failures, \
                            run_after, input, result, errors, agent_id, lease_expires_at, progress_message, \
                            progress_percent, workflow_run_id, stage_key";
+
+/// The read model's name.
+const NAME: &str = "tasks";
+
+/// What it announces: the task board's rows.
+pub const ANNOUNCED: Announced<TaskRow> = Announced::new(NAME);
 
 #[derive(Default)]
 pub struct TasksProjection;

@@ -10,6 +10,7 @@ use sqlx::query::Query;
 use sqlx::Postgres;
 use uuid::Uuid;
 
+use crate::announce::Announced;
 use crate::rows::{column, AggregateRows, HasId, Sql};
 use crate::ColumnError;
 
@@ -35,6 +36,12 @@ impl HasId for UserRow {
 }
 
 pub const COLUMNS: &str = "id, email, role, active, version, position, created_at, updated_at";
+
+/// The read model's name.
+const NAME: &str = "users";
+
+/// What it announces: people's rows.
+pub const ANNOUNCED: Announced<UserRow> = Announced::new(NAME);
 
 #[derive(Default)]
 pub struct UsersProjection;

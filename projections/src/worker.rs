@@ -2,8 +2,8 @@
 //! fed by its durable JetStream consumer and kept at its checkpoint.
 //!
 //! Both share everything but the step that applies a batch: the checkpoint, the batching, the
-//! redelivery and gap handling, the retries. A read model's worker then publishes the rows that
-//! changed on `devart.v1.readmodel.<name>`, for the gateway's subscriptions; a reactor has none.
+//! redelivery and gap handling, the retries. A read model's worker then announces the rows that
+//! changed ([`crate::announce`]), for the gateway's subscriptions; a reactor has none.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use futures::StreamExt;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::{lock_key, ApplyError, Projection, Reactor, Target};
+use crate::{announce, lock_key, ApplyError, Projection, Reactor, Target};
 
 /// At most this many messages are applied in one transaction.
 const BATCH_MAX: usize = 1_000;
@@ -210,7 +210,6 @@ async fn consume(
     let start = checkpoint(pool, name).await?;
     let durable = bus.ensure_projection_consumer(name, start).await.map_err(|e| nats(&e))?;
     let mut batches = durable.messages().await.map_err(|e| nats(&e))?.ready_chunks(BATCH_MAX);
-    let subject = bus.names.readmodel(name);
     loop {
         let batch = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -234,11 +233,8 @@ async fn consume(
             })
             .collect();
         let (changed, _) = in_order(pool, store, consumer, &events).await?;
-        // Only a read model has rows to tell subscribers about.
-        for row in changed {
-            let payload = serde_json::to_vec(&row).expect("json");
-            bus.notify(subject.clone(), payload.into()).await;
-        }
+        // Only a read model has rows to announce.
+        announce::publish(bus, name, changed).await.map_err(ApplyError::from)?;
         // The consumer acknowledges everything up to the last message at once.
         if let Some(last) = messages.last() {
             last.ack().await.map_err(|e| nats(&*e))?;

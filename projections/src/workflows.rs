@@ -17,6 +17,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
+use crate::announce::Announced;
 use crate::rows::{column, fold_and_upsert, AggregateRows, HasId, Sql};
 use crate::{ApplyError, ColumnError, Projection, Target};
 
@@ -109,11 +110,17 @@ pub struct StageProgress {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// The read model's name.
+const NAME: &str = "workflows";
+
+/// What it announces: runs' rows (their definitions are not announced).
+pub const ANNOUNCED: Announced<WorkflowRunRow> = Announced::new(NAME);
+
 pub struct WorkflowsProjection;
 
 impl Projection for WorkflowsProjection {
     fn name(&self) -> &'static str {
-        "workflows"
+        NAME
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -1,11 +1,12 @@
 //! Agents: their registration, keys and activation, and the agents read model.
 
-use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
+use async_graphql::{Context, InputObject, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
 use devart_commands::Folded;
 use devart_domain::agent::{AgentName, AgentState, AgentStatus};
 use devart_domain::task::Capabilities;
 use devart_projections::agents::{AgentRow, COLUMNS as AGENT_COLUMNS};
+use futures::{Stream, StreamExt};
 
 use super::{caller, command_context, domain, parse_id, read, require, services};
 use crate::auth::Role;
@@ -148,5 +149,28 @@ impl AgentsMutation {
         let id = parse_id("id", &id)?;
         let context = command_context(ctx, &caller);
         Ok(services(ctx).commands.set_agent_active(id, active, &context).await.map_err(gql)?.into())
+    }
+}
+
+#[derive(Default)]
+pub struct AgentsSubscription;
+
+#[Subscription]
+impl AgentsSubscription {
+    /// Agents as the agents read model holds them, each time one changed (its registration, key
+    /// or activation, and the work it claims and reports); optionally of one agent. An agent
+    /// follows only itself, as it reads only itself.
+    async fn agent_updates(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = Agent>> {
+        let itself = caller(ctx)?.agent;
+        let id = id.map(|i| parse_id("id", &i)).transpose()?;
+        let updates = services(ctx).live.agents.subscribe();
+        Ok(updates.filter_map(move |row| {
+            let keep = id.is_none_or(|id| id == row.id) && itself.is_none_or(|a| a == row.id);
+            futures::future::ready(keep.then(|| Agent::from(row.as_ref().clone())))
+        }))
     }
 }

@@ -279,11 +279,11 @@ impl BudgetsSubscription {
         use futures::StreamExt;
         caller(ctx)?;
         let id = id.map(|i| parse_id("id", &i)).transpose()?;
-        let updates = super::broadcast_stream(services(ctx).service_updates.subscribe());
-        Ok(updates.filter_map(move |row: devart_projections::services::ServiceRow| {
+        let updates = services(ctx).live.services.subscribe();
+        Ok(updates.filter_map(move |row| {
             let keep = id.is_none_or(|id| id == row.id);
             futures::future::ready(
-                keep.then(|| Service::from(Snapshot { state: row.state.0, version: row.version as u64 })),
+                keep.then(|| Service::from(Snapshot { state: row.state.0.clone(), version: row.version as u64 })),
             )
         }))
     }

@@ -5,14 +5,14 @@
 //! (the audit trail and the read models' progress), `workflows`, `budgets`, `settings`, `audit`
 //! (integrity and time travel), `people`, `analytics` (charts and cost outliers). `reads` is how a
 //! request reads. This module keeps the roots, what a resolver asks of its request (the caller,
-//! the services, a command's context) and the parsers the areas share.
+//! the services, a command's context) and the parsers the areas share. `live` feeds the
+//! subscriptions.
 
 use async_graphql::{Context, Object, SimpleObject, ID};
 use devart_commands::CommandContext;
 use devart_domain::task::Document;
 use devart_domain::Position;
 use devart_projections::RowError;
-use futures::Stream;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Role};
@@ -26,6 +26,7 @@ mod analytics;
 mod audit;
 mod budgets;
 mod events;
+pub mod live;
 mod people;
 mod reads;
 mod settings;
@@ -70,6 +71,11 @@ pub struct SubscriptionRoot(
     tasks::TasksSubscription,
     workflows::WorkflowsSubscription,
     budgets::BudgetsSubscription,
+    agents::AgentsSubscription,
+    work::WorkSubscription,
+    settings::SettingsSubscription,
+    analytics::OutliersSubscription,
+    people::PeopleSubscription,
 );
 
 pub fn build(services: Option<Services>) -> Schema {
@@ -243,24 +249,6 @@ impl CallerQuery {
             user_id: caller.user.map(|u| ID(u.to_string())),
         })
     }
-}
-
-/// A broadcast receiver as a stream; a subscriber that falls behind skips what it missed.
-pub(crate) fn broadcast_stream<T: Clone + Send + 'static>(
-    rx: tokio::sync::broadcast::Receiver<T>,
-) -> impl Stream<Item = T> {
-    use tokio::sync::broadcast::error::RecvError;
-    futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(row) => return Some((row, rx)),
-                Err(RecvError::Lagged(skipped)) => {
-                    tracing::warn!(skipped, "a subscriber fell behind")
-                }
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    })
 }
 
 #[cfg(test)]

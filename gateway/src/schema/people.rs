@@ -1,15 +1,18 @@
 //! People: signing in, accounts and roles (admin), and the security log of refused attempts.
 
-use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
+use async_graphql::{Context, InputObject, Object, SimpleObject, Subscription, ID};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use devart_domain::user::{Email, Password, UserState, UserStatus};
 use devart_projections::rows::AggregateRows;
 use devart_projections::users::{UserRow, UsersProjection, COLUMNS};
 use devart_projections::{ColumnError, RowError};
+use futures::{Stream, StreamExt};
 use rand::RngCore;
 
-use super::{caller, command_context, domain, from_rows, page_size, parse_id, read, require, services, RequestMeta};
+use super::{
+    caller, command_context, domain, from_row, from_rows, page_size, parse_id, read, require, services, RequestMeta,
+};
 use crate::auth::Role;
 use crate::error::{error, gql, Code};
 
@@ -220,6 +223,27 @@ impl PeopleMutation {
         let folded =
             services(ctx).commands.change_password(id, &current_password, &new, &context).await.map_err(gql)?;
         Ok(folded.into())
+    }
+}
+
+#[derive(Default)]
+pub struct PeopleSubscription;
+
+#[Subscription]
+impl PeopleSubscription {
+    /// Users each time one changed (created, a new role, deactivated or reactivated), admins
+    /// only; optionally of one user.
+    async fn user_updates(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<User>>> {
+        require(ctx, Role::Admin)?;
+        let id = id.map(|i| parse_id("id", &i)).transpose()?;
+        let updates = services(ctx).live.users.subscribe();
+        Ok(updates.filter_map(move |row| {
+            futures::future::ready(id.is_none_or(|id| id == row.id).then(|| from_row(row.as_ref().clone())))
+        }))
     }
 }
 

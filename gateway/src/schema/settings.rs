@@ -1,13 +1,14 @@
 //! Live settings: what they are, and changing them.
 
-use async_graphql::{Context, Json, Object, SimpleObject};
+use async_graphql::{Context, Json, Object, SimpleObject, Subscription};
 use devart_domain::settings::Key;
+use futures::{Stream, StreamExt};
 
 use super::{caller, command_context, domain, require, services};
 use crate::auth::Role;
 use crate::error::gql;
 
-#[derive(Debug, Clone, SimpleObject)]
+#[derive(Debug, Clone, PartialEq, SimpleObject)]
 pub struct Setting {
     /// `budget.alertThresholds`, `queue.defaultLeaseSeconds`, …
     pub key: String,
@@ -16,7 +17,7 @@ pub struct Setting {
     pub description: String,
 }
 
-fn listed(state: &devart_domain::settings::SettingsState) -> Vec<Setting> {
+pub(crate) fn listed(state: &devart_domain::settings::SettingsState) -> Vec<Setting> {
     Key::ALL
         .into_iter()
         .map(|key| Setting {
@@ -59,5 +60,21 @@ impl SettingsMutation {
         let context = command_context(ctx, &caller);
         let folded = services(ctx).commands.update_setting(key, value.0, &context).await.map_err(gql)?;
         Ok(listed(&folded.state))
+    }
+}
+
+#[derive(Default)]
+pub struct SettingsSubscription;
+
+#[Subscription]
+impl SettingsSubscription {
+    /// Every setting, each time one changed (here or in any other process, within a second).
+    async fn setting_updates(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Vec<Setting>>>> {
+        caller(ctx)?;
+        let values = services(ctx).live.settings.after();
+        Ok(values.map(|value| value.map(|settings| settings.as_ref().clone())))
     }
 }

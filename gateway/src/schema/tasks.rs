@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::analytics::CostOutlier;
 use super::{
-    broadcast_stream, caller, command_context, continue_task_correlation, document, domain, from_row, new_aggregate_id,
-    page_size, parse_id, read, reads, require, services,
+    caller, command_context, continue_task_correlation, document, domain, from_row, new_aggregate_id, page_size,
+    parse_id, read, reads, require, services,
 };
 use crate::auth::Role;
 use crate::error::{bad_input, gql};
@@ -462,7 +462,7 @@ impl TasksSubscription {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Task>>> {
         let agent = caller(ctx)?.agent;
         let id = id.map(|i| parse_id("id", &i)).transpose()?;
-        let updates = broadcast_stream(services(ctx).task_updates.subscribe());
+        let updates = services(ctx).live.tasks.subscribe();
         // An agent follows what it may read on the board (as the tasks' row policy says): pending
         // tasks, the tasks it holds, and the tasks it created.
         let visible = move |row: &TaskRow| {
@@ -471,7 +471,8 @@ impl TasksSubscription {
             })
         };
         Ok(updates.filter_map(move |row| {
-            futures::future::ready((id.is_none_or(|id| id == row.id) && visible(&row)).then(|| from_row(row)))
+            let keep = id.is_none_or(|id| id == row.id) && visible(&row);
+            futures::future::ready(keep.then(|| from_row(row.as_ref().clone())))
         }))
     }
 }

@@ -1,11 +1,13 @@
 //! Agents at work: claiming tasks, keeping them, reporting their outcome; supervisors steering
 //! the queue.
 
-use async_graphql::{Context, Json, Object, SimpleObject, ID};
+use async_graphql::{Context, Json, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, TimeDelta, Utc};
 use devart_commands::queue::{ClaimRequest, LEASE_MAX, LEASE_MIN};
 use devart_domain::task::{Message, Percent, Task as TaskAggregate, TaskCommand, TaskStatus as DomainTaskStatus};
+use futures::{Stream, StreamExt};
 use rand::Rng;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::tasks::Task;
@@ -65,13 +67,13 @@ pub struct QueueStats {
     pub failed: i64,
 }
 
-#[derive(Debug, Clone, SimpleObject)]
+#[derive(Debug, Clone, PartialEq, SimpleObject)]
 pub struct PriorityDepth {
     pub priority: i32,
     pub pending: i64,
 }
 
-#[derive(Debug, Clone, SimpleObject)]
+#[derive(Debug, Clone, PartialEq, SimpleObject)]
 pub struct CapabilityDepth {
     /// A capability some pending task requires.
     pub capability: String,
@@ -86,37 +88,61 @@ impl WorkQuery {
     /// Queue depth by priority and capability, the oldest wait, and tasks in flight, retrying and failed.
     async fn queue_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<QueueStats> {
         person(ctx)?;
-        let mut db = read(ctx).await?;
-        let (pending, due, in_flight, retrying, oldest): (i64, i64, i64, i64, Option<f64>) = sqlx::query_as(
+        let (snapshot, _) = QueueSnapshot::read(read(ctx).await?.conn()).await?;
+        Ok(QueueStats::of(&snapshot, Utc::now()))
+    }
+}
+
+/// The queue's statistics as read, before the oldest wait is measured: two reads of an unchanged
+/// queue are equal, however much later the second is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSnapshot {
+    pending: i64,
+    due: i64,
+    by_priority: Vec<PriorityDepth>,
+    by_capability: Vec<CapabilityDepth>,
+    /// Since when the oldest due task has waited.
+    oldest_due_since: Option<DateTime<Utc>>,
+    in_flight: i64,
+    retrying: i64,
+    failed: i64,
+}
+
+impl QueueSnapshot {
+    /// Reads the statistics through `conn` (under a person's role), and when the next delayed task
+    /// falls due, which changes them without an event.
+    pub async fn read(conn: &mut PgConnection) -> async_graphql::Result<(QueueSnapshot, Option<DateTime<Utc>>)> {
+        type Counts = (i64, i64, i64, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let (pending, due, in_flight, retrying, oldest, next_due): Counts = sqlx::query_as(
             "select count(*) filter (where state = 'pending'), \
                     count(*) filter (where state = 'pending' and run_after <= now()), \
                     count(*) filter (where state = 'claimed'), \
                     count(*) filter (where state = 'pending' and failures > 0), \
-                    extract(epoch from now() - min(greatest(created_at, run_after)) \
-                        filter (where state = 'pending' and run_after <= now()))::float8 \
+                    min(greatest(created_at, run_after)) filter (where state = 'pending' and run_after <= now()), \
+                    min(run_after) filter (where state = 'pending' and run_after > now()) \
              from task_queue",
         )
-        .fetch_one(db.conn())
+        .fetch_one(&mut *conn)
         .await
         .map_err(gql)?;
         let by_priority: Vec<(i16, i64)> = sqlx::query_as(
             "select priority, count(*) from task_queue where state = 'pending' group by priority order by priority desc",
         )
-        .fetch_all(db.conn())
+        .fetch_all(&mut *conn)
         .await
         .map_err(gql)?;
         let by_capability: Vec<(String, i64)> = sqlx::query_as(
             "select c, count(*) from task_queue, unnest(required_capabilities) c where state = 'pending' \
              group by c order by count(*) desc, c",
         )
-        .fetch_all(db.conn())
+        .fetch_all(&mut *conn)
         .await
         .map_err(gql)?;
         let failed: i64 = sqlx::query_scalar("select count(*) from tasks where status = 'FAILED'")
-            .fetch_one(db.conn())
+            .fetch_one(&mut *conn)
             .await
             .map_err(gql)?;
-        Ok(QueueStats {
+        let snapshot = QueueSnapshot {
             pending,
             due,
             by_priority: by_priority
@@ -127,11 +153,49 @@ impl WorkQuery {
                 .into_iter()
                 .map(|(capability, pending)| CapabilityDepth { capability, pending })
                 .collect(),
-            oldest_pending_age_seconds: oldest.map(|s| s.max(0.0)),
+            oldest_due_since: oldest,
             in_flight,
             retrying,
             failed,
-        })
+        };
+        Ok((snapshot, next_due))
+    }
+}
+
+impl QueueStats {
+    /// The statistics of `snapshot`, the oldest wait measured at `now`.
+    pub fn of(snapshot: &QueueSnapshot, now: DateTime<Utc>) -> QueueStats {
+        let s = snapshot.clone();
+        QueueStats {
+            pending: s.pending,
+            due: s.due,
+            by_priority: s.by_priority,
+            by_capability: s.by_capability,
+            oldest_pending_age_seconds: s
+                .oldest_due_since
+                .map(|at| (now - at).to_std().map_or(0.0, |wait| wait.as_secs_f64())),
+            in_flight: s.in_flight,
+            retrying: s.retrying,
+            failed: s.failed,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct WorkSubscription;
+
+#[Subscription]
+impl WorkSubscription {
+    /// The queue's statistics at once, then each time the queue changed: at most about four a
+    /// second (changes in between are coalesced), and only when they differ. Every subscriber of
+    /// a process shares one read per change.
+    async fn queue_stats_updates(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<QueueStats>>> {
+        person(ctx)?;
+        let values = services(ctx).live.queue.now_and_after();
+        Ok(values.map(|value| value.map(|snapshot| QueueStats::of(&snapshot, Utc::now()))))
     }
 }
 

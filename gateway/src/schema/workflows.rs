@@ -13,8 +13,8 @@ use futures::{Stream, StreamExt};
 
 use super::tasks::{task_by_id, Task};
 use super::{
-    broadcast_stream, command_context, document, domain, from_row, from_rows, new_aggregate_id, page_size, parse_id,
-    person, read, require, services,
+    command_context, document, domain, from_row, from_rows, new_aggregate_id, page_size, parse_id, person, read,
+    require, services,
 };
 use crate::auth::Role;
 use crate::error::gql;
@@ -212,6 +212,9 @@ pub struct WorkflowRun {
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The run stream's version: it counts the run's own events. A stage task's progress
+    /// (claimed, retried) changes the run as shown without changing its version.
+    pub version: i64,
 }
 
 #[derive(Debug, Clone, SimpleObject)]
@@ -295,6 +298,7 @@ impl TryFrom<WorkflowRunRow> for WorkflowRun {
             created_at: Some(r.created_at),
             updated_at: Some(r.updated_at),
             finished_at: r.finished_at,
+            version: r.version,
         })
     }
 }
@@ -340,6 +344,7 @@ impl From<Folded<RunState>> for WorkflowRun {
             created_at: f.created_at,
             updated_at: f.updated_at,
             finished_at: finished.then_some(f.updated_at).flatten(),
+            version: f.version as i64,
         }
     }
 }
@@ -474,9 +479,9 @@ impl WorkflowsSubscription {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<WorkflowRun>>> {
         person(ctx)?;
         let id = id.map(|i| parse_id("id", &i)).transpose()?;
-        let updates = broadcast_stream(services(ctx).run_updates.subscribe());
-        Ok(updates.filter_map(move |row: WorkflowRunRow| {
-            futures::future::ready(id.is_none_or(|id| id == row.id).then(|| from_row(row)))
+        let updates = services(ctx).live.runs.subscribe();
+        Ok(updates.filter_map(move |row| {
+            futures::future::ready(id.is_none_or(|id| id == row.id).then(|| from_row(row.as_ref().clone())))
         }))
     }
 }

@@ -15,7 +15,7 @@ mod charts;
 mod outliers;
 
 pub(crate) use outliers::outlier_of;
-pub use outliers::{CostOutlier, OutliersMutation, OutliersQuery};
+pub use outliers::{CostOutlier, OutliersMutation, OutliersQuery, OutliersSubscription};
 
 /// More buckets than this in one window is a mistake (a year is 8,760 hours).
 const BUCKETS_MAX: i64 = 10_000;

@@ -1,13 +1,14 @@
 //! Cost outliers: tasks whose cost the detector flagged as unusual against comparable tasks, and
 //! their acknowledgment.
 
-use async_graphql::{ComplexObject, Context, Object, SimpleObject, ID};
+use async_graphql::{ComplexObject, Context, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
 use devart_domain::money::Money;
 use devart_domain::outliers::{CostOutlier as Flag, Score};
 use devart_domain::task::{Message, Task as TaskAggregate, TaskCommand};
 use devart_projections::analytics::{TaskFacts, TASKS, TASK_COLUMNS};
 use devart_projections::{ColumnError, RowError};
+use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::id;
@@ -15,7 +16,9 @@ use crate::auth::Role;
 use crate::error::gql;
 use crate::schema::budgets::Decimal;
 use crate::schema::tasks::{task_by_id, Task};
-use crate::schema::{command_context, domain, from_rows, page_size, parse_id, person, read, reads, require, services};
+use crate::schema::{
+    command_context, domain, from_row, from_rows, page_size, parse_id, person, read, reads, require, services,
+};
 
 /// A task whose cost was flagged as unusual against comparable tasks, and why.
 #[derive(Debug, Clone, SimpleObject)]
@@ -152,6 +155,22 @@ impl OutliersMutation {
             .await
             .map_err(gql)?;
         Ok(folded.into())
+    }
+}
+
+#[derive(Default)]
+pub struct OutliersSubscription;
+
+#[Subscription]
+impl OutliersSubscription {
+    /// A task's cost-outlier flag each time one is raised or acknowledged.
+    async fn outlier_updates(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<CostOutlier>>> {
+        person(ctx)?;
+        let updates = services(ctx).live.outliers.subscribe();
+        Ok(updates.map(|facts| from_row(facts.as_ref().clone())))
     }
 }
 
