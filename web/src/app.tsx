@@ -175,7 +175,10 @@ function Shell({
           <ConnectionState />
           <ThemeToggle />
           <span class="user" data-user>
-            {user.email} <span class={`role role-${user.role.toLowerCase()}`}>{user.role.toLowerCase()}</span>
+            <span class="email" title={user.email}>
+              {user.email}
+            </span>{' '}
+            <span class={`role role-${user.role.toLowerCase()}`}>{user.role.toLowerCase()}</span>
           </span>
           <button type="button" class="quiet" onClick={onSignOut}>
             Sign out

@@ -6,7 +6,8 @@ type Theme = 'system' | 'light' | 'dark';
 
 const KEY = 'devart.theme';
 const NEXT: Record<Theme, Theme> = { system: 'light', light: 'dark', dark: 'system' };
-const LABEL: Record<Theme, string> = { system: '◑ System theme', light: '☀ Light theme', dark: '☾ Dark theme' };
+const SIGN: Record<Theme, string> = { system: '◑', light: '☀', dark: '☾' };
+const NAME: Record<Theme, string> = { system: 'System', light: 'Light', dark: 'Dark' };
 
 function stored(): Theme {
   const value = localStorage.getItem(KEY);
@@ -29,8 +30,15 @@ export function ThemeToggle() {
     setTheme(next);
   };
   return (
-    <button type="button" class="quiet" data-theme-toggle onClick={change} title="Change the theme">
-      {LABEL[theme]}
+    <button
+      type="button"
+      class="quiet"
+      data-theme-toggle
+      onClick={change}
+      aria-label={`Theme: ${NAME[theme].toLowerCase()}; change it`}
+      title={`Theme: ${NAME[theme].toLowerCase()} (click to change)`}
+    >
+      <span aria-hidden="true">{SIGN[theme]}</span> {NAME[theme]}
     </button>
   );
 }

@@ -90,9 +90,10 @@ export class Socket {
       lazy: false,
       keepAlive: 20_000,
       retryAttempts: Number.POSITIVE_INFINITY,
-      // ¼ s doubling to 15 s, each wait drawn between half and all of it.
+      // ¼ s doubling to 3 s, each wait drawn between half and all of it: a page is back within
+      // 3 s of its server, and the jitter spreads the tabs of a restarted server over 1.5 s.
       retryWait: (retries) => {
-        const ceiling = Math.min(250 * 2 ** retries, 15_000);
+        const ceiling = Math.min(250 * 2 ** retries, 3_000);
         return new Promise((resolve) => setTimeout(resolve, ceiling / 2 + (Math.random() * ceiling) / 2));
       },
       shouldRetry: (event) => !isClose(event) || event.code !== USER_DEACTIVATED,

@@ -217,7 +217,14 @@ export function Overview() {
               <ul class="plain alerts">
                 {alerts.map((s) => (
                   <li key={s.id}>
-                    <Status status={s.status} /> <strong>{s.name}</strong>: {formatMoney(s.spent, s.currency)} of{' '}
+                    {s.status === 'ACTIVE' ? (
+                      <span class="tone-warn">
+                        <span aria-hidden="true">⚠</span> Over {Math.max(...s.thresholdsCrossed)} %
+                      </span>
+                    ) : (
+                      <Status status={s.status} />
+                    )}{' '}
+                    <strong>{s.name}</strong>: {formatMoney(s.spent, s.currency)} of{' '}
                     {formatMoney(s.monthlyBudget, s.currency)}
                     {s.thresholdsCrossed.length > 0 && <> — crossed {s.thresholdsCrossed.map((t) => `${t} %`).join(', ')}</>}
                   </li>
