@@ -59,11 +59,11 @@ async fn measure(url: &str, tasks: usize, round_trips: &AtomicU64) -> anyhow::Re
     let commands = Commands::new(EventStore::new(pool.clone()), Nudge::default(), None);
     let admin = CommandContext::new(Actor::user("round-trips"));
     let (agent, _key) =
-        commands.register_agent(AgentName::parse("counted")?, Capabilities::parse(&["rust"])?, &admin).await?;
+        commands.agents().register(AgentName::parse("counted")?, Capabilities::parse(&["rust"])?, &admin).await?;
     let agent_id = agent.state.id;
     for _ in 0..tasks {
         let command = CreateTask::new(Uuid::now_v7(), Title::parse("Counted")?);
-        commands.create_task(command, &CommandContext::new(Actor::user("round-trips"))).await?;
+        commands.tasks().create(command, &CommandContext::new(Actor::user("round-trips"))).await?;
     }
     sqlx::query("vacuum (analyze) task_queue").execute(&pool).await?;
 
@@ -72,7 +72,7 @@ async fn measure(url: &str, tasks: usize, round_trips: &AtomicU64) -> anyhow::Re
     let (mut claim, mut complete) = (Step::default(), Step::default());
     for _ in 0..tasks {
         let claimed = claim
-            .count(round_trips, commands.claim_task(&request, &context()))
+            .count(round_trips, commands.tasks().claim(&request, &context()))
             .await?
             .ok_or_else(|| anyhow::anyhow!("the queue ran dry"))?;
         let command = TaskCommand::Complete { agent_id, result: None };

@@ -354,7 +354,7 @@ async fn add_user(config: &Config, email: &str, role: devart_gateway::Role, gene
     // The relay sequences the events within its idle poll: nothing needs to be nudged over NATS.
     let commands = Commands::new(EventStore::new(pool), Nudge::default(), None);
     let context = CommandContext::new(Actor::system("cli"));
-    match commands.create_user(email.clone(), role.domain(), &password, &context).await {
+    match commands.users().create(email.clone(), role.domain(), &password, &context).await {
         Ok(created) => {
             if let Some(password) = generated {
                 println!("{password}");

@@ -228,7 +228,7 @@ async fn register(commands: &Commands, budget: &str) -> Uuid {
         fallback_service_id: None,
         unit_prices: BTreeMap::new(),
     };
-    commands.register_service(service, &CommandContext::new(Actor::user("admin"))).await.unwrap();
+    commands.services().register(service, &CommandContext::new(Actor::user("admin"))).await.unwrap();
     id
 }
 
@@ -242,7 +242,7 @@ async fn spend(commands: &Commands, service: Uuid, amount: &str, key: &str) {
         agent_id: None,
         idempotency_key: key.into(),
     };
-    let answer = commands.authorize_usage(&request, &agent).await.unwrap();
+    let answer = commands.services().authorize_usage(&request, &agent).await.unwrap();
     assert!(answer.approved, "{answer:?}");
     let charge = ChargeRequest {
         service_id: service,
@@ -253,7 +253,7 @@ async fn spend(commands: &Commands, service: Uuid, amount: &str, key: &str) {
         agent_id: None,
         idempotency_key: key.into(),
     };
-    commands.record_charge(&charge, &agent).await.unwrap();
+    commands.services().record_charge(&charge, &agent).await.unwrap();
 }
 
 /// The messages a 10.00 budget's alerts make, as the chat shows them.
@@ -319,7 +319,7 @@ async fn every_alert_reaches_telegram_and_the_webhook_once_through_failures_with
     spend(&commands, service, "3", "b").await;
     spend(&commands, service, "2", "c").await;
     let admin = CommandContext::new(Actor::user("admin"));
-    commands.increase_budget(service, money("5"), "launch week".into(), &admin).await.unwrap();
+    commands.services().increase_budget(service, money("5"), "launch week".into(), &admin).await.unwrap();
 
     settle(&telegram, 5).await;
     settle(&webhook, 5).await;

@@ -52,14 +52,14 @@ async fn register_service(commands: &Commands, name: &str) -> Uuid {
         fallback_service_id: None,
         unit_prices: BTreeMap::new(),
     };
-    commands.register_service(service, &admin()).await.unwrap();
+    commands.services().register(service, &admin()).await.unwrap();
     id
 }
 
 async fn register_agent(commands: &Commands, name: &str, capabilities: &[&str]) -> Uuid {
     let name = AgentName::parse(name).unwrap();
     let (folded, _key) =
-        commands.register_agent(name, Capabilities::parse(capabilities).unwrap(), &admin()).await.unwrap();
+        commands.agents().register(name, Capabilities::parse(capabilities).unwrap(), &admin()).await.unwrap();
     folded.state.id
 }
 
@@ -68,7 +68,7 @@ async fn create(commands: &Commands, title: &str, capabilities: &[&str]) -> Uuid
         required_capabilities: Capabilities::parse(capabilities).unwrap(),
         ..CreateTask::new(Uuid::now_v7(), Title::parse(title).unwrap())
     };
-    commands.create_task(command, &admin()).await.unwrap().state.id
+    commands.tasks().create(command, &admin()).await.unwrap().state.id
 }
 
 /// Claims for `agent` the one task waiting; returns its id. A claim passes over a queue row another
@@ -80,7 +80,7 @@ async fn claim(commands: &Commands, agent: Uuid, capabilities: &[&str]) -> Uuid 
         lease: TimeDelta::seconds(300),
     };
     eventually(Duration::from_secs(10), || async {
-        commands.claim_task(&request, &as_agent(agent)).await.unwrap().map(|claimed| claimed.state.id)
+        commands.tasks().claim(&request, &as_agent(agent)).await.unwrap().map(|claimed| claimed.state.id)
     })
     .await
 }
@@ -101,7 +101,7 @@ async fn charge(commands: &Commands, service: Uuid, amount: Money, task: Option<
         idempotency_key: Uuid::now_v7().to_string(),
     };
     let context = agent.map_or_else(admin, as_agent);
-    commands.record_charge(&request, &context).await.unwrap();
+    commands.services().record_charge(&request, &context).await.unwrap();
 }
 
 /// Waits until the read models and both process managers have applied everything, including what
@@ -424,7 +424,8 @@ async fn planted_cost_outliers_are_found_acknowledged_and_never_flagged_twice() 
     )
     .unwrap();
     let workflow = commands
-        .define_workflow(
+        .workflows()
+        .define(
             WorkflowName::parse("Estimate").unwrap(),
             Description::default(),
             Stages::parse(vec![stage]).unwrap(),
@@ -453,7 +454,7 @@ async fn planted_cost_outliers_are_found_acknowledged_and_never_flagged_twice() 
     for (n, (g, outlier)) in work.iter().enumerate() {
         let group = &GROUPS[*g];
         let task = if group.stage {
-            let run = commands.start_workflow(workflow, Uuid::now_v7(), None, &admin()).await.unwrap();
+            let run = commands.workflows().start(workflow, Uuid::now_v7(), None, &admin()).await.unwrap();
             let task = run.state.stages[0].task_id.unwrap();
             stage_tasks.insert(task);
             task

@@ -32,7 +32,7 @@ async fn register(commands: &Commands, name: &str, budget: &str, fallback: Optio
         fallback_service_id: fallback,
         unit_prices: BTreeMap::new(),
     };
-    commands.register_service(service, &CommandContext::new(Actor::user("admin"))).await.unwrap();
+    commands.services().register(service, &CommandContext::new(Actor::user("admin"))).await.unwrap();
     id
 }
 
@@ -95,6 +95,7 @@ async fn sixty_four_agents_never_overspend_one_service() {
                         (Money::from_micros(estimate), Money::from_micros(used))
                     };
                     let answer = commands
+                        .services()
                         .authorize_usage(&usage(service, estimate, format!("a{n}-{i}")), &agent(n))
                         .await
                         .unwrap();
@@ -105,6 +106,7 @@ async fn sixty_four_agents_never_overspend_one_service() {
                     refused_in_a_row = 0;
                     approved += 1;
                     commands
+                        .services()
                         .record_charge(&charge(service, used, answer.reservation_id, format!("c{n}-{i}")), &agent(n))
                         .await
                         .unwrap();
@@ -120,21 +122,23 @@ async fn sixty_four_agents_never_overspend_one_service() {
     assert!(approvals > 100, "only {approvals} approvals");
 
     // Fill what is left exactly.
-    let snapshot = commands.service(service).await.unwrap().unwrap();
+    let snapshot = commands.services().get(service).await.unwrap().unwrap();
     assert_eq!(snapshot.state.reserved, Money::ZERO);
     let room = snapshot.state.room();
     assert_eq!(snapshot.state.status, ServiceStatus::Active, "not suspended before the limit");
     if !room.is_zero() {
-        let last = commands.authorize_usage(&usage(service, room, "last".into()), &agent(99)).await.unwrap();
+        let last = commands.services().authorize_usage(&usage(service, room, "last".into()), &agent(99)).await.unwrap();
         assert!(last.approved, "{last:?}");
         let receipt = commands
+            .services()
             .record_charge(&charge(service, room, last.reservation_id, "last".into()), &agent(99))
             .await
             .unwrap();
         assert!(receipt.suspended);
         assert_eq!(receipt.remaining, Money::ZERO);
     }
-    let over = commands.authorize_usage(&usage(service, money("0.01"), "over".into()), &agent(99)).await.unwrap();
+    let over =
+        commands.services().authorize_usage(&usage(service, money("0.01"), "over".into()), &agent(99)).await.unwrap();
     assert!(!over.approved);
 
     // The history, event by event.
@@ -173,7 +177,7 @@ async fn sixty_four_agents_never_overspend_one_service() {
         })
         .sum();
     assert_eq!(Money::from_micros(settled), budget);
-    assert_eq!(commands.service(service).await.unwrap().unwrap().state, state, "snapshot equals the fold");
+    assert_eq!(commands.services().get(service).await.unwrap().unwrap().state, state, "snapshot equals the fold");
     eprintln!(
         "64 agents on a 250.00 budget: {approvals} approvals, {} events, settled {}",
         events.len(),
@@ -190,7 +194,8 @@ async fn a_full_service_delegates_along_its_fallback_chain_and_a_cycle_ends() {
     let middle = register(&commands, "middle", "1.00", Some(cheap)).await;
     let premium = register(&commands, "premium", "1.00", Some(middle)).await;
 
-    let answer = commands.authorize_usage(&usage(premium, money("5"), "k1".into()), &agent(1)).await.unwrap();
+    let answer =
+        commands.services().authorize_usage(&usage(premium, money("5"), "k1".into()), &agent(1)).await.unwrap();
     assert!(answer.approved);
     assert_eq!(answer.service_id, cheap, "premium and middle have no room for 5.00");
     assert!(answer.reason.as_deref().unwrap().starts_with(&format!("delegated to service {cheap}")));
@@ -204,8 +209,9 @@ async fn a_full_service_delegates_along_its_fallback_chain_and_a_cycle_ends() {
     // A cycle: cheap falls back on premium. Nothing has room for 50: refused after one round.
     let admin = CommandContext::new(Actor::user("admin"));
     let update = UpdateService { fallback_service_id: Some(Some(premium)), ..UpdateService::default() };
-    commands.update_service(cheap, update, &admin).await.unwrap();
-    let refused = commands.authorize_usage(&usage(premium, money("50"), "k2".into()), &agent(1)).await.unwrap();
+    commands.services().update(cheap, update, &admin).await.unwrap();
+    let refused =
+        commands.services().authorize_usage(&usage(premium, money("50"), "k2".into()), &agent(1)).await.unwrap();
     assert!(!refused.approved);
     assert_eq!(refused.service_id, premium);
     assert_eq!(
@@ -215,7 +221,7 @@ async fn a_full_service_delegates_along_its_fallback_chain_and_a_cycle_ends() {
     assert!(matches!(history(&env, premium).await.last(), Some(ServiceEvent::UsageRefused { .. })));
     // A service cannot fall back on itself.
     let own = UpdateService { fallback_service_id: Some(Some(cheap)), ..UpdateService::default() };
-    assert!(commands.update_service(cheap, own, &admin).await.is_err());
+    assert!(commands.services().update(cheap, own, &admin).await.is_err());
     env.cleanup().await;
 }
 
@@ -224,17 +230,22 @@ async fn a_repeated_idempotency_key_gets_the_first_answer_and_changes_nothing() 
     let env = TestEnv::new().await;
     let commands = env.commands();
     let service = register(&commands, "llm", "10.00", None).await;
-    let first = commands.authorize_usage(&usage(service, money("4"), "same".into()), &agent(1)).await.unwrap();
-    let again = commands.authorize_usage(&usage(service, money("4"), "same".into()), &agent(1)).await.unwrap();
+    let first =
+        commands.services().authorize_usage(&usage(service, money("4"), "same".into()), &agent(1)).await.unwrap();
+    let again =
+        commands.services().authorize_usage(&usage(service, money("4"), "same".into()), &agent(1)).await.unwrap();
     assert_eq!(first, again);
     // Another agent's key of the same spelling is its own request.
-    let other = commands.authorize_usage(&usage(service, money("4"), "same".into()), &agent(2)).await.unwrap();
+    let other =
+        commands.services().authorize_usage(&usage(service, money("4"), "same".into()), &agent(2)).await.unwrap();
     assert_ne!(other.reservation_id, first.reservation_id);
     let receipt = commands
+        .services()
         .record_charge(&charge(service, money("3"), first.reservation_id, "c".into()), &agent(1))
         .await
         .unwrap();
     let repeated = commands
+        .services()
         .record_charge(&charge(service, money("3"), first.reservation_id, "c".into()), &agent(1))
         .await
         .unwrap();
@@ -243,11 +254,13 @@ async fn a_repeated_idempotency_key_gets_the_first_answer_and_changes_nothing() 
     let events = history(&env, service).await;
     let count = |ty: &str| events.iter().filter(|e| e.event_type() == ty).count();
     assert_eq!((count("UsageAuthorized"), count("UsageCharged")), (2, 1));
-    let state = commands.service(service).await.unwrap().unwrap().state;
+    let state = commands.services().get(service).await.unwrap().unwrap().state;
     assert_eq!((state.spent, state.reserved, state.room()), (money("3"), money("4"), money("3")));
     // A charge on a settled reservation is refused.
-    let twice =
-        commands.record_charge(&charge(service, money("1"), first.reservation_id, "c2".into()), &agent(1)).await;
+    let twice = commands
+        .services()
+        .record_charge(&charge(service, money("1"), first.reservation_id, "c2".into()), &agent(1))
+        .await;
     assert!(twice.is_err());
     env.cleanup().await;
 }
@@ -257,38 +270,42 @@ async fn reservations_expire_and_a_new_month_reactivates_and_restarts_thresholds
     let env = TestEnv::new().await;
     let commands = env.commands();
     let service = register(&commands, "llm", "10.00", None).await;
-    let held = commands.authorize_usage(&usage(service, money("6"), "h".into()), &agent(1)).await.unwrap();
+    let held = commands.services().authorize_usage(&usage(service, money("6"), "h".into()), &agent(1)).await.unwrap();
     assert!(held.approved);
-    assert_eq!(commands.tick_services(Utc::now()).await.unwrap(), 0, "nothing due yet");
+    assert_eq!(commands.services().tick(Utc::now()).await.unwrap(), 0, "nothing due yet");
     let later = Utc::now() + commands.settings().current().reservation_ttl() + chrono::TimeDelta::seconds(1);
-    commands.tick_services(later).await.unwrap();
-    let state = commands.service(service).await.unwrap().unwrap().state;
+    commands.services().tick(later).await.unwrap();
+    let state = commands.services().get(service).await.unwrap().unwrap().state;
     assert_eq!((state.reserved, state.room()), (Money::ZERO, money("10")));
 
     // Spend it all: suspended.
-    let all = commands.authorize_usage(&usage(service, money("10"), "all".into()), &agent(1)).await.unwrap();
+    let all = commands.services().authorize_usage(&usage(service, money("10"), "all".into()), &agent(1)).await.unwrap();
     let receipt = commands
+        .services()
         .record_charge(&charge(service, money("10"), all.reservation_id, "all".into()), &agent(1))
         .await
         .unwrap();
     assert!(receipt.suspended);
-    let refused = commands.authorize_usage(&usage(service, money("1"), "no".into()), &agent(1)).await.unwrap();
+    let refused =
+        commands.services().authorize_usage(&usage(service, money("1"), "no".into()), &agent(1)).await.unwrap();
     assert_eq!(refused.reason.as_deref(), Some("the service is suspended: its budget for the period is spent"));
 
     // The first second of next month (the clock injected): reactivated, nothing spent.
     let now = Utc::now();
     let (year, month) = if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
     let next_month = Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).unwrap();
-    commands.tick_services(next_month).await.unwrap();
-    let state = commands.service(service).await.unwrap().unwrap().state;
+    commands.services().tick(next_month).await.unwrap();
+    let state = commands.services().get(service).await.unwrap().unwrap().state;
     assert_eq!((state.status, state.spent), (ServiceStatus::Active, Money::ZERO));
     assert!(state.crossed.is_empty(), "thresholds restart");
     let tail: Vec<&str> = history(&env, service).await.iter().rev().take(2).map(|e| e.event_type()).collect();
     assert_eq!(tail, ["ServiceReactivated", "ServicePeriodStarted"]);
-    assert_eq!(commands.tick_services(next_month).await.unwrap(), 0, "a period starts once");
+    assert_eq!(commands.services().tick(next_month).await.unwrap(), 0, "a period starts once");
 
-    let again = commands.authorize_usage(&usage(service, money("10"), "again".into()), &agent(1)).await.unwrap();
+    let again =
+        commands.services().authorize_usage(&usage(service, money("10"), "again".into()), &agent(1)).await.unwrap();
     let receipt = commands
+        .services()
         .record_charge(&charge(service, money("10"), again.reservation_id, "again".into()), &agent(1))
         .await
         .unwrap();
@@ -296,7 +313,8 @@ async fn reservations_expire_and_a_new_month_reactivates_and_restarts_thresholds
 
     // An increase that makes room reactivates at once.
     let admin = CommandContext::new(Actor::user("admin"));
-    let state = commands.increase_budget(service, money("5"), "one more release".into(), &admin).await.unwrap();
+    let state =
+        commands.services().increase_budget(service, money("5"), "one more release".into(), &admin).await.unwrap();
     assert_eq!((state.status, state.room()), (ServiceStatus::Active, money("5")));
     env.cleanup().await;
 }

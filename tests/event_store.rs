@@ -60,9 +60,9 @@ async fn a_retried_command_appends_nothing_twice() {
     let commands = env.commands();
     let context = env.context();
     let id = Uuid::now_v7();
-    let first = commands.create_task(create(id, "once"), &context).await.unwrap();
+    let first = commands.tasks().create(create(id, "once"), &context).await.unwrap();
     // The same command again (a client retrying after a lost response): same answer, no new event.
-    let again = commands.create_task(create(id, "once"), &context).await.unwrap();
+    let again = commands.tasks().create(create(id, "once"), &context).await.unwrap();
     assert_eq!(first.version, 1);
     assert_eq!(again.version, 1);
     assert_eq!(again.state, first.state);
@@ -87,7 +87,7 @@ async fn an_expected_version_that_moved_is_refused() {
     let env = TestEnv::new().await;
     let commands = env.commands();
     let id = Uuid::now_v7();
-    commands.create_task(create(id, "v1"), &env.context()).await.unwrap();
+    commands.tasks().create(create(id, "v1"), &env.context()).await.unwrap();
     let refused = commands
         .execute::<Task>(id, TaskCommand::Reprioritize(Priority::parse(5).unwrap()), &env.context(), Some(7))
         .await;

@@ -18,7 +18,7 @@ async fn history() -> TestEnv {
     let commands = env.commands();
     for i in 0..EVENTS {
         let create = CreateTask::new(Uuid::now_v7(), Title::parse(&format!("task {i}")).unwrap());
-        commands.create_task(create, &env.context()).await.unwrap();
+        commands.tasks().create(create, &env.context()).await.unwrap();
     }
     env.sequence_all().await;
     while env.store.chain().await.unwrap().is_some() {}

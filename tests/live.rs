@@ -242,16 +242,21 @@ async fn outlier_updates_deliver_a_flag_raised_then_acknowledged() {
     // A task done and charged dearly, flagged as the detector would.
     let commands = env.commands();
     let (worker, _) = commands
-        .register_agent(AgentName::parse("worker").unwrap(), Capabilities::parse(&[] as &[&str]).unwrap(), &admin())
+        .agents()
+        .register(AgentName::parse("worker").unwrap(), Capabilities::parse(&[] as &[&str]).unwrap(), &admin())
         .await
         .unwrap();
     let task = Uuid::now_v7();
-    commands.create_task(CreateTask::new(task, Title::parse("Migrate everything").unwrap()), &admin()).await.unwrap();
+    commands
+        .tasks()
+        .create(CreateTask::new(task, Title::parse("Migrate everything").unwrap()), &admin())
+        .await
+        .unwrap();
     let agent = worker.state.id;
     // Each command its own context: one command id is one command.
     let as_agent = || CommandContext::new(Actor::agent(agent.to_string()));
     let claim = ClaimRequest { agent_id: agent, capabilities: Vec::new(), lease: TimeDelta::seconds(60) };
-    assert_eq!(commands.claim_task(&claim, &as_agent()).await.unwrap().map(|t| t.state.id), Some(task));
+    assert_eq!(commands.tasks().claim(&claim, &as_agent()).await.unwrap().map(|t| t.state.id), Some(task));
     let complete = TaskCommand::Complete { agent_id: agent, result: None };
     commands.execute::<Task>(task, complete, &as_agent(), None).await.unwrap();
     let flag = CostOutlier {

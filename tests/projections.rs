@@ -28,7 +28,7 @@ async fn history(env: &TestEnv, n: usize) {
     let commands = env.commands();
     for i in 0..n {
         let task =
-            commands.create_task(create(&format!("task {i}"), (i % 5 + 1) as i64), &env.context()).await.unwrap();
+            commands.tasks().create(create(&format!("task {i}"), (i % 5 + 1) as i64), &env.context()).await.unwrap();
         let id = task.state.id;
         if i % 3 == 0 {
             let update =
@@ -105,7 +105,7 @@ async fn the_live_read_model_equals_a_rebuild_and_readers_keep_reading_during_it
     assert_eq!(env.checksum("tasks").await, live, "a rebuild from the store equals the live read model");
 
     // The live worker carries on after the swap.
-    let more = env.commands().create_task(create("after the rebuild", 2), &env.context()).await.unwrap();
+    let more = env.commands().tasks().create(create("after the rebuild", 2), &env.context()).await.unwrap();
     env.sequence_all().await;
     let head = env.store.head().await.unwrap();
     env.wait_projected("tasks", head.0).await;

@@ -26,7 +26,8 @@ const TASKS: usize = 10_000;
 
 async fn register(commands: &Commands, name: &str, capabilities: &[&str]) -> Uuid {
     let (folded, _key) = commands
-        .register_agent(
+        .agents()
+        .register(
             AgentName::parse(name).unwrap(),
             Capabilities::parse(capabilities).unwrap(),
             &CommandContext::new(Actor::user("admin")),
@@ -59,7 +60,7 @@ async fn sixty_four_agents_work_ten_thousand_tasks_each_attempt_claimed_once() {
                         max_attempts: MaxAttempts::parse(20).unwrap(),
                         ..CreateTask::new(Uuid::now_v7(), Title::parse(&format!("task {i}")).unwrap())
                     };
-                    commands.create_task(command, &CommandContext::new(Actor::user("tester"))).await.unwrap();
+                    commands.tasks().create(command, &CommandContext::new(Actor::user("tester"))).await.unwrap();
                 }
             })
         })
@@ -87,7 +88,7 @@ async fn sixty_four_agents_work_ten_thousand_tasks_each_attempt_claimed_once() {
                     ClaimRequest { agent_id, capabilities: vec!["rust".into()], lease: TimeDelta::seconds(1) };
                 loop {
                     let context = CommandContext::new(Actor::agent(agent_id.to_string()));
-                    let Some(claimed) = commands.claim_task(&request, &context).await.unwrap() else {
+                    let Some(claimed) = commands.tasks().claim(&request, &context).await.unwrap() else {
                         let left: i64 =
                             sqlx::query_scalar("select count(*) from task_queue").fetch_one(&pool).await.unwrap();
                         if left == 0 {
@@ -507,13 +508,13 @@ async fn a_remembered_task_state_never_decides_past_another_process_s_change() {
         let commands = commands.clone();
         async move {
             let request = ClaimRequest { agent_id, capabilities: vec![], lease: TimeDelta::seconds(60) };
-            commands.claim_task(&request, &as_agent(agent_id)).await.unwrap().expect("a task to claim").state.id
+            commands.tasks().claim(&request, &as_agent(agent_id)).await.unwrap().expect("a task to claim").state.id
         }
     };
     let complete = |agent_id: Uuid| TaskCommand::Complete { agent_id, result: None };
 
     // Claimed here, cancelled elsewhere: the memory (in progress, held by A) would let A complete.
-    let cancelled = here.create_task(create("cancelled elsewhere"), &env.context()).await.unwrap().state.id;
+    let cancelled = here.tasks().create(create("cancelled elsewhere"), &env.context()).await.unwrap().state.id;
     assert_eq!(claim(&here, a).await, cancelled);
     elsewhere.execute::<Task>(cancelled, TaskCommand::Cancel { reason: None }, &env.context(), None).await.unwrap();
     let refused = here.execute::<Task>(cancelled, complete(a), &as_agent(a), None).await;
@@ -521,7 +522,7 @@ async fn a_remembered_task_state_never_decides_past_another_process_s_change() {
     assert_eq!(event_types(&env, &cancelled.to_string()).await, ["TaskCreated", "TaskClaimed", "TaskCancelled"]);
 
     // Claimed here by A, released and claimed by B elsewhere: the memory would refuse B.
-    let moved = here.create_task(create("moved elsewhere"), &env.context()).await.unwrap().state.id;
+    let moved = here.tasks().create(create("moved elsewhere"), &env.context()).await.unwrap().state.id;
     assert_eq!(claim(&here, a).await, moved);
     let release = TaskCommand::Release { agent_id: a, reason: "going away".into() };
     elsewhere.execute::<Task>(moved, release, &as_agent(a), None).await.unwrap();
@@ -534,7 +535,7 @@ async fn a_remembered_task_state_never_decides_past_another_process_s_change() {
     );
 
     // Claimed here, lease extended elsewhere: A completes here, after the stream, not the memory.
-    let extended = here.create_task(create("extended elsewhere"), &env.context()).await.unwrap().state.id;
+    let extended = here.tasks().create(create("extended elsewhere"), &env.context()).await.unwrap().state.id;
     assert_eq!(claim(&here, a).await, extended);
     let heartbeat = TaskCommand::Heartbeat { agent_id: a, lease_expires_at: chrono::Utc::now() + TimeDelta::hours(1) };
     elsewhere.execute::<Task>(extended, heartbeat, &as_agent(a), None).await.unwrap();

@@ -34,7 +34,7 @@ async fn every_event_is_published_once_in_order_as_a_cloudevent_and_a_restart_re
     let env = TestEnv::new().await;
     let commands = env.commands();
     for i in 0..20 {
-        commands.create_task(create(&format!("task {i}")), &env.context()).await.unwrap();
+        commands.tasks().create(create(&format!("task {i}")), &env.context()).await.unwrap();
     }
     let relay = env.start(&[Role::Relay]).await;
     wait_published(&env, 20).await;
@@ -42,7 +42,7 @@ async fn every_event_is_published_once_in_order_as_a_cloudevent_and_a_restart_re
 
     // More events while no relay runs; a new relay resumes where the stream ends.
     for i in 20..30 {
-        commands.create_task(create(&format!("task {i}")), &env.context()).await.unwrap();
+        commands.tasks().create(create(&format!("task {i}")), &env.context()).await.unwrap();
     }
     let relay = env.start(&[Role::Relay]).await;
     wait_published(&env, 30).await;
@@ -91,7 +91,7 @@ async fn commands_are_accepted_while_nats_is_away_and_the_backlog_drains_when_it
         tokio::spawn(devart_commands::relay::run_publisher(env.store.clone(), away_bus, sequenced, shutdown.clone()));
     let started = std::time::Instant::now();
     for i in 0..50 {
-        commands.create_task(create(&format!("offline {i}")), &env.context()).await.unwrap();
+        commands.tasks().create(create(&format!("offline {i}")), &env.context()).await.unwrap();
     }
     assert!(started.elapsed() < Duration::from_secs(5), "commands do not wait for NATS");
     eventually(Duration::from_secs(10), || async { (env.store.head().await.unwrap().0 == 50).then_some(()) }).await;

@@ -70,7 +70,7 @@ async fn fifty_tasks_with_parents_and_children_read_tasks_a_constant_number_of_t
             parent_task_id: parent,
             ..CreateTask::new(Uuid::now_v7(), Title::parse(&format!("t{n}")).unwrap())
         };
-        parent = Some(commands.create_task(command, &env.context()).await.unwrap().state.id);
+        parent = Some(commands.tasks().create(command, &env.context()).await.unwrap().state.id);
     }
     let query = "{ tasks(first: 50) { edges { node { id parent { id } children { id } } } } }";
     let body = eventually(Duration::from_secs(20), || async {

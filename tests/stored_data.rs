@@ -22,7 +22,7 @@ async fn three_tasks(env: &TestEnv) -> Vec<Uuid> {
     let mut ids = Vec::new();
     for title in ["first", "second", "third"] {
         let id = Uuid::now_v7();
-        commands.create_task(CreateTask::new(id, Title::parse(title).unwrap()), &env.context()).await.unwrap();
+        commands.tasks().create(CreateTask::new(id, Title::parse(title).unwrap()), &env.context()).await.unwrap();
         ids.push(id);
     }
     env.sequence_all().await;
@@ -168,7 +168,8 @@ async fn a_stored_role_that_is_none_of_the_roles_is_an_error_in_events_and_accou
     let commands = env.commands();
     let password = Password::parse("a long enough password").unwrap();
     let user = commands
-        .create_user(Email::parse("vera@example.org").unwrap(), UserRole::Supervisor, &password, &env.context())
+        .users()
+        .create(Email::parse("vera@example.org").unwrap(), UserRole::Supervisor, &password, &env.context())
         .await
         .unwrap();
     let id = user.state.id;
@@ -190,7 +191,7 @@ async fn a_stored_role_that_is_none_of_the_roles_is_an_error_in_events_and_accou
     assert!(error.to_string().contains("`owner` is not a role"), "{error}");
 
     // In the account: neither the least role nor a sign-in.
-    assert_eq!(commands.account(id).await.unwrap().unwrap().role, UserRole::Supervisor);
+    assert_eq!(commands.users().account(id).await.unwrap().unwrap().role, UserRole::Supervisor);
     sqlx::query("alter table user_credentials drop constraint user_credentials_role_check")
         .execute(&env.pool)
         .await
@@ -200,10 +201,10 @@ async fn a_stored_role_that_is_none_of_the_roles_is_an_error_in_events_and_accou
         .execute(&env.pool)
         .await
         .unwrap();
-    let error = commands.account(id).await.unwrap_err();
+    let error = commands.users().account(id).await.unwrap_err();
     assert!(matches!(&error, StoreError::Undecodable { table: "user_credentials", .. }), "{error}");
     assert!(error.to_string().contains(&id.to_string()), "names the account: {error}");
-    assert!(commands.login("vera@example.org", "a long enough password").await.is_err());
+    assert!(commands.users().login("vera@example.org", "a long enough password").await.is_err());
     env.cleanup().await;
 }
 
@@ -223,8 +224,8 @@ async fn budget_snapshots_of_before_their_layout_read_once_migrated_and_an_unrea
         fallback_service_id: None,
         unit_prices: Default::default(),
     };
-    commands.register_service(register, &env.context()).await.unwrap();
-    let written = commands.service(id).await.unwrap().unwrap();
+    commands.services().register(register, &env.context()).await.unwrap();
+    let written = commands.services().get(id).await.unwrap().unwrap();
     let layout: i64 =
         sqlx::query_scalar("select (state->>'version')::bigint from service_budgets where service_id = $1")
             .bind(id)
@@ -239,11 +240,11 @@ async fn budget_snapshots_of_before_their_layout_read_once_migrated_and_an_unrea
         .execute(&env.pool)
         .await
         .unwrap();
-    let error = commands.service(id).await.unwrap_err();
+    let error = commands.services().get(id).await.unwrap_err();
     assert!(error.to_string().contains(&format!("undecodable service_budgets row {id}")), "{error}");
-    assert!(commands.services().await.is_err(), "the listing does not leave it out");
+    assert!(commands.services().all().await.is_err(), "the listing does not leave it out");
     sqlx::raw_sql(include_str!("../migrations/0013_budget_snapshot_layout.sql")).execute(&env.pool).await.unwrap();
-    assert_eq!(commands.service(id).await.unwrap().unwrap().state, written.state, "read again once migrated");
+    assert_eq!(commands.services().get(id).await.unwrap().unwrap().state, written.state, "read again once migrated");
 
     // A damaged one stops the commands that would decide on it, naming the service.
     sqlx::query("update service_budgets set state = jsonb_set(state, '{spent}', '-1') where service_id = $1")
@@ -258,7 +259,7 @@ async fn budget_snapshots_of_before_their_layout_read_once_migrated_and_an_unrea
         agent_id: None,
         idempotency_key: "k".into(),
     };
-    let error = commands.authorize_usage(&request, &env.context()).await.unwrap_err();
+    let error = commands.services().authorize_usage(&request, &env.context()).await.unwrap_err();
     assert!(error.to_string().contains(&id.to_string()), "{error}");
     let appended: i64 = sqlx::query_scalar("select count(*) from events where stream_id = $1")
         .bind(StreamId::new("service", id).as_str())

@@ -16,15 +16,16 @@ async fn task_at_three_moments_returns_three_states_and_history_shows_each_chang
     let env = TestEnv::new().await;
     let commands = env.commands();
     let (agent, _) = commands
-        .register_agent(AgentName::parse("ada").unwrap(), Capabilities::default(), &env.context())
+        .agents()
+        .register(AgentName::parse("ada").unwrap(), Capabilities::default(), &env.context())
         .await
         .unwrap();
     let agent = agent.state.id;
     let id = Uuid::now_v7();
-    commands.create_task(CreateTask::new(id, Title::parse("write docs").unwrap()), &env.context()).await.unwrap();
+    commands.tasks().create(CreateTask::new(id, Title::parse("write docs").unwrap()), &env.context()).await.unwrap();
     let agent_context = || devart_commands::CommandContext::new(Actor::agent(agent.to_string()));
     let claim = ClaimRequest { agent_id: agent, capabilities: vec![], lease: TimeDelta::seconds(60) };
-    commands.claim_task(&claim, &agent_context()).await.unwrap().expect("claimed");
+    commands.tasks().claim(&claim, &agent_context()).await.unwrap().expect("claimed");
     let complete = TaskCommand::Complete { agent_id: agent, result: None };
     commands.execute::<Task>(id, complete, &agent_context(), None).await.unwrap();
     env.sequence_all().await;

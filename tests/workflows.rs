@@ -200,7 +200,7 @@ async fn a_diamond_workflow_fans_out_then_in_carrying_results() {
         || async { sqlx::query_scalar::<_, i64>("select count(*) from events").fetch_one(&env.pool).await.unwrap() };
     let before = count().await;
     let history = env.commands().store().read_all(devart_domain::Position::START, None, usize::MAX).await.unwrap();
-    env.commands().orchestrate(&history).await.unwrap();
+    env.commands().workflows().orchestrate(&history).await.unwrap();
     assert_eq!(count().await, before, "orchestrating again appended events");
     running.stop().await;
     env.cleanup().await;

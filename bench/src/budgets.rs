@@ -25,7 +25,7 @@ pub(crate) async fn budget(scratch: &Stack, args: &Args) -> anyhow::Result<Vec<R
             fallback_service_id: None,
             unit_prices: Default::default(),
         };
-        services.push(commands.register_service(service, &CommandContext::new(bench_actor())).await?.id);
+        services.push(commands.services().register(service, &CommandContext::new(bench_actor())).await?.id);
     }
     sqlx::query("create table bench_raw_budget (id uuid primary key, budget bigint not null, spent bigint not null)")
         .execute(&pool)
@@ -91,7 +91,7 @@ pub(crate) async fn spend(
         let key = Uuid::now_v7().to_string();
         let request =
             UsageRequest { service_id, amount: cent, task_id: None, agent_id: None, idempotency_key: key.clone() };
-        let answer = commands.authorize_usage(&request, &agent).await?;
+        let answer = commands.services().authorize_usage(&request, &agent).await?;
         anyhow::ensure!(answer.approved, "the benchmark's budget ran out: {answer:?}");
         let charge = ChargeRequest {
             service_id: answer.service_id,
@@ -102,7 +102,7 @@ pub(crate) async fn spend(
             agent_id: None,
             idempotency_key: key,
         };
-        commands.record_charge(&charge, &agent).await?;
+        commands.services().record_charge(&charge, &agent).await?;
         done += 1;
     }
     Ok(done)

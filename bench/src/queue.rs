@@ -17,7 +17,7 @@ pub(crate) const QUEUED_TITLE: &str = "Queued by devart-bench";
 pub(crate) const RAN_DRY: &str = "the queue ran dry during the measurement";
 
 /// Tasks per second claimed and completed by 1, 16 and 64 concurrent agents, through the command
-/// layer (`Commands::claim_task`, then `TaskCommand::Complete`) and through GraphQL over HTTP
+/// layer (`commands.tasks().claim`, then `TaskCommand::Complete`) and through GraphQL over HTTP
 /// (`claimTask`, then `completeTask`, with each agent's API key, against the gateway alone); each
 /// against a plain SQL queue (`UPDATE … FOR UPDATE SKIP LOCKED`, then `DELETE`) on a table of its
 /// own, with as many agents. All three share a pool of as many connections as devart's (16 by
@@ -116,7 +116,7 @@ pub(crate) async fn fill_raw_queue(pool: &PgPool, pending: u64) -> anyhow::Resul
     Ok(())
 }
 
-/// Creates tasks through `Commands::create_task`, from a few concurrent writers, until `pending`
+/// Creates tasks through `commands.tasks().create`, from a few concurrent writers, until `pending`
 /// wait in the queue.
 pub(crate) async fn fill_queue(commands: &Commands, pending: u64) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -144,7 +144,7 @@ pub(crate) async fn fill_queue(commands: &Commands, pending: u64) -> anyhow::Res
 
 pub(crate) async fn create_queued_task(commands: &Commands) -> anyhow::Result<()> {
     let command = CreateTask::new(Uuid::now_v7(), Title::parse(QUEUED_TITLE)?);
-    commands.create_task(command, &CommandContext::new(bench_actor())).await?;
+    commands.tasks().create(command, &CommandContext::new(bench_actor())).await?;
     Ok(())
 }
 
@@ -167,7 +167,7 @@ pub(crate) async fn register_agents(commands: &Commands, count: usize) -> anyhow
             let name = AgentName::parse(&format!("bench-agent-{i}"))?;
             let capabilities = Capabilities::parse(&AGENT_CAPABILITIES)?;
             let context = CommandContext::new(bench_actor());
-            let (agent, _key) = commands.register_agent(name, capabilities, &context).await?;
+            let (agent, _key) = commands.agents().register(name, capabilities, &context).await?;
             anyhow::Ok(agent.state.id)
         })
         .buffer_unordered(QUEUE_SEEDERS)
@@ -231,7 +231,7 @@ pub(crate) async fn claim_and_complete(commands: &Commands, agent_id: Uuid) -> a
         ClaimRequest { agent_id, capabilities: AGENT_CAPABILITIES.map(str::to_owned).to_vec(), lease: LEASE_DEFAULT };
     // A command id per command: a reused one would only replay the first command's outcome.
     let context = || CommandContext::new(Actor::agent(agent_id.to_string()));
-    let claimed = commands.claim_task(&request, &context()).await?.context(RAN_DRY)?;
+    let claimed = commands.tasks().claim(&request, &context()).await?.context(RAN_DRY)?;
     let claim_took = started.elapsed();
     let complete = TaskCommand::Complete { agent_id, result: None };
     commands.execute::<Task>(claimed.state.id, complete, &context(), None).await?;
@@ -256,7 +256,7 @@ pub(crate) const SHALLOW_QUEUE: u64 = 1_000;
 /// Claims before the timed ones: connections, caches and the head of the queue's index warm up.
 pub(crate) const CLAIM_WARM_UP: u64 = 300;
 
-/// Milliseconds one agent's `Commands::claim_task` takes with 1,000 tasks pending, and with
+/// Milliseconds one agent's `commands.tasks().claim` takes with 1,000 tasks pending, and with
 /// `--claim-pending` (a million): a claim must not slow down as the queue grows. Claims follow
 /// each other; each claimed task is completed, then replaced by a new one (not timed), so the
 /// depth holds.
@@ -304,7 +304,7 @@ pub(crate) async fn claim_samples(commands: &Commands, agent_id: Uuid, samples: 
     Ok((Stats::of(claims), Stats::of(pairs)))
 }
 
-/// Queues `count` pending tasks, stored as `Commands::create_task` stores a new one: its
+/// Queues `count` pending tasks, stored as `commands.tasks().create` stores a new one: its
 /// `TaskCreated` event at version 1 of `task-<id>`, its command's record and its queue row, which
 /// the append's own statement writes ([`Stored::beside`]); only through [`append_in_batches`],
 /// since one commit per task would take minutes for a million. Then sequences them (as the relay
@@ -329,7 +329,7 @@ pub(crate) async fn queue_in_bulk(scratch: &Stack, count: u64) -> anyhow::Result
     settle(&scratch.pool).await
 }
 
-/// The event `Commands::create_task` decides on for a new task titled [`QUEUED_TITLE`].
+/// The event `commands.tasks().create` decides on for a new task titled [`QUEUED_TITLE`].
 pub(crate) fn queued_task_created(id: Uuid) -> anyhow::Result<TaskEvent> {
     let command = TaskCommand::Create(CreateTask::new(id, Title::parse(QUEUED_TITLE)?));
     Task::decide(&TaskState::default(), &command)?.pop().context("creating a task decides on no event")

@@ -109,10 +109,23 @@ fn write_key(
     })
 }
 
+/// The agents' commands: `commands.agents()`.
+#[derive(Clone, Copy)]
+pub struct Agents<'a> {
+    commands: &'a Commands,
+}
+
 impl Commands {
+    /// The agents' commands: registering them, rotating their keys, activating them.
+    pub fn agents(&self) -> Agents<'_> {
+        Agents { commands: self }
+    }
+}
+
+impl Agents<'_> {
     /// Registers an agent with a new key; the key is returned once and stored only hashed.
-    pub async fn register_agent(
-        &self,
+    pub async fn register(
+        self,
         name: AgentName,
         capabilities: Capabilities,
         context: &CommandContext,
@@ -127,13 +140,13 @@ impl Commands {
             capabilities.to_strings(),
         );
         let command = AgentCommand::Register { id, name, capabilities, key_id };
-        let folded = self.execute_with::<Agent>(id, command, context, None, Some(&*alongside)).await?;
+        let folded = self.commands.execute_with::<Agent>(id, command, context, None, Some(&*alongside)).await?;
         Ok((folded, key))
     }
 
     /// Replaces an agent's key; the old one stops working at once.
-    pub async fn rotate_agent_key(
-        &self,
+    pub async fn rotate_key(
+        self,
         id: Uuid,
         context: &CommandContext,
     ) -> Result<(Folded<AgentState>, ApiKey), CommandError> {
@@ -147,13 +160,13 @@ impl Commands {
             id,
             Vec::new(),
         );
-        let folded = self.execute_with::<Agent>(id, command, context, None, Some(&*alongside)).await?;
+        let folded = self.commands.execute_with::<Agent>(id, command, context, None, Some(&*alongside)).await?;
         Ok((folded, key))
     }
 
     /// Activates or deactivates an agent; a deactivated agent's key is refused from now on.
-    pub async fn set_agent_active(
-        &self,
+    pub async fn set_active(
+        self,
         id: Uuid,
         active: bool,
         context: &CommandContext,
@@ -169,12 +182,14 @@ impl Commands {
             }
             .boxed()
         });
-        let folded =
-            self.execute_with::<Agent>(id, AgentCommand::SetActive(active), context, None, Some(&*alongside)).await?;
+        let folded = self
+            .commands
+            .execute_with::<Agent>(id, AgentCommand::SetActive(active), context, None, Some(&*alongside))
+            .await?;
         if !active {
             // Claims check the key row under a share lock, so none can still be on its way: what
             // the agent holds now is all it will hold.
-            let released = self.release_tasks_of(id, "agent deactivated", context).await?;
+            let released = self.commands.tasks().release_of(id, "agent deactivated", context).await?;
             if released > 0 {
                 tracing::info!(agent = %id, released, "deactivated agent's tasks queued again");
             }

@@ -2,7 +2,7 @@
 //!
 //! A service's stream can grow by thousands of events a month, so its state is not folded from the
 //! stream on every command: `service_budgets` keeps it as a snapshot, written in the transaction of
-//! every append to the stream (all of which go through [`Commands::apply_service`]), so it is never
+//! every append to the stream (all of which go through [`Services::apply`]), so it is never
 //! behind. A command locks the snapshot rows it decides on (`FOR UPDATE`, in id order, so that two
 //! commands walking fallback chains in opposite directions cannot deadlock), decides, appends,
 //! and rewrites the snapshot. That lock is what makes concurrent authorizations unable to
@@ -216,17 +216,41 @@ async fn service_with<'c>(executor: impl sqlx::PgExecutor<'c>, id: Uuid) -> Resu
     Ok(row.map(decoded).transpose()?)
 }
 
+/// The services' commands, and their current state from the snapshots: `commands.services()`.
+#[derive(Clone, Copy)]
+pub struct Services<'a> {
+    commands: &'a Commands,
+}
+
 impl Commands {
+    /// The services' commands: registering and changing services, their budgets, authorizations
+    /// and charges, the budget clock's tick; and their current state.
+    pub fn services(&self) -> Services<'_> {
+        Services { commands: self }
+    }
+}
+
+impl Services<'_> {
     /// A service's current state, from its snapshot; `None` if it does not exist.
-    pub async fn service(&self, id: Uuid) -> Result<Option<Snapshot>, CommandError> {
-        service_with(self.store().pool(), id).await
+    pub async fn get(self, id: Uuid) -> Result<Option<Snapshot>, CommandError> {
+        service_with(self.commands.store().pool(), id).await
+    }
+
+    /// Every service's current state, from the snapshots, by name.
+    pub async fn all(self) -> Result<Vec<Snapshot>, CommandError> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "select service_id, version, state from service_budgets order by state->>'name', service_id",
+        )
+        .fetch_all(self.commands.store().pool())
+        .await?;
+        Ok(rows.into_iter().map(decoded).collect::<Result<_, _>>()?)
     }
 
     /// Decides `command` against a locked snapshot and appends the outcome, in `conn`'s
     /// transaction; the statement that appends also rewrites the snapshot and keeps the answer
     /// `answer` gives for the state after it, if any. Returns that state and that answer.
-    async fn apply_service<T: Serialize>(
-        &self,
+    async fn apply<T: Serialize>(
+        self,
         conn: &mut PgConnection,
         id: Uuid,
         snapshot: &Snapshot,
@@ -263,43 +287,43 @@ impl Commands {
     }
 
     /// Runs one command on service `id` in its own transaction.
-    async fn execute_service(
-        &self,
+    async fn execute(
+        self,
         id: Uuid,
         command: ServiceCommand,
         context: &CommandContext,
     ) -> Result<ServiceState, CommandError> {
-        let mut tx = self.store().pool().begin().await?;
+        let mut tx = self.commands.store().pool().begin().await?;
         let locked = lock(&mut tx, &[id]).await?;
         let Some(snapshot) = locked.get(&id) else {
             return Err(DomainError::NotFound(format!("service {id}")).into());
         };
-        let (after, _) = self.apply_service(&mut tx, id, snapshot, &command, context, |_| None::<()>).await?;
+        let (after, _) = self.apply(&mut tx, id, snapshot, &command, context, |_| None::<()>).await?;
         tx.commit().await?;
-        self.engine().appended().await;
+        self.commands.engine().appended().await;
         Ok(after)
     }
 
-    pub async fn register_service(
-        &self,
+    pub async fn register(
+        self,
         service: RegisterService,
         context: &CommandContext,
     ) -> Result<ServiceState, CommandError> {
         if let Some(fallback) = service.fallback_service_id {
-            self.require_service("fallbackServiceId", fallback).await?;
+            self.require("fallbackServiceId", fallback).await?;
         }
         let id = service.id;
-        let mut tx = self.store().pool().begin().await?;
+        let mut tx = self.commands.store().pool().begin().await?;
         let command = ServiceCommand::Register { service, now: Utc::now() };
         let empty = Snapshot { state: ServiceState::default(), version: 0 };
-        let after = match self.apply_service(&mut tx, id, &empty, &command, context, |_| None::<()>).await {
+        let after = match self.apply(&mut tx, id, &empty, &command, context, |_| None::<()>).await {
             Ok((after, _)) => after,
             Err(CommandError::Store(StoreError::Conflict { .. } | StoreError::DuplicateCommand(_))) => {
                 drop(tx);
                 // A retried registration (same command id) answers with the service it registered.
-                let outcome = self.store().command_outcome(context.command_id).await?;
+                let outcome = self.commands.store().command_outcome(context.command_id).await?;
                 let stream = StreamId::new(Service::KIND, id);
-                return match (outcome, self.service(id).await?) {
+                return match (outcome, self.get(id).await?) {
                     (Some(o), Some(snapshot)) if o.stream_id == stream.as_str() => Ok(snapshot.state),
                     _ => Err(DomainError::Conflict(format!("service {id} already exists")).into()),
                 };
@@ -307,12 +331,12 @@ impl Commands {
             Err(e) => return Err(e),
         };
         tx.commit().await?;
-        self.engine().appended().await;
+        self.commands.engine().appended().await;
         Ok(after)
     }
 
-    async fn require_service(&self, field: &'static str, id: Uuid) -> Result<(), CommandError> {
-        match self.service(id).await? {
+    async fn require(self, field: &'static str, id: Uuid) -> Result<(), CommandError> {
+        match self.get(id).await? {
             Some(_) => Ok(()),
             None => Err(DomainError::invalid(field, format!("service {id} does not exist")).into()),
         }
@@ -320,27 +344,27 @@ impl Commands {
 
     /// Changes a service's name, fallback or prices. A fallback may lead back to the service (a
     /// cycle): authorizations walk each service at most once.
-    pub async fn update_service(
-        &self,
+    pub async fn update(
+        self,
         id: Uuid,
         update: UpdateService,
         context: &CommandContext,
     ) -> Result<ServiceState, CommandError> {
         if let Some(Some(fallback)) = update.fallback_service_id {
-            self.require_service("fallbackServiceId", fallback).await?;
+            self.require("fallbackServiceId", fallback).await?;
         }
-        self.execute_service(id, ServiceCommand::Update { update, now: Utc::now() }, context).await
+        self.execute(id, ServiceCommand::Update { update, now: Utc::now() }, context).await
     }
 
     /// Adds `amount` to the monthly budget; a suspended service with room again is reactivated.
     pub async fn increase_budget(
-        &self,
+        self,
         id: Uuid,
         amount: Money,
         reason: String,
         context: &CommandContext,
     ) -> Result<ServiceState, CommandError> {
-        let mut tx = self.store().pool().begin().await?;
+        let mut tx = self.commands.store().pool().begin().await?;
         let locked = lock(&mut tx, &[id]).await?;
         let Some(snapshot) = locked.get(&id) else {
             return Err(DomainError::NotFound(format!("service {id}")).into());
@@ -350,19 +374,19 @@ impl Commands {
             return Err(DomainError::invalid("amount", format!("the budget would pass {}", Money::MAX)).into());
         }
         let command = ServiceCommand::ChangeBudget { budget, reason, now: Utc::now() };
-        let (after, _) = self.apply_service(&mut tx, id, snapshot, &command, context, |_| None::<()>).await?;
+        let (after, _) = self.apply(&mut tx, id, snapshot, &command, context, |_| None::<()>).await?;
         tx.commit().await?;
-        self.engine().appended().await;
+        self.commands.engine().appended().await;
         Ok(after)
     }
 
-    pub async fn set_service_active(
-        &self,
+    pub async fn set_active(
+        self,
         id: Uuid,
         active: bool,
         context: &CommandContext,
     ) -> Result<ServiceState, CommandError> {
-        self.execute_service(id, ServiceCommand::SetActive { active, now: Utc::now() }, context).await
+        self.execute(id, ServiceCommand::SetActive { active, now: Utc::now() }, context).await
     }
 
     /// The services an authorization may try, in order: the one asked, then its fallbacks, each
@@ -371,13 +395,13 @@ impl Commands {
     /// inactive), on the first fallback along its chain that has; else refuses. Either way the
     /// answer is an event, and a repeated idempotency key gets the first answer.
     pub async fn authorize_usage(
-        &self,
+        self,
         request: &UsageRequest,
         context: &CommandContext,
     ) -> Result<Authorization, CommandError> {
         let context = keyed(context, "authorize", &request.idempotency_key);
         // One connection throughout: each taken from the pool costs a round trip or two.
-        let mut conn = self.store().pool().acquire().await?;
+        let mut conn = self.commands.store().pool().acquire().await?;
         if let Some(answer) = answer(&mut *conn, context.command_id).await? {
             return Ok(answer);
         }
@@ -412,7 +436,7 @@ impl Commands {
                         task_id: request.task_id,
                         agent_id: request.agent_id,
                         requested_service_id: (id != request.service_id).then_some(request.service_id),
-                        expires_at: now + self.settings().current().reservation_ttl(),
+                        expires_at: now + self.commands.settings().current().reservation_ttl(),
                         now,
                     };
                     let answer = Authorization {
@@ -448,7 +472,7 @@ impl Commands {
                 }
             };
             let answered = |after: &ServiceState| Some(Authorization { remaining: after.room(), ..answer });
-            let applied = self.apply_service(&mut tx, target, &locked[&target], &command, &context, answered).await;
+            let applied = self.apply(&mut tx, target, &locked[&target], &command, &context, answered).await;
             let answer = match applied {
                 Ok((_, answer)) => answer.expect("an authorization is always answered"),
                 Err(CommandError::Store(StoreError::DuplicateCommand(_))) => {
@@ -461,7 +485,7 @@ impl Commands {
             };
             tx.commit().await?;
             drop(conn);
-            self.engine().appended().await;
+            self.commands.engine().appended().await;
             return Ok(answer);
         }
         Err(DomainError::Conflict("the fallback chain keeps changing; try again".into()).into())
@@ -470,12 +494,12 @@ impl Commands {
     /// Settles a charge against its reservation (or directly), releasing what the reservation held
     /// beyond it. Refused when it would pass the budget.
     pub async fn record_charge(
-        &self,
+        self,
         request: &ChargeRequest,
         context: &CommandContext,
     ) -> Result<Receipt, CommandError> {
         let context = keyed(context, "charge", &request.idempotency_key);
-        let mut conn = self.store().pool().acquire().await?;
+        let mut conn = self.commands.store().pool().acquire().await?;
         if let Some(receipt) = answer(&mut *conn, context.command_id).await? {
             return Ok(receipt);
         }
@@ -492,7 +516,7 @@ impl Commands {
             units: request.units.clone(),
             task_id: request.task_id,
             agent_id: request.agent_id,
-            thresholds: self.settings().current().alert_thresholds(),
+            thresholds: self.commands.settings().current().alert_thresholds(),
             now: Utc::now(),
         };
         let held =
@@ -508,8 +532,7 @@ impl Commands {
                 suspended: after.status == ServiceStatus::Suspended,
             })
         };
-        let receipt = match self.apply_service(&mut tx, request.service_id, snapshot, &command, &context, receipt).await
-        {
+        let receipt = match self.apply(&mut tx, request.service_id, snapshot, &command, &context, receipt).await {
             Ok((_, receipt)) => receipt.expect("a charge is always answered"),
             Err(CommandError::Store(StoreError::DuplicateCommand(_))) => {
                 tx.rollback().await?;
@@ -521,37 +544,36 @@ impl Commands {
         };
         tx.commit().await?;
         drop(conn);
-        self.engine().appended().await;
+        self.commands.engine().appended().await;
         Ok(receipt)
     }
 
     /// Releases reservations that ran out by `now` and starts new periods, for every service that
     /// needs it; returns how many services changed.
-    pub async fn tick_services(&self, now: DateTime<Utc>) -> Result<usize, CommandError> {
+    pub async fn tick(self, now: DateTime<Utc>) -> Result<usize, CommandError> {
         let period = devart_domain::service::Period::of(now).to_string();
         let due: Vec<Uuid> = sqlx::query_scalar(
             "select service_id from service_budgets where next_expiry <= $1 or period < $2 order by service_id limit 1000",
         )
         .bind(now)
         .bind(&period)
-        .fetch_all(self.store().pool())
+        .fetch_all(self.commands.store().pool())
         .await?;
         let mut changed = 0;
         for id in due {
             let context = CommandContext::new(devart_domain::Actor::system("budget-clock"));
-            let mut tx = self.store().pool().begin().await?;
+            let mut tx = self.commands.store().pool().begin().await?;
             let locked = lock(&mut tx, &[id]).await?;
             let Some(snapshot) = locked.get(&id) else { continue };
-            let (after, _) = self
-                .apply_service(&mut tx, id, snapshot, &ServiceCommand::Tick { now }, &context, |_| None::<()>)
-                .await?;
+            let (after, _) =
+                self.apply(&mut tx, id, snapshot, &ServiceCommand::Tick { now }, &context, |_| None::<()>).await?;
             tx.commit().await?;
             if after != snapshot.state {
                 changed += 1;
             }
         }
         if changed > 0 {
-            self.engine().appended().await;
+            self.commands.engine().appended().await;
         }
         Ok(changed)
     }
@@ -565,20 +587,8 @@ pub async fn run_budget_clock(commands: Commands, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(CLOCK_INTERVAL) => {}
         }
-        if let Err(error) = commands.tick_services(Utc::now()).await {
+        if let Err(error) = commands.services().tick(Utc::now()).await {
             tracing::warn!(%error, "budget clock: retrying");
         }
-    }
-}
-
-impl Commands {
-    /// Every service's current state, from the snapshots, by name.
-    pub async fn services(&self) -> Result<Vec<Snapshot>, CommandError> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "select service_id, version, state from service_budgets order by state->>'name', service_id",
-        )
-        .fetch_all(self.store().pool())
-        .await?;
-        Ok(rows.into_iter().map(decoded).collect::<Result<_, _>>()?)
     }
 }

@@ -1,10 +1,13 @@
 //! [`Commands`], the write side's entry point: the [`Engine`] with this process's live settings.
 //!
-//! The engine knows no aggregate; the commands of each aggregate are `impl Commands` blocks in
-//! that aggregate's module (`queue`, `agents`, `budgets`, `users`, `workflows`, `settings`), beside
-//! its [`Stored`] implementation and the write-side tables it keeps. This module knows none of
-//! them either: it depends on the engine and on the settings (a leaf), whose copy it holds and
-//! whose one command, which updates that copy too, is here.
+//! `Commands` carries only the engine-level verbs: loading and executing against any aggregate,
+//! and the settings. The engine knows no aggregate; each aggregate module (`queue`, `agents`,
+//! `budgets`, `users`, `workflows`) defines its own handle to that aggregate's commands, beside its
+//! [`Stored`] implementation and the write-side tables it keeps, with the accessor that lends it
+//! (`commands.tasks()`, `commands.agents()`, `commands.services()`, `commands.users()`,
+//! `commands.workflows()`). This module knows none of them either: it depends on the engine and on
+//! the settings (a leaf), whose copy it holds and whose one command, which updates that copy too,
+//! is here.
 
 use devart_domain::settings::{Key, Settings, SettingsCommand, SettingsState, SETTINGS_ID};
 use uuid::Uuid;

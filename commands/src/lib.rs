@@ -8,24 +8,28 @@
 //! - [`handler`]: the engine, [`Engine`]: load, fold, decide, append; decide again on a concurrent
 //!   writer; answer a retried command id; remember the state an append left a stream in. It knows
 //!   no aggregate, only [`Stored`].
-//! - [`entry`]: [`Commands`], the entry point: the engine with this process's live settings.
-//!   Each aggregate's commands are `impl Commands` blocks in its own module, beside its
-//!   [`Stored`] implementation and the write-side tables it keeps, so call sites name them as
-//!   `commands.claim_task(…)` whichever module holds them.
+//! - [`entry`]: [`Commands`], the entry point: the engine with this process's live settings, and
+//!   the engine-level verbs (load, execute, the settings). Each aggregate module defines its own
+//!   handle to its commands, beside its [`Stored`] implementation and the write-side tables it
+//!   keeps, and the accessor on [`Commands`] that lends it: call sites read
+//!   `commands.tasks().claim(…)`, `commands.agents().register(…)`,
+//!   `commands.services().authorize_usage(…)`, `commands.users().login(…)`,
+//!   `commands.workflows().start(…)`.
 //! - [`history`]: time travel: aggregates as of a position or a moment; a stream's changes.
 //! - [`portable`]: importing an exported history into an empty instance; restoring the write side.
-//! - [`queue`]: tasks: creating them, and the task queue beside their events: claims, lease
-//!   expiry, release.
-//! - [`agents`]: registering agents, their API keys (hashed, beside their events), activation;
-//!   verifying a presented key.
-//! - [`budgets`]: services and their budgets: snapshots beside the events, authorizations that
-//!   reserve, charges that settle, fallbacks, the budget clock.
+//! - [`queue`]: tasks ([`queue::Tasks`]): creating them, and the task queue beside their events:
+//!   claims, lease expiry, release.
+//! - [`agents`]: registering agents ([`agents::Agents`]), their API keys (hashed, beside their
+//!   events), activation; verifying a presented key.
+//! - [`budgets`]: services and their budgets ([`budgets::Services`]): snapshots beside the events,
+//!   authorizations that reserve, charges that settle, fallbacks, the budget clock.
 //! - [`hashing`]: argon2id hashing of passwords and keys on a bounded pool of its own.
-//! - [`users`]: people: accounts, password sign-in, roles; the security log of refused attempts.
+//! - [`users`]: people ([`users::Users`]): accounts, password sign-in, roles; the security log of
+//!   refused attempts.
 //! - [`settings`]: the settings stream and every process's current copy of it; a leaf that
 //!   depends on the store alone ([`Commands::update_setting`] changes them).
 //! - [`workflows`]: defining workflows, starting runs, creating stage tasks, and the
-//!   orchestration that moves runs on as their tasks end.
+//!   orchestration that moves runs on as their tasks end ([`workflows::Workflows`]).
 //! - [`chain`]: the hash chain over the global order, and its verification.
 //! - [`codec`]: the versioned wire types; postcard in the store, JSON on the bus and in the audit.
 //! - [`relay`]: the sequencer and the JetStream publisher.

@@ -88,18 +88,31 @@ pub struct ClaimRequest {
     pub lease: TimeDelta,
 }
 
+/// The task queue's commands: `commands.tasks()`.
+#[derive(Clone, Copy)]
+pub struct Tasks<'a> {
+    commands: &'a Commands,
+}
+
 impl Commands {
+    /// The task queue's commands: creating tasks, claiming them, expiring and releasing leases.
+    pub fn tasks(&self) -> Tasks<'_> {
+        Tasks { commands: self }
+    }
+}
+
+impl Tasks<'_> {
     /// Creates a task; its parent, if named, must exist. An agent creates tasks only as successors
     /// of a task it holds.
-    pub async fn create_task(
-        &self,
+    pub async fn create(
+        self,
         command: CreateTask,
         context: &CommandContext,
     ) -> Result<Folded<TaskState>, CommandError> {
         let agent = (context.actor.kind == ActorKind::Agent).then(|| Uuid::parse_str(&context.actor.id).ok()).flatten();
         match command.parent_task_id {
             Some(parent) => {
-                let parent_state = self.load::<Task>(parent).await?.state;
+                let parent_state = self.commands.load::<Task>(parent).await?.state;
                 if matches!(parent_state.status, TaskStatus::Absent | TaskStatus::Deleted) {
                     return Err(DomainError::invalid("parentTaskId", format!("task {parent} does not exist")).into());
                 }
@@ -122,21 +135,21 @@ impl Commands {
             }
             None => {}
         }
-        self.execute::<Task>(command.id, TaskCommand::Create(command), context, None).await
+        self.commands.execute::<Task>(command.id, TaskCommand::Create(command), context, None).await
     }
 
     /// Claims the most important due task the agent can do: highest priority, then oldest. `None`
     /// when nothing fits. The agent must be active (checked in the claim's transaction, so a
     /// deactivation is never overtaken by a claim).
-    pub async fn claim_task(
-        &self,
+    pub async fn claim(
+        self,
         request: &ClaimRequest,
         context: &CommandContext,
     ) -> Result<Option<Folded<TaskState>>, CommandError> {
         let stream_prefix = format!("{}-", Task::KIND);
         for _ in 0..CLAIM_RETRIES_MAX {
             let now = Utc::now();
-            let mut tx = self.store().pool().begin().await?;
+            let mut tx = self.commands.store().pool().begin().await?;
             // Picks, locks and reads the task's stream in one go.
             let rows = sqlx::query(&format!(
                 "with agent as (select 1 from agent_keys where agent_id = $3 and active for share), \
@@ -191,11 +204,11 @@ impl Commands {
             match store::append_beside_with(&mut *tx, &stream_id, folded.version, &wrapped, context, beside).await {
                 Ok(appended) => {
                     tx.commit().await?;
-                    self.engine().appended().await;
+                    self.commands.engine().appended().await;
                     folded.state = after;
                     folded.version = appended.stream_version;
                     folded.updated_at = Some(appended.occurred_at);
-                    self.engine().appended_state(&stream_id, folded.clone());
+                    self.commands.engine().appended_state(&stream_id, folded.clone());
                     return Ok(Some(folded));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -210,8 +223,9 @@ impl Commands {
         Err(DomainError::Conflict("the queue is too busy; try again".into()).into())
     }
 
-    async fn claimed_by(&self, context: &CommandContext) -> Result<Folded<TaskState>, CommandError> {
+    async fn claimed_by(self, context: &CommandContext) -> Result<Folded<TaskState>, CommandError> {
         let outcome = self
+            .commands
             .store()
             .command_outcome(context.command_id)
             .await?
@@ -220,24 +234,24 @@ impl Commands {
             .ok()
             .filter(|s| s.id_of(Task::KIND).is_some())
             .ok_or(CommandError::CommandIdReused(context.command_id))?;
-        Ok(fold::<Task>(&self.store().read_stream(&stream_id, Some(outcome.stream_version)).await?))
+        Ok(fold::<Task>(&self.commands.store().read_stream(&stream_id, Some(outcome.stream_version)).await?))
     }
 
     /// Puts back in the queue every task whose lease ran out by `now`; returns how many.
-    pub async fn expire_leases(&self, now: DateTime<Utc>, limit: i64) -> Result<usize, CommandError> {
+    pub async fn expire_leases(self, now: DateTime<Utc>, limit: i64) -> Result<usize, CommandError> {
         let expired: Vec<Uuid> = sqlx::query_scalar(
             "select task_id from task_queue where state = 'claimed' and lease_expires_at <= $1 \
              order by lease_expires_at limit $2",
         )
         .bind(now)
         .bind(limit)
-        .fetch_all(self.store().pool())
+        .fetch_all(self.commands.store().pool())
         .await?;
         let mut count = 0;
         for task_id in expired {
             let command = TaskCommand::ExpireLease { now, jitter: rand::thread_rng().gen() };
             let context = CommandContext::new(Actor::system("leases"));
-            match self.execute::<Task>(task_id, command, &context, None).await {
+            match self.commands.execute::<Task>(task_id, command, &context, None).await {
                 Ok(_) => count += 1,
                 // Another reaper, a heartbeat or an outcome got there first: nothing to do.
                 Err(CommandError::Domain(_)) => {}
@@ -248,8 +262,8 @@ impl Commands {
     }
 
     /// Puts back in the queue every task `agent_id` holds, without counting a failure.
-    pub async fn release_tasks_of(
-        &self,
+    pub async fn release_of(
+        self,
         agent_id: Uuid,
         reason: &str,
         context: &CommandContext,
@@ -257,14 +271,14 @@ impl Commands {
         let held: Vec<Uuid> =
             sqlx::query_scalar("select task_id from task_queue where state = 'claimed' and agent_id = $1")
                 .bind(agent_id)
-                .fetch_all(self.store().pool())
+                .fetch_all(self.commands.store().pool())
                 .await?;
         let mut count = 0;
         for task_id in held {
             let command = TaskCommand::Release { agent_id, reason: reason.to_owned() };
             let mut context = context.clone();
             context.command_id = Uuid::new_v5(&context.command_id, task_id.as_bytes());
-            match self.execute::<Task>(task_id, command, &context, None).await {
+            match self.commands.execute::<Task>(task_id, command, &context, None).await {
                 Ok(_) => count += 1,
                 Err(CommandError::Domain(_)) => {}
                 Err(e) => return Err(e),
@@ -284,7 +298,7 @@ pub async fn run_lease_reaper(commands: Commands, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        match commands.expire_leases(Utc::now(), 500).await {
+        match commands.tasks().expire_leases(Utc::now(), 500).await {
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "leases expired; tasks queued again"),
             Err(error) => tracing::warn!(%error, "expiring leases"),

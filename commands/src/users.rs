@@ -123,10 +123,24 @@ fn taken(error: CommandError, email: &Email) -> CommandError {
     }
 }
 
+/// People's commands, and their accounts as they stand: `commands.users()`.
+#[derive(Clone, Copy)]
+pub struct Users<'a> {
+    commands: &'a Commands,
+}
+
 impl Commands {
+    /// People's commands: creating users, their roles, activation and passwords; signing in; and
+    /// their accounts as they stand.
+    pub fn users(&self) -> Users<'_> {
+        Users { commands: self }
+    }
+}
+
+impl Users<'_> {
     /// Creates a user who signs in with `email` and `password`.
-    pub async fn create_user(
-        &self,
+    pub async fn create(
+        self,
         email: Email,
         role: UserRole,
         password: &Password,
@@ -155,12 +169,15 @@ impl Commands {
             .boxed()
         });
         let command = UserCommand::Create { id, email: email.clone(), role };
-        self.execute_with::<User>(id, command, context, None, Some(&*alongside)).await.map_err(|e| taken(e, &email))
+        self.commands
+            .execute_with::<User>(id, command, context, None, Some(&*alongside))
+            .await
+            .map_err(|e| taken(e, &email))
     }
 
     /// Gives a user another role; their tokens carry it from their next request.
-    pub async fn change_user_role(
-        &self,
+    pub async fn change_role(
+        self,
         id: Uuid,
         role: UserRole,
         context: &CommandContext,
@@ -170,13 +187,13 @@ impl Commands {
             id,
             role.as_str().into(),
         );
-        self.execute_with::<User>(id, UserCommand::ChangeRole(role), context, None, Some(&*alongside)).await
+        self.commands.execute_with::<User>(id, UserCommand::ChangeRole(role), context, None, Some(&*alongside)).await
     }
 
     /// Deactivates or reactivates a user; a deactivated user's tokens and sign-ins are refused.
     /// `actor` is the user asking, if a person is: nobody deactivates themselves.
-    pub async fn set_user_active(
-        &self,
+    pub async fn set_active(
+        self,
         id: Uuid,
         active: bool,
         actor: Option<Uuid>,
@@ -187,12 +204,14 @@ impl Commands {
             id,
             active.to_string(),
         );
-        self.execute_with::<User>(id, UserCommand::SetActive { active, actor }, context, None, Some(&*alongside)).await
+        self.commands
+            .execute_with::<User>(id, UserCommand::SetActive { active, actor }, context, None, Some(&*alongside))
+            .await
     }
 
     /// Replaces a user's password once their current one checks out.
     pub async fn change_password(
-        &self,
+        self,
         id: Uuid,
         current: &str,
         new: &Password,
@@ -201,7 +220,7 @@ impl Commands {
         let stored: Option<String> =
             sqlx::query_scalar("select password_hash from user_credentials where user_id = $1")
                 .bind(id)
-                .fetch_optional(self.store().pool())
+                .fetch_optional(self.commands.store().pool())
                 .await?;
         if !verify(current, stored).await.map_err(StoreError::from)? {
             return Err(DomainError::Forbidden("the current password is not right".into()).into());
@@ -211,14 +230,14 @@ impl Commands {
             id,
             hash(new).await?,
         );
-        self.execute_with::<User>(id, UserCommand::ChangePassword, context, None, Some(&*alongside)).await
+        self.commands.execute_with::<User>(id, UserCommand::ChangePassword, context, None, Some(&*alongside)).await
     }
 
     /// Gives a user a new password without their current one (an admin's reset): the way back
     /// for a person who lost theirs, and for people of an imported instance, whose passwords do
     /// not travel. Recorded as a `PasswordChanged` by the admin who reset it.
     pub async fn reset_password(
-        &self,
+        self,
         id: Uuid,
         new: &Password,
         context: &CommandContext,
@@ -228,12 +247,12 @@ impl Commands {
             id,
             hash(new).await?,
         );
-        self.execute_with::<User>(id, UserCommand::ChangePassword, context, None, Some(&*alongside)).await
+        self.commands.execute_with::<User>(id, UserCommand::ChangePassword, context, None, Some(&*alongside)).await
     }
 
     /// Checks a sign-in. Every refusal is recorded in the security log.
-    pub async fn login(&self, email: &str, password: &str) -> Result<Account, LoginError> {
-        let pool = self.store().pool();
+    pub async fn login(self, email: &str, password: &str) -> Result<Account, LoginError> {
+        let pool = self.commands.store().pool();
         let address = email.trim().to_lowercase();
         let row: Option<(Uuid, String, String, String, bool)> =
             sqlx::query_as("select user_id, email, password_hash, role, active from user_credentials where email = $1")
@@ -280,19 +299,19 @@ impl Commands {
     }
 
     /// A user's account as it stands now, by id.
-    pub async fn account(&self, id: Uuid) -> Result<Option<Account>, StoreError> {
+    pub async fn account(self, id: Uuid) -> Result<Option<Account>, StoreError> {
         let row: Option<(Uuid, String, String, bool)> =
             sqlx::query_as("select user_id, email, role, active from user_credentials where user_id = $1")
                 .bind(id)
-                .fetch_optional(self.store().pool())
+                .fetch_optional(self.commands.store().pool())
                 .await?;
         row.map(|(id, email, role, active)| Ok(Account { id, email, role: role_of(id, &role)?, active })).transpose()
     }
 
-    async fn account_by_email(&self, email: &str) -> Result<Option<Uuid>, StoreError> {
+    async fn account_by_email(self, email: &str) -> Result<Option<Uuid>, StoreError> {
         Ok(sqlx::query_scalar("select user_id from user_credentials where email = $1")
             .bind(email)
-            .fetch_optional(self.store().pool())
+            .fetch_optional(self.commands.store().pool())
             .await?)
     }
 }

@@ -51,30 +51,46 @@ impl Stored for WorkflowRun {
 /// The actor of the commands the orchestrator issues.
 pub const ORCHESTRATOR: &str = "workflow-orchestrator";
 
+/// The workflows' commands: `commands.workflows()`.
+#[derive(Clone, Copy)]
+pub struct Workflows<'a> {
+    commands: &'a Commands,
+}
+
 impl Commands {
+    /// The workflows' commands: defining workflows, starting and advancing runs, and the
+    /// orchestration that moves runs on as their tasks end.
+    pub fn workflows(&self) -> Workflows<'_> {
+        Workflows { commands: self }
+    }
+}
+
+impl Workflows<'_> {
     /// Defines a workflow, or its next version when the name is taken (names ignore case). The
     /// same definition again changes nothing and returns the current version.
-    pub async fn define_workflow(
-        &self,
+    pub async fn define(
+        self,
         name: WorkflowName,
         description: Description,
         stages: Stages,
         context: &CommandContext,
     ) -> Result<Folded<WorkflowState>, CommandError> {
         let id = name.workflow_id();
-        self.execute::<Workflow>(id, WorkflowCommand::Define { id, name, description, stages }, context, None).await
+        self.commands
+            .execute::<Workflow>(id, WorkflowCommand::Define { id, name, description, stages }, context, None)
+            .await
     }
 
     /// Starts run `run_id` of the newest version of `workflow_id` and creates its first stages'
     /// tasks.
-    pub async fn start_workflow(
-        &self,
+    pub async fn start(
+        self,
         workflow_id: Uuid,
         run_id: Uuid,
         input: Option<Document>,
         context: &CommandContext,
     ) -> Result<Folded<RunState>, CommandError> {
-        let workflow = self.load::<Workflow>(workflow_id).await?.state;
+        let workflow = self.commands.load::<Workflow>(workflow_id).await?.state;
         if workflow.version == 0 {
             return Err(DomainError::NotFound(format!("workflow {workflow_id}")).into());
         }
@@ -86,15 +102,15 @@ impl Commands {
             stages: workflow.stages,
             input,
         };
-        self.execute::<WorkflowRun>(run_id, start, context, None).await?;
+        self.commands.execute::<WorkflowRun>(run_id, start, context, None).await?;
         self.advance_run(run_id, context).await
     }
 
     /// Brings the world in step with a run: creates the tasks of its started stages (again,
     /// harmlessly, if they exist), or, once the run has failed, cancels those still going.
     /// Returns the run as it then stands.
-    pub async fn advance_run(&self, run_id: Uuid, context: &CommandContext) -> Result<Folded<RunState>, CommandError> {
-        let run = self.load::<WorkflowRun>(run_id).await?;
+    pub async fn advance_run(self, run_id: Uuid, context: &CommandContext) -> Result<Folded<RunState>, CommandError> {
+        let run = self.commands.load::<WorkflowRun>(run_id).await?;
         match run.state.status {
             RunStatus::Running => {
                 for stage in run.state.started() {
@@ -104,7 +120,8 @@ impl Commands {
                             let reason = format!("stage `{}` could not start: {error}", stage.spec.key);
                             let mut fail_context = context.clone();
                             fail_context.command_id = Uuid::new_v5(&run_id, b"fail: a stage could not start");
-                            self.execute::<WorkflowRun>(run_id, RunCommand::Fail { reason }, &fail_context, None)
+                            self.commands
+                                .execute::<WorkflowRun>(run_id, RunCommand::Fail { reason }, &fail_context, None)
                                 .await?;
                             return Box::pin(self.advance_run(run_id, context)).await;
                         }
@@ -112,7 +129,7 @@ impl Commands {
                     let task_id = create.id;
                     let mut create_context = context.clone();
                     create_context.command_id = Uuid::new_v5(&task_id, b"create");
-                    self.execute::<Task>(task_id, TaskCommand::Create(create), &create_context, None).await?;
+                    self.commands.execute::<Task>(task_id, TaskCommand::Create(create), &create_context, None).await?;
                 }
             }
             RunStatus::Failed => {
@@ -120,7 +137,7 @@ impl Commands {
                     let mut cancel_context = context.clone();
                     cancel_context.command_id = Uuid::new_v5(&task_id, b"cancel: its run failed");
                     let cancel = TaskCommand::Cancel { reason: Some("its workflow run failed".into()) };
-                    match self.execute::<Task>(task_id, cancel, &cancel_context, None).await {
+                    match self.commands.execute::<Task>(task_id, cancel, &cancel_context, None).await {
                         Ok(_) | Err(CommandError::Domain(_)) => {}
                         Err(error) => return Err(error),
                     }
@@ -134,7 +151,7 @@ impl Commands {
     /// Records how the stage tasks among `events` ended in their runs and moves those runs on:
     /// what the orchestrator does with each batch of the global order. Every step is idempotent,
     /// so a batch may be processed again after a crash.
-    pub async fn orchestrate(&self, events: &[Recorded]) -> Result<(), CommandError> {
+    pub async fn orchestrate(self, events: &[Recorded]) -> Result<(), CommandError> {
         let mut runs: BTreeMap<Uuid, CommandContext> = BTreeMap::new();
         let mut endings: Vec<(&Recorded, Uuid)> = Vec::new();
         for recorded in events {
@@ -164,6 +181,7 @@ impl Commands {
             let streams: Vec<StreamId> =
                 endings.iter().map(|(_, id)| StreamId::new(<Task as devart_domain::Aggregate>::KIND, *id)).collect();
             let stages: BTreeMap<Uuid, StageLink> = self
+                .commands
                 .store()
                 .first_events(&streams)
                 .await?
@@ -181,7 +199,7 @@ impl Commands {
                 };
                 let context = caused_by(recorded);
                 let record = RunCommand::RecordStage { key: stage.stage_key.clone(), task_id, outcome };
-                match self.execute::<WorkflowRun>(stage.run_id, record, &context, None).await {
+                match self.commands.execute::<WorkflowRun>(stage.run_id, record, &context, None).await {
                     Ok(_) => {}
                     // A link to a run or stage that does not exist cannot be recorded; nothing waits on it.
                     Err(CommandError::Domain(DomainError::NotFound(what))) => {
@@ -200,7 +218,7 @@ impl Commands {
     }
 
     /// The outcome a task's ending event reports for its stage; `None` when it was not its end.
-    async fn outcome(&self, task_id: Uuid, ending: &Recorded) -> Result<Option<StageOutcome>, CommandError> {
+    async fn outcome(self, task_id: Uuid, ending: &Recorded) -> Result<Option<StageOutcome>, CommandError> {
         Ok(Some(match &ending.event {
             Event::Task(TaskEvent::Completed { result, .. }) => StageOutcome::Completed { result: result.clone() },
             Event::Task(TaskEvent::Cancelled { reason }) => StageOutcome::Failed {
@@ -209,7 +227,8 @@ impl Commands {
             Event::Task(TaskEvent::Deleted) => StageOutcome::Failed { error: "its task was deleted".into() },
             Event::Task(TaskEvent::Failed { failures }) => {
                 // The last attempt's error is in the event before; read the stream as of the failure.
-                let events = self.store().read_stream(&ending.meta.stream_id, Some(ending.meta.stream_version)).await?;
+                let events =
+                    self.commands.store().read_stream(&ending.meta.stream_id, Some(ending.meta.stream_version)).await?;
                 let task = fold::<Task>(&events).state;
                 if task.status != TaskStatus::Failed {
                     return Ok(None);

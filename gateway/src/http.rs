@@ -282,7 +282,7 @@ pub async fn verify(services: &Services, address: IpAddr, token: &str) -> Result
     guards.identity(&caller.subject).map_err(Denied::Limited)?;
     let Some(id) = caller.user else { return Ok(caller) };
     // A user's token stands for the account as it is now: its current role, while it is active.
-    match services.commands.account(id).await {
+    match services.commands.users().account(id).await {
         Ok(Some(account)) if account.active => Ok(Caller::user(id, Role::of(account.role))),
         Ok(_) => {
             let error = AuthError::UserDeactivated;

@@ -248,7 +248,7 @@ pub async fn sign_in(
 ) -> Result<Account, SignInError> {
     let account = format!("user {}", email.trim().to_lowercase());
     services.guards.may_try(address, Some(&account)).map_err(SignInError::Limited)?;
-    services.commands.login(email, password).await.map_err(|e| match e {
+    services.commands.users().login(email, password).await.map_err(|e| match e {
         LoginError::Invalid => match services.guards.failed(address, Some(&account)) {
             Ok(()) => SignInError::Refused(e),
             Err(refused) => SignInError::Limited(refused),

@@ -1,10 +1,11 @@
 //! The workflow orchestrator: a reactor that moves workflow runs on.
 //!
 //! It reads the global order with its own durable consumer and checkpoint, and for each batch
-//! issues the commands that move workflow runs on ([`Commands::orchestrate`]): a stage task's end
-//! is recorded in its run, and the stages that become ready get their tasks. Its commands are
-//! committed before its checkpoint, so a crash repeats a batch's commands rather than losing them;
-//! each of them is idempotent, so repeating changes nothing.
+//! issues the commands that move workflow runs on
+//! ([`commands.workflows().orchestrate`](devart_commands::workflows::Workflows::orchestrate)): a
+//! stage task's end is recorded in its run, and the stages that become ready get their tasks. Its
+//! commands are committed before its checkpoint, so a crash repeats a batch's commands rather than
+//! losing them; each of them is idempotent, so repeating changes nothing.
 
 use devart_commands::{Commands, Recorded};
 use futures::future::BoxFuture;
@@ -35,6 +36,6 @@ impl Reactor for Orchestrator {
         _conn: &'a mut PgConnection,
         events: &'a [Recorded],
     ) -> BoxFuture<'a, Result<(), ApplyError>> {
-        async move { Ok(self.commands.orchestrate(events).await?) }.boxed()
+        async move { Ok(self.commands.workflows().orchestrate(events).await?) }.boxed()
     }
 }

@@ -130,7 +130,8 @@ impl AgentsMutation {
         let name = domain(AgentName::parse(&input.name))?;
         let capabilities = parse_capabilities(&input.capabilities)?;
         let context = command_context(ctx, &caller);
-        let (folded, key) = services(ctx).commands.register_agent(name, capabilities, &context).await.map_err(gql)?;
+        let (folded, key) =
+            services(ctx).commands.agents().register(name, capabilities, &context).await.map_err(gql)?;
         Ok(AgentRegistration { agent: folded.into(), api_key: key.expose().to_owned() })
     }
 
@@ -139,7 +140,7 @@ impl AgentsMutation {
         let caller = require(ctx, Role::Admin)?;
         let id = parse_id("id", &id)?;
         let context = command_context(ctx, &caller);
-        let (folded, key) = services(ctx).commands.rotate_agent_key(id, &context).await.map_err(gql)?;
+        let (folded, key) = services(ctx).commands.agents().rotate_key(id, &context).await.map_err(gql)?;
         Ok(AgentRegistration { agent: folded.into(), api_key: key.expose().to_owned() })
     }
 
@@ -148,7 +149,7 @@ impl AgentsMutation {
         let caller = require(ctx, Role::Supervisor)?;
         let id = parse_id("id", &id)?;
         let context = command_context(ctx, &caller);
-        Ok(services(ctx).commands.set_agent_active(id, active, &context).await.map_err(gql)?.into())
+        Ok(services(ctx).commands.agents().set_active(id, active, &context).await.map_err(gql)?.into())
     }
 }
 

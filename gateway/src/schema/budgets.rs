@@ -255,13 +255,13 @@ impl BudgetsQuery {
     /// Every service with its budget, spend and forecast, by name.
     async fn services(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Service>> {
         caller(ctx)?;
-        Ok(services(ctx).commands.services().await.map_err(gql)?.into_iter().map(Service::from).collect())
+        Ok(services(ctx).commands.services().all().await.map_err(gql)?.into_iter().map(Service::from).collect())
     }
 
     async fn service(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Service>> {
         caller(ctx)?;
         let id = parse_id("id", &id)?;
-        Ok(services(ctx).commands.service(id).await.map_err(gql)?.map(Service::from))
+        Ok(services(ctx).commands.services().get(id).await.map_err(gql)?.map(Service::from))
     }
 }
 
@@ -307,7 +307,7 @@ impl BudgetsMutation {
             unit_prices: unit_prices(input.unit_prices)?,
         };
         let id = service.id;
-        services(ctx).commands.register_service(service, &context).await.map_err(gql)?;
+        services(ctx).commands.services().register(service, &context).await.map_err(gql)?;
         service_by_id(ctx, id).await
     }
 
@@ -334,7 +334,7 @@ impl BudgetsMutation {
             unit_prices: input.unit_prices.map(unit_prices).transpose()?,
         };
         let context = command_context(ctx, &caller);
-        services(ctx).commands.update_service(id, update, &context).await.map_err(gql)?;
+        services(ctx).commands.services().update(id, update, &context).await.map_err(gql)?;
         service_by_id(ctx, id).await
     }
 
@@ -343,7 +343,7 @@ impl BudgetsMutation {
         let caller = require(ctx, Role::Supervisor)?;
         let id = parse_id("id", &id)?;
         let context = command_context(ctx, &caller);
-        services(ctx).commands.set_service_active(id, active, &context).await.map_err(gql)?;
+        services(ctx).commands.services().set_active(id, active, &context).await.map_err(gql)?;
         service_by_id(ctx, id).await
     }
 
@@ -365,6 +365,7 @@ impl BudgetsMutation {
         let context = command_context(ctx, &caller);
         services(ctx)
             .commands
+            .services()
             .increase_budget(id, amount.0, reason.as_str().to_owned(), &context)
             .await
             .map_err(gql)?;
@@ -391,7 +392,7 @@ impl BudgetsMutation {
             idempotency_key: parse_key(&idempotency_key)?,
         };
         let context = continue_task_correlation(ctx, command_context(ctx, &caller), request.task_id).await?;
-        Ok(services(ctx).commands.authorize_usage(&request, &context).await.map_err(gql)?.into())
+        Ok(services(ctx).commands.services().authorize_usage(&request, &context).await.map_err(gql)?.into())
     }
 
     /// Settles a charge (agents, supervisors), against its reservation or directly; refused
@@ -408,12 +409,12 @@ impl BudgetsMutation {
             idempotency_key: parse_key(&input.idempotency_key)?,
         };
         let context = continue_task_correlation(ctx, command_context(ctx, &caller), request.task_id).await?;
-        Ok(services(ctx).commands.record_charge(&request, &context).await.map_err(gql)?.into())
+        Ok(services(ctx).commands.services().record_charge(&request, &context).await.map_err(gql)?.into())
     }
 }
 
 async fn service_by_id(ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Service> {
-    match services(ctx).commands.service(id).await.map_err(gql)? {
+    match services(ctx).commands.services().get(id).await.map_err(gql)? {
         Some(snapshot) => Ok(snapshot.into()),
         None => Err(error(Code::NotFound, format!("service {id} not found"))),
     }

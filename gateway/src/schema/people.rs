@@ -167,8 +167,12 @@ impl PeopleMutation {
             }
         };
         let context = command_context(ctx, &caller);
-        let folded =
-            services(ctx).commands.create_user(email, input.role.domain(), &password, &context).await.map_err(gql)?;
+        let folded = services(ctx)
+            .commands
+            .users()
+            .create(email, input.role.domain(), &password, &context)
+            .await
+            .map_err(gql)?;
         Ok(UserCreation { user: folded.into(), password: generated })
     }
 
@@ -177,7 +181,7 @@ impl PeopleMutation {
         let caller = require(ctx, Role::Admin)?;
         let id = parse_id("userId", &user_id)?;
         let context = command_context(ctx, &caller);
-        Ok(services(ctx).commands.change_user_role(id, role.domain(), &context).await.map_err(gql)?.into())
+        Ok(services(ctx).commands.users().change_role(id, role.domain(), &context).await.map_err(gql)?.into())
     }
 
     /// Deactivates a user (admin): their tokens and sign-ins are refused from now on.
@@ -185,7 +189,7 @@ impl PeopleMutation {
         let caller = require(ctx, Role::Admin)?;
         let id = parse_id("userId", &user_id)?;
         let context = command_context(ctx, &caller);
-        Ok(services(ctx).commands.set_user_active(id, false, caller.user, &context).await.map_err(gql)?.into())
+        Ok(services(ctx).commands.users().set_active(id, false, caller.user, &context).await.map_err(gql)?.into())
     }
 
     /// Reactivates a deactivated user (admin).
@@ -193,7 +197,7 @@ impl PeopleMutation {
         let caller = require(ctx, Role::Admin)?;
         let id = parse_id("userId", &user_id)?;
         let context = command_context(ctx, &caller);
-        Ok(services(ctx).commands.set_user_active(id, true, caller.user, &context).await.map_err(gql)?.into())
+        Ok(services(ctx).commands.users().set_active(id, true, caller.user, &context).await.map_err(gql)?.into())
     }
 
     /// Gives a user a new, generated password (admin), returned this once: for a person who lost
@@ -203,7 +207,7 @@ impl PeopleMutation {
         let id = parse_id("userId", &user_id)?;
         let (password, text) = generated_password()?;
         let context = command_context(ctx, &caller);
-        let folded = services(ctx).commands.reset_password(id, &password, &context).await.map_err(gql)?;
+        let folded = services(ctx).commands.users().reset_password(id, &password, &context).await.map_err(gql)?;
         Ok(PasswordReset { user: folded.into(), password: text })
     }
 
@@ -221,7 +225,7 @@ impl PeopleMutation {
         let new = domain(Password::parse(&new_password))?;
         let context = command_context(ctx, &caller);
         let folded =
-            services(ctx).commands.change_password(id, &current_password, &new, &context).await.map_err(gql)?;
+            services(ctx).commands.users().change_password(id, &current_password, &new, &context).await.map_err(gql)?;
         Ok(folded.into())
     }
 }

@@ -385,7 +385,7 @@ impl TasksMutation {
             input: input.input.map(|j| document("input", &j.0)).transpose()?,
             stage: None,
         };
-        let folded = services(ctx).commands.create_task(command, &context).await.map_err(gql)?;
+        let folded = services(ctx).commands.tasks().create(command, &context).await.map_err(gql)?;
         Ok(folded.into())
     }
 

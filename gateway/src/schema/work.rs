@@ -228,7 +228,7 @@ impl WorkMutation {
         };
         let request = ClaimRequest { agent_id, capabilities, lease: lease(ctx, lease_seconds)? };
         let context = command_context(ctx, &caller);
-        let claimed = services(ctx).commands.claim_task(&request, &context).await.map_err(gql)?;
+        let claimed = services(ctx).commands.tasks().claim(&request, &context).await.map_err(gql)?;
         Ok(claimed.map(Task::from))
     }
 

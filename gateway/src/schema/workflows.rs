@@ -444,7 +444,8 @@ impl WorkflowsMutation {
             .and_then(Stages::parse)
             .map_err(gql)?;
         let context = command_context(ctx, &caller);
-        let folded = services(ctx).commands.define_workflow(name, description, stages, &context).await.map_err(gql)?;
+        let folded =
+            services(ctx).commands.workflows().define(name, description, stages, &context).await.map_err(gql)?;
         Ok(folded.into())
     }
 
@@ -461,7 +462,8 @@ impl WorkflowsMutation {
         let input = input.map(|j| document("input", &j.0)).transpose()?;
         let context = command_context(ctx, &caller);
         let run_id = new_aggregate_id(ctx, &context);
-        let folded = services(ctx).commands.start_workflow(workflow_id, run_id, input, &context).await.map_err(gql)?;
+        let folded =
+            services(ctx).commands.workflows().start(workflow_id, run_id, input, &context).await.map_err(gql)?;
         Ok(folded.into())
     }
 }
