@@ -14,7 +14,8 @@
 //! - Any other exit status, or death by a signal: the attempt fails and is retried while attempts
 //!   remain (`75`, `EX_TEMPFAIL`, is the conventional one). The error is the end of stderr.
 //! - While the command runs the agent heartbeats every third of the lease. When the task is
-//!   cancelled or the lease is lost, the command is killed and the agent moves on without a report.
+//!   cancelled, a pause stops it (`heartbeat` answers `stop`: the task is back in the queue), or
+//!   the lease is lost, the command is killed and the agent moves on without a report.
 //!   Only the command's own process is killed: a command that starts others should `exec` the last
 //!   one or stop them itself.
 //! - When the agent is stopped (Ctrl-C, SIGTERM) during a task, it kills the command and fails the
@@ -241,6 +242,8 @@ impl ClaimedTask {
 pub struct Heartbeat {
     /// The task was cancelled: stop working on it.
     pub cancelled: bool,
+    /// A pause of claims stopped the work: the task is back in the queue; stop working on it.
+    pub stop: Option<String>,
     /// When the lease now runs out (RFC 3339), unless cancelled.
     pub lease_expires_at: Option<String>,
 }
@@ -250,7 +253,7 @@ const CLAIM: &str = "mutation($capabilities: [String!], $leaseSeconds: Int) { \
       id title description priority requiredCapabilities parentTaskId workflowRunId stageKey \
       attempt maxAttempts failures createdBy createdAt input lease { agentId attempt expiresAt } } }";
 const HEARTBEAT: &str = "mutation($taskId: ID!, $leaseSeconds: Int) { \
-    heartbeat(taskId: $taskId, leaseSeconds: $leaseSeconds) { cancelled leaseExpiresAt } }";
+    heartbeat(taskId: $taskId, leaseSeconds: $leaseSeconds) { cancelled stop stopReason leaseExpiresAt } }";
 const COMPLETE: &str =
     "mutation($taskId: ID!, $result: JSON) { completeTask(taskId: $taskId, result: $result) { id status } }";
 const FAIL: &str = "mutation($taskId: ID!, $error: String!, $retryable: Boolean!) { \
@@ -296,7 +299,13 @@ impl Client {
         let answer = self.call(HEARTBEAT, variables, "heartbeat", None).await?;
         let cancelled =
             answer["cancelled"].as_bool().ok_or_else(|| ApiError::Malformed("a heartbeat without cancelled".into()))?;
-        Ok(Heartbeat { cancelled, lease_expires_at: answer["leaseExpiresAt"].as_str().map(str::to_owned) })
+        let stop = answer["stop"].as_bool().ok_or_else(|| ApiError::Malformed("a heartbeat without stop".into()))?;
+        let reason = answer["stopReason"].as_str().unwrap_or("stopped").to_owned();
+        Ok(Heartbeat {
+            cancelled,
+            stop: stop.then_some(reason),
+            lease_expires_at: answer["leaseExpiresAt"].as_str().map(str::to_owned),
+        })
     }
 
     /// Completes the attempt with `result`; safe to call again for the same attempt.
@@ -481,6 +490,8 @@ enum Ended {
     /// Waiting for the command failed: its outcome is unknown.
     Lost(std::io::Error),
     Cancelled,
+    /// A pause of claims stopped the work, for this reason; the task is back in the queue.
+    Paused(String),
     LeaseLost(ApiError),
     /// The key stopped working (rotated, or the agent deactivated).
     Refused(ApiError),
@@ -521,6 +532,11 @@ async fn work(client: &Client, args: &Args, task: &ClaimedTask, shutdown: &Cance
             tracing::info!(task_id = %task.id, attempt = task.attempt, ?elapsed, "task cancelled; command killed");
             Ok(())
         }
+        Ended::Paused(reason) => {
+            let elapsed = started.elapsed();
+            tracing::info!(task_id = %task.id, attempt = task.attempt, ?elapsed, %reason, "work stopped by a pause; command killed");
+            Ok(())
+        }
         Ended::LeaseLost(error) => {
             tracing::warn!(task_id = %task.id, attempt = task.attempt, %error, "lease lost; command killed");
             Ok(())
@@ -555,6 +571,7 @@ async fn supervise(
             () = shutdown.cancelled() => break Ended::Stopped,
             _ = beat.tick() => match client.heartbeat(&task.id, args.lease()).await {
                 Ok(heartbeat) if heartbeat.cancelled => break Ended::Cancelled,
+                Ok(Heartbeat { stop: Some(reason), .. }) => break Ended::Paused(reason),
                 Ok(heartbeat) => {
                     tracing::debug!(task_id = %task.id, lease_expires_at = ?heartbeat.lease_expires_at, "heartbeat");
                 }

@@ -8,6 +8,7 @@ mod support;
 mod agents;
 mod alerts;
 mod analytics;
+mod brakes;
 mod budgets;
 mod chaos;
 mod cli;

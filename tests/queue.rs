@@ -537,7 +537,11 @@ async fn a_remembered_task_state_never_decides_past_another_process_s_change() {
     // Claimed here, lease extended elsewhere: A completes here, after the stream, not the memory.
     let extended = here.tasks().create(create("extended elsewhere"), &env.context()).await.unwrap().state.id;
     assert_eq!(claim(&here, a).await, extended);
-    let heartbeat = TaskCommand::Heartbeat { agent_id: a, lease_expires_at: chrono::Utc::now() + TimeDelta::hours(1) };
+    let heartbeat = TaskCommand::Heartbeat {
+        agent_id: a,
+        lease_expires_at: chrono::Utc::now() + TimeDelta::hours(1),
+        pauses: Default::default(),
+    };
     elsewhere.execute::<Task>(extended, heartbeat, &as_agent(a), None).await.unwrap();
     let done = here.execute::<Task>(extended, complete(a), &as_agent(a), None).await.unwrap();
     assert_eq!(done.version, 4);

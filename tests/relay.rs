@@ -59,7 +59,7 @@ async fn every_event_is_published_once_in_order_as_a_cloudevent_and_a_restart_re
         assert_eq!(header("ce-specversion").as_deref(), Some("1.0"));
         assert_eq!(header("ce-id"), Some(recorded.meta.event_id.to_string()));
         assert_eq!(header("Nats-Msg-Id"), Some(recorded.meta.event_id.to_string()));
-        assert_eq!(header("ce-type").as_deref(), Some("devart.TaskCreated.v2"));
+        assert_eq!(header("ce-type").as_deref(), Some("devart.TaskCreated.v3"));
         assert_eq!(header("ce-subject"), Some(recorded.meta.stream_id.to_string()));
         assert_eq!(header("content-type").as_deref(), Some("application/json"));
         let data: serde_json::Value = serde_json::from_slice(payload).unwrap();

@@ -163,7 +163,12 @@ async fn a_diamond_workflow_fans_out_then_in_carrying_results() {
     assert_eq!(d["input"]["dependencies"], json!({ "b": { "built": "b" }, "c": { "built": "c" } }));
     running.graphql_as(&bob, COMPLETE, json!({ "id": d["id"], "result": { "shipped": true } })).await;
 
-    let done = run_when(&running, &run_id, |r| r["status"] == "COMPLETED").await;
+    // The run's read model and the tasks' follow the same events each at its own pace: wait for both.
+    let done = run_when(&running, &run_id, |r| {
+        r["status"] == "COMPLETED"
+            && r["stages"].as_array().is_some_and(|s| s.iter().all(|stage| stage["task"]["status"] == "COMPLETED"))
+    })
+    .await;
     assert!(done["finishedAt"].is_string());
     for stage in done["stages"].as_array().unwrap() {
         assert_eq!(stage["status"], "COMPLETED", "{done}");

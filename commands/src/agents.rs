@@ -164,11 +164,35 @@ impl Agents<'_> {
         Ok((folded, key))
     }
 
-    /// Activates or deactivates an agent; a deactivated agent's key is refused from now on.
+    /// Activates or deactivates an agent; a deactivated agent's key is refused from now on, and
+    /// what it holds goes back to the queue. Activating a quarantined agent lifts the quarantine.
     pub async fn set_active(
         self,
         id: Uuid,
         active: bool,
+        context: &CommandContext,
+    ) -> Result<Folded<AgentState>, CommandError> {
+        self.switch(id, active, AgentCommand::SetActive(active), "agent deactivated", context).await
+    }
+
+    /// Deactivates an agent that failed `failures` attempts in a row, as [`Agents::set_active`]
+    /// does, with the reason kept (`AgentQuarantined`); nothing if it is inactive already.
+    pub async fn quarantine(
+        self,
+        id: Uuid,
+        failures: u32,
+        reason: String,
+        context: &CommandContext,
+    ) -> Result<Folded<AgentState>, CommandError> {
+        self.switch(id, false, AgentCommand::Quarantine { failures, reason }, "agent quarantined", context).await
+    }
+
+    async fn switch(
+        self,
+        id: Uuid,
+        active: bool,
+        command: AgentCommand,
+        released_because: &str,
         context: &CommandContext,
     ) -> Result<Folded<AgentState>, CommandError> {
         let alongside: Box<Alongside<Agent>> = Box::new(move |conn, _| {
@@ -182,14 +206,11 @@ impl Agents<'_> {
             }
             .boxed()
         });
-        let folded = self
-            .commands
-            .execute_with::<Agent>(id, AgentCommand::SetActive(active), context, None, Some(&*alongside))
-            .await?;
+        let folded = self.commands.execute_with::<Agent>(id, command, context, None, Some(&*alongside)).await?;
         if !active {
             // Claims check the key row under a share lock, so none can still be on its way: what
             // the agent holds now is all it will hold.
-            let released = self.commands.tasks().release_of(id, "agent deactivated", context).await?;
+            let released = self.commands.tasks().release_of(id, released_because, context).await?;
             if released > 0 {
                 tracing::info!(agent = %id, released, "deactivated agent's tasks queued again");
             }

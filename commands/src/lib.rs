@@ -43,6 +43,7 @@ pub mod agents;
 pub mod budgets;
 pub mod bus;
 pub mod chain;
+pub mod claims;
 pub mod codec;
 pub mod db;
 pub mod entry;

@@ -2,6 +2,7 @@
 //! bringing the write-side tables (the task queue, the budget snapshots) in step with them.
 
 use devart_domain::agent::{Agent, AgentStatus};
+use devart_domain::claims::{Claims, CLAIMS_ID};
 use devart_domain::service::Service;
 use devart_domain::task::Task;
 use devart_domain::user::{User, UserStatus};
@@ -104,7 +105,7 @@ const NO_SECRET: &str = "!";
 
 impl Commands {
     /// Rebuilds the write-side tables derived from the events: the task queue, the budget
-    /// snapshots, the agents' key rows and the people's credentials. Secrets are never in the
+    /// snapshots, the agents' key rows, the people's credentials and the claim gate. Secrets are never in the
     /// events: an imported agent's key and an imported person's password verify nothing until
     /// `rotateAgentKey` and `resetPassword` give them new ones; their activation, capabilities,
     /// addresses and roles come along.
@@ -168,6 +169,10 @@ impl Commands {
             .execute(pool)
             .await?;
         }
+        // The claim gate: the pauses in effect when the events end.
+        let gate = StreamId::new(Claims::KIND, CLAIMS_ID);
+        let pauses = fold::<Claims>(&self.store().read_stream(&gate, None).await?).state;
+        crate::claims::sync(&pauses).execute(pool).await?;
         Ok(Restored { tasks: tasks.len(), services: services.len(), agents: agents.len(), users: users.len() })
     }
 }

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use devart_domain::task::{CreateTask, Task, TaskCommand, TaskState, TaskStatus};
+use devart_domain::task::{CreateTask, Task, TaskCommand, TaskState, TaskStatus, PAUSED};
 use devart_domain::{Actor, ActorKind, Aggregate, DomainError, Event, StreamId};
 use rand::Rng;
 use sqlx::{Arguments, Row};
@@ -42,12 +42,12 @@ pub(crate) fn sync(state: &TaskState, now: DateTime<Utc>) -> Beside {
     let lease = state.lease.filter(|_| state.status == TaskStatus::InProgress);
     Beside::new(
         "insert into task_queue (task_id, priority, created_at, run_after, required_capabilities, state, agent_id, \
-                                 lease_expires_at, failures) \
-         values ($1, $2, $3, coalesce($4, '-infinity'), $5, $6, $7, $8, $9) \
+                                 lease_expires_at, failures, workflow_id) \
+         values ($1, $2, $3, coalesce($4, '-infinity'), $5, $6, $7, $8, $9, $10) \
          on conflict (task_id) do update set priority = excluded.priority, run_after = excluded.run_after, \
              required_capabilities = excluded.required_capabilities, state = excluded.state, \
              agent_id = excluded.agent_id, lease_expires_at = excluded.lease_expires_at, \
-             failures = excluded.failures",
+             failures = excluded.failures, workflow_id = excluded.workflow_id",
         |a| {
             a.add(state.id)?;
             a.add(i16::from(state.priority))?;
@@ -57,7 +57,8 @@ pub(crate) fn sync(state: &TaskState, now: DateTime<Utc>) -> Beside {
             a.add(queued)?;
             a.add(lease.map(|l| l.agent_id))?;
             a.add(lease.map(|l| l.expires_at))?;
-            a.add(state.failures as i32)
+            a.add(state.failures as i32)?;
+            a.add(state.stage.as_ref().and_then(|s| s.workflow_id))
         },
     )
 }
@@ -77,6 +78,16 @@ impl Stored for Task {
     fn beside(state: &TaskState, now: DateTime<Utc>) -> Option<Beside> {
         Some(sync(state, now))
     }
+}
+
+/// What a heartbeat answers.
+#[derive(Debug, Clone)]
+pub struct Beat {
+    /// The task after the heartbeat.
+    pub task: Folded<TaskState>,
+    /// A pause stopped the work, for this reason: the task is back in the queue and the agent is
+    /// to stop working on it.
+    pub stop: Option<String>,
 }
 
 /// What an agent asks for when it claims.
@@ -139,8 +150,9 @@ impl Tasks<'_> {
     }
 
     /// Claims the most important due task the agent can do: highest priority, then oldest. `None`
-    /// when nothing fits. The agent must be active (checked in the claim's transaction, so a
-    /// deactivation is never overtaken by a claim).
+    /// when nothing fits, or what fits is paused. The agent must be active (checked in the claim's
+    /// transaction, so a deactivation is never overtaken by a claim), and a pause is never
+    /// overtaken either ([`crate::claims`]).
     pub async fn claim(
         self,
         request: &ClaimRequest,
@@ -150,13 +162,20 @@ impl Tasks<'_> {
         for _ in 0..CLAIM_RETRIES_MAX {
             let now = Utc::now();
             let mut tx = self.commands.store().pool().begin().await?;
-            // Picks, locks and reads the task's stream in one go.
+            // Before the gate is read: a pause being appended is waited for, then seen.
+            crate::claims::hold_shared(&mut tx).await?;
+            // Picks, locks and reads the task's stream in one go, outside the paused scopes (a
+            // pause of everything stops the pick before it reads the queue).
             let rows = sqlx::query(&format!(
                 "with agent as (select 1 from agent_keys where agent_id = $3 and active for share), \
+                      gate as (select all_paused, capabilities, workflows from claim_gate where id = 1), \
                       picked as materialized ( \
                           select q.task_id from task_queue q \
                           where q.state = 'pending' and q.run_after <= $1 and q.required_capabilities <@ $2 \
                             and exists (select 1 from agent) \
+                            and exists (select 1 from gate where not all_paused) \
+                            and not (q.required_capabilities && (select capabilities from gate)) \
+                            and (q.workflow_id is null or not (array[q.workflow_id] <@ (select workflows from gate))) \
                           order by q.priority desc, q.created_at, q.task_id \
                           limit 1 for update of q skip locked) \
                  select picked.task_id, {} from picked \
@@ -235,6 +254,29 @@ impl Tasks<'_> {
             .filter(|s| s.id_of(Task::KIND).is_some())
             .ok_or(CommandError::CommandIdReused(context.command_id))?;
         Ok(fold::<Task>(&self.commands.store().read_stream(&stream_id, Some(outcome.stream_version)).await?))
+    }
+
+    /// Extends `agent_id`'s lease on `task_id` to `lease_expires_at`, unless a pause that stops work
+    /// under way covers the task: then the task goes back to the queue, no attempt used, and the
+    /// answer says why the agent is to stop.
+    pub async fn heartbeat(
+        self,
+        task_id: Uuid,
+        agent_id: Uuid,
+        lease_expires_at: DateTime<Utc>,
+        context: &CommandContext,
+    ) -> Result<Beat, CommandError> {
+        let pauses = crate::claims::current(self.commands.store().pool()).await?;
+        let command = TaskCommand::Heartbeat { agent_id, lease_expires_at, pauses: pauses.clone() };
+        let folded = self.commands.execute::<Task>(task_id, command, context, None).await?;
+        let held = folded.state.lease.is_some_and(|l| l.agent_id == agent_id);
+        let stop = match pauses.stop_of(&folded.state) {
+            Some((scope, pause)) if !held && folded.state.status == TaskStatus::Pending => {
+                Some(format!("{PAUSED}{scope}: {}", pause.reason))
+            }
+            _ => None,
+        };
+        Ok(Beat { task: folded, stop })
     }
 
     /// Puts back in the queue every task whose lease ran out by `now`; returns how many.

@@ -276,6 +276,6 @@ fn stage_task(run: &RunState, stage: &StageRun) -> Result<CreateTask, DomainErro
         max_attempts: MaxAttempts::parse(i64::from(spec.max_attempts))?,
         run_after: None,
         input: Some(Document::parse("input", input.to_string())?),
-        stage: Some(StageLink { run_id: run.id, stage_key: spec.key.clone() }),
+        stage: Some(StageLink { run_id: run.id, stage_key: spec.key.clone(), workflow_id: Some(run.workflow_id) }),
     })
 }

@@ -1,4 +1,5 @@
-//! The agent aggregate: a worker that registers, holds an API key, and can be switched off.
+//! The agent aggregate: a worker that registers, holds an API key, and can be switched off, by a
+//! supervisor or by quarantine after failing attempt after attempt.
 
 use uuid::Uuid;
 
@@ -45,6 +46,8 @@ pub struct AgentState {
     pub capabilities: Vec<String>,
     /// The public half of the current API key; the secret's hash is kept outside the events.
     pub key_id: String,
+    /// Why the agent was quarantined, while it is (cleared when it is activated again).
+    pub quarantined: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,14 +63,31 @@ pub enum AgentCommand {
         key_id: String,
     },
     SetActive(bool),
+    /// The agent failed `failures` attempts in a row: it is deactivated, with the reason kept.
+    Quarantine {
+        failures: u32,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentEvent {
-    Registered { id: Uuid, name: String, capabilities: Vec<String>, key_id: String },
-    KeyRotated { key_id: String },
+    Registered {
+        id: Uuid,
+        name: String,
+        capabilities: Vec<String>,
+        key_id: String,
+    },
+    KeyRotated {
+        key_id: String,
+    },
     Activated,
     Deactivated,
+    /// Deactivated for failing `failures` attempts in a row; a supervisor activates it again.
+    Quarantined {
+        failures: u32,
+        reason: String,
+    },
 }
 
 impl AgentEvent {
@@ -77,6 +97,7 @@ impl AgentEvent {
             AgentEvent::KeyRotated { .. } => "AgentKeyRotated",
             AgentEvent::Activated => "AgentActivated",
             AgentEvent::Deactivated => "AgentDeactivated",
+            AgentEvent::Quarantined { .. } => "AgentQuarantined",
         }
     }
 }
@@ -104,6 +125,11 @@ impl Aggregate for Agent {
             (AgentStatus::Active, C::SetActive(false)) => Ok(vec![AgentEvent::Deactivated]),
             (AgentStatus::Inactive, C::SetActive(true)) => Ok(vec![AgentEvent::Activated]),
             (_, C::SetActive(_)) => Ok(vec![]),
+            (AgentStatus::Active, C::Quarantine { failures, reason }) => {
+                Ok(vec![AgentEvent::Quarantined { failures: *failures, reason: reason.clone() }])
+            }
+            // Switched off already (by a supervisor, or quarantined): nothing to add.
+            (_, C::Quarantine { .. }) => Ok(vec![]),
         }
     }
 
@@ -116,11 +142,19 @@ impl Aggregate for Agent {
                     name: name.clone(),
                     capabilities: capabilities.clone(),
                     key_id: key_id.clone(),
+                    quarantined: None,
                 };
             }
             AgentEvent::KeyRotated { key_id } => state.key_id = key_id.clone(),
-            AgentEvent::Activated => state.status = AgentStatus::Active,
+            AgentEvent::Activated => {
+                state.status = AgentStatus::Active;
+                state.quarantined = None;
+            }
             AgentEvent::Deactivated => state.status = AgentStatus::Inactive,
+            AgentEvent::Quarantined { reason, .. } => {
+                state.status = AgentStatus::Inactive;
+                state.quarantined = Some(reason.clone());
+            }
         }
         state
     }
@@ -161,6 +195,22 @@ mod tests {
         given::<Agent>([registered(), AgentEvent::Deactivated])
             .when(AgentCommand::SetActive(true))
             .then([AgentEvent::Activated]);
+    }
+
+    #[test]
+    fn a_quarantine_deactivates_an_active_agent_once_and_an_activation_lifts_it() {
+        let quarantine = AgentCommand::Quarantine { failures: 3, reason: "3 failed attempts in a row".into() };
+        let quarantined = AgentEvent::Quarantined { failures: 3, reason: "3 failed attempts in a row".into() };
+        given::<Agent>([registered()]).when(quarantine.clone()).then([quarantined.clone()]);
+        given::<Agent>([registered(), quarantined.clone()]).when(quarantine.clone()).then([]);
+        given::<Agent>([registered(), AgentEvent::Deactivated]).when(quarantine).then([]);
+        let state = Agent::fold(&[registered(), quarantined.clone()]);
+        assert_eq!(
+            (state.status, state.quarantined.as_deref()),
+            (AgentStatus::Inactive, Some("3 failed attempts in a row"))
+        );
+        let state = Agent::fold(&[registered(), quarantined, AgentEvent::Activated]);
+        assert_eq!((state.status, state.quarantined), (AgentStatus::Active, None));
     }
 
     #[test]

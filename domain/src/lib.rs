@@ -11,6 +11,7 @@
 //! - [`outliers`]: robust statistics that tell an unusual task cost from its peers' spread.
 //! - [`settings`]: live settings: typed keys, validated values, changes as events.
 //! - [`user`]: people: sign-in address, role, activation.
+//! - [`claims`]: the kill switch: pauses of the handing out of work, by scope.
 //! - [`workflow`]: workflow templates (validated DAGs of stages, versioned) and their runs.
 //! - [`Event`]: every domain event of every aggregate, the unit the store, the bus and the
 //!   projections move around.
@@ -34,6 +35,7 @@ macro_rules! parsed_from {
 
 pub mod agent;
 pub mod aggregate;
+pub mod claims;
 pub mod envelope;
 pub mod money;
 pub mod outliers;
@@ -56,6 +58,7 @@ pub enum Event {
     Service(service::ServiceEvent),
     Settings(settings::SettingsEvent),
     User(user::UserEvent),
+    Claims(claims::ClaimsEvent),
 }
 
 impl Event {
@@ -69,6 +72,7 @@ impl Event {
             Event::Service(e) => e.event_type(),
             Event::Settings(e) => e.event_type(),
             Event::User(e) => e.event_type(),
+            Event::Claims(e) => e.event_type(),
         }
     }
 
@@ -82,6 +86,7 @@ impl Event {
             Event::Service(_) => service::Service::KIND,
             Event::Settings(_) => settings::Settings::KIND,
             Event::User(_) => user::User::KIND,
+            Event::Claims(_) => claims::Claims::KIND,
         }
     }
 }
@@ -119,6 +124,12 @@ impl From<settings::SettingsEvent> for Event {
 impl From<user::UserEvent> for Event {
     fn from(e: user::UserEvent) -> Self {
         Event::User(e)
+    }
+}
+
+impl From<claims::ClaimsEvent> for Event {
+    fn from(e: claims::ClaimsEvent) -> Self {
+        Event::Claims(e)
     }
 }
 

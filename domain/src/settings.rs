@@ -31,6 +31,8 @@ pub enum Key {
     DefaultLeaseSeconds,
     /// A task's attempts when its creator does not say.
     DefaultMaxAttempts,
+    /// Failed attempts in a row after which an agent is quarantined; 0 never.
+    QuarantineAfterFailures,
 }
 
 parsed_from!(Key, String, DomainError, |v| Key::parse(&v));
@@ -42,13 +44,14 @@ impl From<Key> for &'static str {
 }
 
 impl Key {
-    pub const ALL: [Key; 6] = [
+    pub const ALL: [Key; 7] = [
         Key::AlertThresholds,
         Key::ReservationTtlSeconds,
         Key::OutlierThreshold,
         Key::OutlierMinimumSamples,
         Key::DefaultLeaseSeconds,
         Key::DefaultMaxAttempts,
+        Key::QuarantineAfterFailures,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Key {
             Key::OutlierMinimumSamples => "outliers.minimumSamples",
             Key::DefaultLeaseSeconds => "queue.defaultLeaseSeconds",
             Key::DefaultMaxAttempts => "queue.defaultMaxAttempts",
+            Key::QuarantineAfterFailures => "agents.quarantineAfterFailures",
         }
     }
 
@@ -81,6 +85,10 @@ impl Key {
             Key::OutlierMinimumSamples => "How many comparable tasks a cost needs before it is judged (3 to 10000).",
             Key::DefaultLeaseSeconds => "A claim's lease when the agent does not ask for one (1 to 3600).",
             Key::DefaultMaxAttempts => "A task's attempts when its creator does not say (1 to 100).",
+            Key::QuarantineAfterFailures => {
+                "Failed attempts in a row (errors or expired leases) after which an agent is deactivated as \
+                 quarantined and its tasks released; a completed task resets the count (0 to 1000, 0: never)."
+            }
         }
     }
 
@@ -92,6 +100,7 @@ impl Key {
             Key::OutlierMinimumSamples => serde_json::json!(8),
             Key::DefaultLeaseSeconds => serde_json::json!(30),
             Key::DefaultMaxAttempts => serde_json::json!(3),
+            Key::QuarantineAfterFailures => serde_json::json!(5),
         }
     }
 
@@ -129,6 +138,7 @@ impl Key {
             Key::OutlierMinimumSamples => integer(3, 10_000),
             Key::DefaultLeaseSeconds => integer(1, 3_600),
             Key::DefaultMaxAttempts => integer(1, 100),
+            Key::QuarantineAfterFailures => integer(0, 1_000),
         }
     }
 }
@@ -171,6 +181,11 @@ impl SettingsState {
 
     pub fn default_lease(&self) -> chrono::TimeDelta {
         chrono::TimeDelta::seconds(self.integer(Key::DefaultLeaseSeconds))
+    }
+
+    /// Failed attempts in a row that quarantine an agent; `None` when quarantine is off.
+    pub fn quarantine_after_failures(&self) -> Option<u32> {
+        u32::try_from(self.integer(Key::QuarantineAfterFailures)).ok().filter(|n| *n > 0)
     }
 
     pub fn default_max_attempts(&self) -> crate::task::MaxAttempts {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, DomainError};
+use crate::claims::ClaimsState;
 use crate::outliers::CostOutlier;
 
 mod values;
@@ -65,6 +66,8 @@ impl TaskStatus {
 pub struct StageLink {
     pub run_id: Uuid,
     pub stage_key: String,
+    /// The run's workflow; unknown (`None`) for tasks created before it was recorded.
+    pub workflow_id: Option<Uuid>,
 }
 
 /// The agent working a task, and until when.
@@ -103,6 +106,8 @@ pub const BACKOFF_BASE: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 pub const BACKOFF_MAX: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 /// The error an attempt records when its agent stopped renewing the lease.
 pub const LEASE_EXPIRED: &str = "lease expired";
+/// How the reason of a release by a pause begins; the scope and the pause's reason follow.
+pub const PAUSED: &str = "claims paused for ";
 
 /// The delay before retrying after the `failures`-th failure: exponential, capped, with "equal
 /// jitter": half of it fixed, half scaled by `jitter` (0 to 1), so that tasks that failed together
@@ -130,7 +135,8 @@ pub struct TaskState {
     pub run_after: Option<DateTime<Utc>>,
     pub input: Option<String>,
     pub stage: Option<StageLink>,
-    /// Attempts started: the number of the current or last claim.
+    /// Attempts started and not given back: the number of the current or last claim. A released
+    /// claim (its agent was stopped or deactivated) is given back and not counted.
     pub attempt: u32,
     /// Attempts failed since the task was created or last retried; `max_attempts` of them fail it.
     pub failures: u32,
@@ -199,10 +205,12 @@ pub enum TaskCommand {
         now: DateTime<Utc>,
         lease_expires_at: DateTime<Utc>,
     },
-    /// The lease holder keeps the task.
+    /// The lease holder keeps the task, unless a pause that stops work under way covers it:
+    /// then the task is released and its agent told to stop. The write side puts the pauses in.
     Heartbeat {
         agent_id: Uuid,
         lease_expires_at: DateTime<Utc>,
+        pauses: ClaimsState,
     },
     ReportProgress {
         agent_id: Uuid,
@@ -304,7 +312,8 @@ pub enum TaskEvent {
         attempt: u32,
         retry_at: Option<DateTime<Utc>>,
     },
-    /// The agent let go without failing (it was deactivated): queued again at once, no failure counted.
+    /// The agent let go without failing (it was deactivated, or a pause stopped its work): queued
+    /// again at once, neither a failure nor an attempt counted.
     Released {
         agent_id: Uuid,
         attempt: u32,
@@ -434,8 +443,15 @@ impl Aggregate for Task {
             (S::Cancelled, C::Heartbeat { agent_id, .. }) if state.lease.is_some_and(|l| l.agent_id == *agent_id) => {
                 Ok(vec![])
             }
-            (_, C::Heartbeat { agent_id, lease_expires_at }) => {
+            (_, C::Heartbeat { agent_id, lease_expires_at, pauses }) => {
                 let lease = held(state, *agent_id)?;
+                if let Some((scope, pause)) = pauses.stop_of(state) {
+                    return Ok(vec![TaskEvent::Released {
+                        agent_id: *agent_id,
+                        attempt: lease.attempt,
+                        reason: format!("{}{scope}: {}", PAUSED, pause.reason),
+                    }]);
+                }
                 Ok(vec![TaskEvent::LeaseExtended {
                     agent_id: *agent_id,
                     attempt: lease.attempt,
@@ -579,7 +595,10 @@ impl Aggregate for Task {
                 state.errors.push(AttemptError { attempt: *attempt, agent_id: *agent_id, error: LEASE_EXPIRED.into() });
                 requeue(&mut state, *retry_at, true);
             }
-            TaskEvent::Released { .. } => requeue(&mut state, None, false),
+            TaskEvent::Released { attempt, .. } => {
+                state.attempt = attempt.saturating_sub(1);
+                requeue(&mut state, None, false);
+            }
             TaskEvent::Failed { .. } => {
                 state.status = TaskStatus::Failed;
                 state.run_after = None;

@@ -38,6 +38,8 @@ pub struct AgentRow {
     pub tasks_completed: i64,
     /// Attempts that failed: reported failures and expired leases.
     pub tasks_failed: i64,
+    /// Why the agent is quarantined, while it is.
+    pub quarantined: Option<String>,
 }
 
 impl HasId for AgentRow {
@@ -47,7 +49,7 @@ impl HasId for AgentRow {
 }
 
 pub const COLUMNS: &str = "id, name, capabilities, active, key_id, version, position, registered_at, updated_at, \
-                           last_seen_at, current_task_id, tasks_claimed, tasks_completed, tasks_failed";
+                           last_seen_at, current_task_id, tasks_claimed, tasks_completed, tasks_failed, quarantined";
 
 /// The read model's name.
 const NAME: &str = "agents";
@@ -79,6 +81,7 @@ impl AggregateRows for AgentsProjection {
         ("tasks_claimed", Sql::BigInt),
         ("tasks_completed", Sql::BigInt),
         ("tasks_failed", Sql::BigInt),
+        ("quarantined", Sql::Text),
     ];
 
     fn row_of(&self, recorded: &Recorded) -> Option<Uuid> {
@@ -96,6 +99,7 @@ impl AggregateRows for AgentsProjection {
             name: row.name.clone(),
             capabilities: row.capabilities.clone(),
             key_id: row.key_id.clone(),
+            quarantined: row.quarantined.clone(),
         };
         Ok((state, row))
     }
@@ -119,6 +123,7 @@ impl AggregateRows for AgentsProjection {
             tasks_claimed: 0,
             tasks_completed: 0,
             tasks_failed: 0,
+            quarantined: None,
         };
         Some((AgentState::default(), row))
     }
@@ -133,6 +138,7 @@ impl AggregateRows for AgentsProjection {
                 row.capabilities = state.capabilities.clone();
                 row.active = state.status == AgentStatus::Active;
                 row.key_id = state.key_id.clone();
+                row.quarantined = state.quarantined.clone();
                 row.version = meta.stream_version as i64;
                 row.position = meta.position.map_or(row.position, |p| p.0 as i64);
                 row.updated_at = meta.occurred_at;
@@ -162,6 +168,7 @@ impl AggregateRows for AgentsProjection {
             .bind(column(rows, |r| r.tasks_claimed))
             .bind(column(rows, |r| r.tasks_completed))
             .bind(column(rows, |r| r.tasks_failed))
+            .bind(column(rows, |r| r.quarantined.as_deref()))
     }
 }
 

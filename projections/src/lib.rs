@@ -36,13 +36,15 @@
 
 use std::sync::Arc;
 
-use devart_commands::{CommandError, Commands, Recorded};
+use devart_commands::{CommandContext, CommandError, Commands, Recorded};
 use futures::future::BoxFuture;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 // Read models: each is one line in `all`.
 pub mod agents;
 pub mod analytics;
+pub mod claims;
 pub mod services;
 pub mod tasks;
 pub mod users;
@@ -52,6 +54,7 @@ pub mod workflows;
 pub mod alerts;
 pub mod orchestrator;
 pub mod outliers;
+pub mod quarantine;
 
 // What feeds them, and what they announce.
 pub mod announce;
@@ -70,6 +73,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(services::ServicesProjection),
         Arc::new(analytics::AnalyticsProjection),
         Arc::new(users::UsersProjection),
+        Arc::new(claims::ClaimPausesProjection),
     ]
 }
 
@@ -79,7 +83,21 @@ pub fn reactors(with: &ReactorParts) -> Vec<Arc<dyn Reactor>> {
         Arc::new(orchestrator::Orchestrator::new(with.commands.clone())),
         Arc::new(outliers::OutlierDetector::new(with.commands.clone())),
         Arc::new(alerts::Alerts::new(with.alert_channels.clone())),
+        Arc::new(quarantine::Quarantine::new(with.commands.clone())),
     ]
+}
+
+/// A command `reactor` issues because of `event`: in its correlation, caused by it, with an id
+/// derived from the event, the reactor and `subject` (what the command is about), so that reacting
+/// to the same event again is recognised as the same command.
+pub(crate) fn caused_by(reactor: &'static str, event: &Recorded, subject: Uuid) -> CommandContext {
+    let name = format!("{reactor}\u{0}{subject}");
+    CommandContext {
+        command_id: Uuid::new_v5(&event.meta.event_id, name.as_bytes()),
+        actor: devart_domain::Actor::system(reactor),
+        correlation_id: event.meta.correlation_id,
+        causation_id: Some(event.meta.event_id),
+    }
 }
 
 /// What reactors are built from.

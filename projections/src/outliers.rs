@@ -19,12 +19,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use devart_commands::{CommandContext, CommandError, Commands, Recorded};
+use devart_commands::{CommandError, Commands, Recorded};
 use devart_domain::money::Money;
 use devart_domain::outliers::{judge, Score};
 use devart_domain::service::ServiceEvent;
 use devart_domain::task::{Task, TaskCommand, TaskEvent};
-use devart_domain::{Actor, Aggregate, DomainError, Event};
+use devart_domain::{Aggregate, DomainError, Event};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use sqlx::PgConnection;
@@ -123,7 +123,7 @@ impl OutlierDetector {
                 %task_id, cost = %outlier.cost, median = %outlier.median, z_score = %outlier.z_score,
                 group = outlier.group, "cost outlier"
             );
-            let context = caused_by(trigger, task_id);
+            let context = crate::caused_by(OutlierDetector::NAME, trigger, task_id);
             match self.commands.execute::<Task>(task_id, TaskCommand::FlagCostOutlier(outlier), &context, None).await {
                 Ok(_) => {}
                 // Deleted since, say: nothing left to flag.
@@ -198,18 +198,6 @@ async fn wait_for_analytics(conn: &mut PgConnection, position: i64) -> Result<()
             .into());
         }
         tokio::time::sleep(ANALYTICS_POLL).await;
-    }
-}
-
-/// A flag issued because of `event`: same correlation, caused by it, and with an id derived from it
-/// and the task, so that processing the event again is recognised.
-fn caused_by(event: &Recorded, task_id: Uuid) -> CommandContext {
-    let name = format!("{}\u{0}{task_id}", OutlierDetector::NAME);
-    CommandContext {
-        command_id: Uuid::new_v5(&event.meta.event_id, name.as_bytes()),
-        actor: Actor::system(OutlierDetector::NAME),
-        correlation_id: event.meta.correlation_id,
-        causation_id: Some(event.meta.event_id),
     }
 }
 

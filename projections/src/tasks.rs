@@ -130,10 +130,11 @@ impl TaskRow {
             max_attempts: self.max_attempts as u32,
             run_after: self.run_after,
             input: self.input.as_ref().map(|v| v.to_string()),
-            stage: self
-                .workflow_run_id
-                .zip(self.stage_key.clone())
-                .map(|(run_id, stage_key)| StageLink { run_id, stage_key }),
+            stage: self.workflow_run_id.zip(self.stage_key.clone()).map(|(run_id, stage_key)| StageLink {
+                run_id,
+                stage_key,
+                workflow_id: None,
+            }),
             attempt: self.attempt as u32,
             failures: self.failures as u32,
             lease: self.agent_id.zip(self.lease_expires_at).map(|(agent_id, expires_at)| Lease {

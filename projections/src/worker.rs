@@ -232,7 +232,17 @@ async fn consume(
                 }
             })
             .collect();
-        let (changed, _) = in_order(pool, store, consumer, &events).await?;
+        let applying = in_order(pool, store, consumer, &events);
+        let (changed, _) = match consumer {
+            // A reactor may wait long in a batch (the outlier detector, for the analytics read
+            // model): on shutdown it stops at once, its batch rolled back and delivered again, as
+            // after a crash, which its commands are made to survive.
+            Consumer::Reactor(_) => tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                applied = applying => applied?,
+            },
+            Consumer::Projection(_) => applying.await?,
+        };
         // Only a read model has rows to announce.
         announce::publish(bus, name, changed).await.map_err(ApplyError::from)?;
         // The consumer acknowledges everything up to the last message at once.

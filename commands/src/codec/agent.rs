@@ -28,6 +28,13 @@ pub struct AgentActivated {}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentDeactivated {}
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentQuarantined {
+    pub failures: u32,
+    pub reason: String,
+}
+
 impl From<AgentEvent> for Wire {
     fn from(event: AgentEvent) -> Wire {
         match event {
@@ -37,6 +44,7 @@ impl From<AgentEvent> for Wire {
             AgentEvent::KeyRotated { key_id } => AgentKeyRotated { key_id }.into(),
             AgentEvent::Activated => AgentActivated {}.into(),
             AgentEvent::Deactivated => AgentDeactivated {}.into(),
+            AgentEvent::Quarantined { failures, reason } => AgentQuarantined { failures, reason }.into(),
         }
     }
 }
@@ -56,6 +64,12 @@ impl From<AgentKeyRotated> for AgentEvent {
 impl From<AgentActivated> for AgentEvent {
     fn from(_: AgentActivated) -> Self {
         AgentEvent::Activated
+    }
+}
+
+impl From<AgentQuarantined> for AgentEvent {
+    fn from(w: AgentQuarantined) -> Self {
+        AgentEvent::Quarantined { failures: w.failures, reason: w.reason }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Serialization at the edge: the versioned wire types of every event.
 //!
 //! Domain events are not the wire format. Each event type has versioned wire structs, one module
-//! per aggregate ([`task`], [`agent`], [`workflow`], [`service`], [`settings`], [`user`]), each
+//! per aggregate ([`task`], [`agent`], [`workflow`], [`service`], [`settings`], [`user`],
+//! [`claims`]), each
 //! converted to and from its domain event by `From`/`TryFrom`. The store keeps the postcard
 //! encoding of the newest version, the bus and the audit trail carry its JSON. Reading an older
 //! version upcasts it, so replay never meets a layout it cannot read; a payload that does not
@@ -11,6 +12,7 @@
 //! so a change here cannot quietly change what existing databases and exports hold.
 
 pub mod agent;
+pub mod claims;
 pub mod service;
 pub mod settings;
 pub mod task;
@@ -18,6 +20,7 @@ pub mod user;
 pub mod workflow;
 
 use devart_domain::agent::AgentEvent;
+use devart_domain::claims::ClaimsEvent;
 use devart_domain::service::ServiceEvent;
 use devart_domain::settings::SettingsEvent;
 use devart_domain::task::TaskEvent;
@@ -114,7 +117,7 @@ macro_rules! wire_events {
 }
 
 wire_events! {
-    TaskCreated(2, 1: task::v1::TaskCreated): task::v2::TaskCreated => TaskEvent,
+    TaskCreated(3, 1: task::v1::TaskCreated, 2: task::v2::TaskCreated): task::v3::TaskCreated => TaskEvent,
     TaskUpdated(1): task::TaskUpdated => TaskEvent,
     TaskReprioritized(1): task::TaskReprioritized => TaskEvent,
     TaskDeleted(1): task::TaskDeleted => TaskEvent,
@@ -134,6 +137,7 @@ wire_events! {
     AgentKeyRotated(1): agent::AgentKeyRotated => AgentEvent,
     AgentActivated(1): agent::AgentActivated => AgentEvent,
     AgentDeactivated(1): agent::AgentDeactivated => AgentEvent,
+    AgentQuarantined(1): agent::AgentQuarantined => AgentEvent,
     WorkflowDefined(1): workflow::WorkflowDefined => WorkflowEvent,
     WorkflowRunStarted(1): workflow::WorkflowRunStarted => RunEvent,
     WorkflowStageStarted(1): workflow::WorkflowStageStarted => RunEvent,
@@ -160,6 +164,8 @@ wire_events! {
     UserDeactivated(1): user::UserDeactivated => UserEvent,
     UserReactivated(1): user::UserReactivated => UserEvent,
     UserPasswordChanged(1): user::UserPasswordChanged => UserEvent,
+    ClaimsPaused(1): claims::ClaimsPaused => ClaimsEvent,
+    ClaimsResumed(1): claims::ClaimsResumed => ClaimsEvent,
 }
 
 impl From<&Event> for Wire {
@@ -173,6 +179,7 @@ impl From<&Event> for Wire {
             Event::Service(e) => e.into(),
             Event::Settings(e) => e.into(),
             Event::User(e) => e.into(),
+            Event::Claims(e) => e.into(),
         }
     }
 }

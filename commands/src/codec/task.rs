@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::service::Amount;
 use super::Wire;
 
-/// The layouts of the first release; `TaskCreated` has grown since (see [`v2`]).
+/// The layouts of the first release; `TaskCreated` has grown since (see [`v2`], [`v3`]).
 pub mod v1 {
     use serde::{Deserialize, Serialize};
     use uuid::Uuid;
@@ -67,6 +67,63 @@ pub mod v2 {
     }
 }
 
+pub mod v3 {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Serialize};
+    use uuid::Uuid;
+
+    /// v2 with the stage's workflow, so that a pause of one workflow knows its tasks.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TaskCreated {
+        pub task_id: Uuid,
+        pub title: String,
+        pub description: String,
+        pub priority: u8,
+        pub required_capabilities: Vec<String>,
+        pub parent_task_id: Option<Uuid>,
+        pub max_attempts: u32,
+        pub run_after: Option<DateTime<Utc>>,
+        /// A JSON document, as text.
+        pub input: Option<String>,
+        pub stage: Option<Stage>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Stage {
+        pub run_id: Uuid,
+        pub stage_key: String,
+        /// None only for a stage task upcast from v2.
+        pub workflow_id: Option<Uuid>,
+    }
+
+    impl From<super::v2::TaskCreated> for TaskCreated {
+        /// The workflow of a stage task created before v3 was not recorded: it reads as unknown.
+        fn from(v2: super::v2::TaskCreated) -> Self {
+            TaskCreated {
+                task_id: v2.task_id,
+                title: v2.title,
+                description: v2.description,
+                priority: v2.priority,
+                required_capabilities: v2.required_capabilities,
+                parent_task_id: v2.parent_task_id,
+                max_attempts: v2.max_attempts,
+                run_after: v2.run_after,
+                input: v2.input,
+                stage: v2.stage.map(|s| Stage { run_id: s.run_id, stage_key: s.stage_key, workflow_id: None }),
+            }
+        }
+    }
+
+    impl From<super::v1::TaskCreated> for TaskCreated {
+        fn from(v1: super::v1::TaskCreated) -> Self {
+            super::v2::TaskCreated::from(v1).into()
+        }
+    }
+}
+
+/// A v2 stage: the run and the stage's key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stage {
@@ -226,7 +283,7 @@ impl From<TaskEvent> for Wire {
                 run_after,
                 input,
                 stage,
-            } => v2::TaskCreated {
+            } => v3::TaskCreated {
                 task_id: id,
                 title,
                 description,
@@ -236,7 +293,11 @@ impl From<TaskEvent> for Wire {
                 max_attempts,
                 run_after,
                 input,
-                stage: stage.map(|s| Stage { run_id: s.run_id, stage_key: s.stage_key }),
+                stage: stage.map(|s| v3::Stage {
+                    run_id: s.run_id,
+                    stage_key: s.stage_key,
+                    workflow_id: s.workflow_id,
+                }),
             }
             .into(),
             TaskEvent::Updated { title, description, required_capabilities } => {
@@ -279,8 +340,8 @@ impl From<TaskEvent> for Wire {
     }
 }
 
-impl From<v2::TaskCreated> for TaskEvent {
-    fn from(w: v2::TaskCreated) -> Self {
+impl From<v3::TaskCreated> for TaskEvent {
+    fn from(w: v3::TaskCreated) -> Self {
         TaskEvent::Created {
             id: w.task_id,
             title: w.title,
@@ -291,7 +352,7 @@ impl From<v2::TaskCreated> for TaskEvent {
             max_attempts: w.max_attempts,
             run_after: w.run_after,
             input: w.input,
-            stage: w.stage.map(|s| StageLink { run_id: s.run_id, stage_key: s.stage_key }),
+            stage: w.stage.map(|s| StageLink { run_id: s.run_id, stage_key: s.stage_key, workflow_id: s.workflow_id }),
         }
     }
 }

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeSet;
 
+use devart_domain::claims::Scope as ClaimScope;
 use devart_domain::money::Money;
 use devart_domain::outliers::{CostOutlier, Score};
-use devart_domain::task::StageLink;
+use devart_domain::task::{Capability, StageLink};
 use devart_domain::user::UserRole;
 use devart_domain::workflow::StageSpec;
 
@@ -30,7 +31,11 @@ fn samples() -> Vec<Event> {
             max_attempts: 5,
             run_after: Some(at()),
             input: Some(r#"{"a":1}"#.into()),
-            stage: Some(StageLink { run_id: Uuid::from_u128(9), stage_key: "build".into() }),
+            stage: Some(StageLink {
+                run_id: Uuid::from_u128(9),
+                stage_key: "build".into(),
+                workflow_id: Some(Uuid::from_u128(10)),
+            }),
         }),
         Event::Task(TaskEvent::Updated { title: None, description: Some("x".into()), required_capabilities: None }),
         Event::Task(TaskEvent::Reprioritized { from: 1, to: 2 }),
@@ -232,6 +237,14 @@ fn sparse_samples() -> Vec<Event> {
             role: UserRole::Admin,
         }),
         Event::User(UserEvent::RoleChanged { role: UserRole::Viewer, previous: UserRole::Admin }),
+        Event::Claims(ClaimsEvent::Paused { scope: ClaimScope::All, reason: "incident 42".into(), drain: true }),
+        Event::Claims(ClaimsEvent::Paused {
+            scope: ClaimScope::Capability(Capability::parse("gpu").unwrap()),
+            reason: "quota".into(),
+            drain: false,
+        }),
+        Event::Claims(ClaimsEvent::Resumed { scope: ClaimScope::Workflow(Uuid::from_u128(10)) }),
+        Event::Agent(AgentEvent::Quarantined { failures: 5, reason: "5 failed attempts in a row".into() }),
     ]
 }
 
@@ -249,7 +262,37 @@ fn older_layouts() -> Vec<(&'static str, u16, Vec<u8>, serde_json::Value)> {
         required_capabilities: vec!["rust".into()],
         parent_task_id: Some(Uuid::from_u128(42)),
     };
-    vec![("TaskCreated", 1, postcard::to_allocvec(&v1).unwrap(), serde_json::to_value(&v1).unwrap())]
+    // As v2 wrote the first sample, before a stage recorded its workflow.
+    let v2 = task::v2::TaskCreated {
+        task_id: Uuid::from_u128(1),
+        title: "t".into(),
+        description: "d".into(),
+        priority: 5,
+        required_capabilities: vec!["rust".into()],
+        parent_task_id: Some(Uuid::from_u128(2)),
+        max_attempts: 5,
+        run_after: Some(at()),
+        input: Some(r#"{"a":1}"#.into()),
+        stage: Some(task::Stage { run_id: Uuid::from_u128(9), stage_key: "build".into() }),
+    };
+    // And the sparse one.
+    let sparse = task::v2::TaskCreated {
+        task_id: Uuid::from_u128(21),
+        title: "minimal".into(),
+        description: String::new(),
+        priority: 1,
+        required_capabilities: vec![],
+        parent_task_id: None,
+        max_attempts: 1,
+        run_after: None,
+        input: None,
+        stage: None,
+    };
+    vec![
+        ("TaskCreated", 1, postcard::to_allocvec(&v1).unwrap(), serde_json::to_value(&v1).unwrap()),
+        ("TaskCreated", 2, postcard::to_allocvec(&v2).unwrap(), serde_json::to_value(&v2).unwrap()),
+        ("TaskCreated", 2, postcard::to_allocvec(&sparse).unwrap(), serde_json::to_value(&sparse).unwrap()),
+    ]
 }
 
 fn captured() -> serde_json::Value {
@@ -275,18 +318,44 @@ fn unhex(text: &str) -> Vec<u8> {
 
 /// What each of [`older_layouts`] reads as today.
 fn upcast_older() -> Vec<Event> {
-    vec![Event::Task(TaskEvent::Created {
-        id: Uuid::from_u128(41),
-        title: "from the first release".into(),
-        description: "d".into(),
-        priority: 4,
-        required_capabilities: vec!["rust".into()],
-        parent_task_id: Some(Uuid::from_u128(42)),
-        max_attempts: 3,
-        run_after: None,
-        input: None,
-        stage: None,
-    })]
+    vec![
+        Event::Task(TaskEvent::Created {
+            id: Uuid::from_u128(41),
+            title: "from the first release".into(),
+            description: "d".into(),
+            priority: 4,
+            required_capabilities: vec!["rust".into()],
+            parent_task_id: Some(Uuid::from_u128(42)),
+            max_attempts: 3,
+            run_after: None,
+            input: None,
+            stage: None,
+        }),
+        Event::Task(TaskEvent::Created {
+            id: Uuid::from_u128(1),
+            title: "t".into(),
+            description: "d".into(),
+            priority: 5,
+            required_capabilities: vec!["rust".into()],
+            parent_task_id: Some(Uuid::from_u128(2)),
+            max_attempts: 5,
+            run_after: Some(at()),
+            input: Some(r#"{"a":1}"#.into()),
+            stage: Some(StageLink { run_id: Uuid::from_u128(9), stage_key: "build".into(), workflow_id: None }),
+        }),
+        Event::Task(TaskEvent::Created {
+            id: Uuid::from_u128(21),
+            title: "minimal".into(),
+            description: String::new(),
+            priority: 1,
+            required_capabilities: vec![],
+            parent_task_id: None,
+            max_attempts: 1,
+            run_after: None,
+            input: None,
+            stage: None,
+        }),
+    ]
 }
 
 /// The stored bytes and the JSON of every sample, and of the older layouts, as they were
@@ -433,6 +502,7 @@ fn variant(event: &Event) -> &'static str {
             AgentEvent::KeyRotated { .. } => "AgentKeyRotated",
             AgentEvent::Activated => "AgentActivated",
             AgentEvent::Deactivated => "AgentDeactivated",
+            AgentEvent::Quarantined { .. } => "AgentQuarantined",
         },
         Event::Workflow(e) => match e {
             WorkflowEvent::Defined { .. } => "WorkflowDefined",
@@ -469,6 +539,10 @@ fn variant(event: &Event) -> &'static str {
             UserEvent::Deactivated => "UserDeactivated",
             UserEvent::Reactivated => "UserReactivated",
             UserEvent::PasswordChanged => "UserPasswordChanged",
+        },
+        Event::Claims(e) => match e {
+            ClaimsEvent::Paused { .. } => "ClaimsPaused",
+            ClaimsEvent::Resumed { .. } => "ClaimsResumed",
         },
     }
 }

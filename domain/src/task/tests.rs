@@ -120,7 +120,7 @@ fn an_expired_lease_is_a_failed_attempt_and_a_live_one_is_left_alone() {
         attempt: 1,
         retry_at: Some(at(30) + backoff(1, 0.0)),
     }]);
-    let heartbeat = TaskCommand::Heartbeat { agent_id: ADA, lease_expires_at: at(60) };
+    let heartbeat = TaskCommand::Heartbeat { agent_id: ADA, lease_expires_at: at(60), pauses: ClaimsState::default() };
     let extended = TaskEvent::LeaseExtended { agent_id: ADA, attempt: 1, lease_expires_at: at(60) };
     given::<Task>([created(), claimed(1)]).when(heartbeat).then([extended.clone()]);
     given::<Task>([created(), claimed(1), extended]).when(expire(at(30))).then([]);
@@ -130,7 +130,7 @@ fn an_expired_lease_is_a_failed_attempt_and_a_live_one_is_left_alone() {
 fn a_cancelled_task_tells_its_agent_through_the_heartbeat() {
     let cancelled = TaskEvent::Cancelled { reason: None };
     given::<Task>([created(), claimed(1), cancelled.clone()])
-        .when(TaskCommand::Heartbeat { agent_id: ADA, lease_expires_at: at(60) })
+        .when(TaskCommand::Heartbeat { agent_id: ADA, lease_expires_at: at(60), pauses: ClaimsState::default() })
         .then([]);
     given::<Task>([created(), claimed(1), cancelled])
         .when(TaskCommand::Complete { agent_id: ADA, result: None })
@@ -212,7 +212,35 @@ fn a_released_task_is_queued_again_without_a_failure() {
         claimed(1),
         TaskEvent::Released { agent_id: ADA, attempt: 1, reason: "deactivated".into() },
     ]);
-    assert_eq!((state.status, state.failures, state.lease), (TaskStatus::Pending, 0, None));
+    assert_eq!((state.status, state.failures, state.attempt, state.lease), (TaskStatus::Pending, 0, 0, None));
+}
+
+#[test]
+fn a_pause_that_stops_work_releases_the_task_at_its_heartbeat_without_using_an_attempt() {
+    use crate::claims::{Claims, ClaimsCommand, Scope};
+    let pause = |scope: Scope, drain| {
+        let command = ClaimsCommand::Pause { scope, reason: Message::parse("reason", "incident 42").unwrap(), drain };
+        Claims::decide(&ClaimsState::default(), &command).unwrap().iter().fold(ClaimsState::default(), Claims::evolve)
+    };
+    let heartbeat = |pauses| TaskCommand::Heartbeat { agent_id: ADA, lease_expires_at: at(60), pauses };
+    let extended = TaskEvent::LeaseExtended { agent_id: ADA, attempt: 1, lease_expires_at: at(60) };
+    // A draining pause, or one of another capability, lets the work go on.
+    given::<Task>([created(), claimed(1)]).when(heartbeat(pause(Scope::All, true))).then([extended.clone()]);
+    let rust = Scope::Capability(Capability::parse("rust").unwrap());
+    given::<Task>([created(), claimed(1)]).when(heartbeat(pause(rust, false))).then([extended]);
+    let released = TaskEvent::Released {
+        agent_id: ADA,
+        attempt: 1,
+        reason: "claims paused for capability docs: incident 42".into(),
+    };
+    let docs = Scope::Capability(Capability::parse("docs").unwrap());
+    given::<Task>([created(), claimed(1)]).when(heartbeat(pause(docs, false))).then([released.clone()]);
+    let state = Task::fold(&[created(), claimed(1), released]);
+    assert_eq!((state.status, state.attempt, state.failures), (TaskStatus::Pending, 0, 0));
+    // Another agent's heartbeat is refused as before.
+    given::<Task>([created(), claimed(1)])
+        .when(TaskCommand::Heartbeat { agent_id: BOB, lease_expires_at: at(60), pauses: pause(Scope::All, false) })
+        .then_error(DomainError::Forbidden(format!("task {} is held by another agent", id())));
 }
 
 #[test]

@@ -33,6 +33,9 @@ pub struct Agent {
     pub tasks_completed: i64,
     /// Attempts that failed: reported failures and expired leases.
     pub tasks_failed: i64,
+    /// Why the agent was quarantined (deactivated after `agents.quarantineAfterFailures` failed
+    /// attempts in a row), while it is; activating it lifts the quarantine.
+    pub quarantined: Option<String>,
 }
 
 impl From<AgentRow> for Agent {
@@ -51,6 +54,7 @@ impl From<AgentRow> for Agent {
             tasks_claimed: r.tasks_claimed,
             tasks_completed: r.tasks_completed,
             tasks_failed: r.tasks_failed,
+            quarantined: r.quarantined,
         }
     }
 }
@@ -73,6 +77,7 @@ impl From<Folded<AgentState>> for Agent {
             tasks_claimed: 0,
             tasks_completed: 0,
             tasks_failed: 0,
+            quarantined: s.quarantined,
         }
     }
 }

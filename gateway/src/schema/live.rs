@@ -3,7 +3,8 @@
 //! Two kinds, and nothing is read once per subscriber:
 //! - **Announced rows** ([`Fanout`]): what a read model announces after a batch committed
 //!   (`devart_projections::announce`), forwarded from the bus by one task per read model and fanned
-//!   out to every subscriber: tasks, agents, users, services, workflow runs, cost-outlier flags.
+//!   out to every subscriber: tasks, agents, users, services, workflow runs, cost-outlier flags,
+//!   the kill switch's pauses.
 //! - **Derived values** ([`Latest`]): a value computed once per change for all subscribers and
 //!   kept as the latest: the queue's statistics (read again after the task board announced a
 //!   change, at most every [`QUEUE_INTERVAL`], and handed on only when they differ), and the
@@ -17,11 +18,12 @@ use devart_commands::settings::WATCH_INTERVAL;
 use devart_projections::agents::AgentRow;
 use devart_projections::analytics::TaskFacts;
 use devart_projections::announce::Announced;
+use devart_projections::claims::ClaimPausesRow;
 use devart_projections::services::ServiceRow;
 use devart_projections::tasks::TaskRow;
 use devart_projections::users::UserRow;
 use devart_projections::workflows::WorkflowRunRow;
-use devart_projections::{agents, analytics, services, tasks, users, workflows};
+use devart_projections::{agents, analytics, claims, services, tasks, users, workflows};
 use futures::{Stream, StreamExt};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::time::Instant;
@@ -50,6 +52,8 @@ pub struct Live {
     pub runs: Fanout<WorkflowRunRow>,
     /// The facts of tasks whose cost-outlier flag was raised or acknowledged.
     pub outliers: Fanout<TaskFacts>,
+    /// The pauses in effect, whenever one begins or ends.
+    pub claims: Fanout<ClaimPausesRow>,
     pub queue: Latest<QueueSnapshot>,
     pub settings: Latest<Vec<Setting>>,
 }
@@ -63,6 +67,7 @@ impl Default for Live {
             services: Fanout::new(services::ANNOUNCED),
             runs: Fanout::new(workflows::ANNOUNCED),
             outliers: Fanout::new(analytics::ANNOUNCED),
+            claims: Fanout::new(claims::ANNOUNCED),
             queue: Latest::default(),
             settings: Latest::default(),
         }
@@ -80,6 +85,7 @@ pub async fn run(services: Services, shutdown: CancellationToken) {
     parts.spawn(forward(services.clone(), live.clone(), |l| &l.services, shutdown.clone()));
     parts.spawn(forward(services.clone(), live.clone(), |l| &l.runs, shutdown.clone()));
     parts.spawn(forward(services.clone(), live.clone(), |l| &l.outliers, shutdown.clone()));
+    parts.spawn(forward(services.clone(), live.clone(), |l| &l.claims, shutdown.clone()));
     parts.spawn(follow_queue(services.clone(), shutdown.clone()));
     parts.spawn(follow_settings(services, shutdown));
     while let Some(ended) = parts.join_next().await {
@@ -237,6 +243,7 @@ fn values<T: Send + Sync + 'static>(
 async fn follow_queue(services: Services, shutdown: CancellationToken) {
     let latest = &services.live.queue;
     let mut changes = services.live.tasks.sender.subscribe();
+    let mut pauses = services.live.claims.sender.subscribe();
     // Every person sees the whole queue; read as the least of them.
     let reader = Caller {
         subject: "queueStatsUpdates".into(),
@@ -252,6 +259,10 @@ async fn follow_queue(services: Services, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             change = changes.recv() => match change {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => stale = true,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            change = pauses.recv() => match change {
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => stale = true,
                 Err(broadcast::error::RecvError::Closed) => return,
             },
@@ -276,6 +287,7 @@ async fn follow_queue(services: Services, shutdown: CancellationToken) {
             _ = tokio::time::sleep_until(last_read + QUEUE_INTERVAL) => {}
         }
         while changes.try_recv().is_ok() {}
+        while pauses.try_recv().is_ok() {}
         last_read = Instant::now();
         stale = false;
         match read_queue(&services, &reader).await {

@@ -25,6 +25,7 @@ mod agents;
 mod analytics;
 mod audit;
 mod budgets;
+mod claims;
 mod events;
 pub mod live;
 mod people;
@@ -50,6 +51,7 @@ pub struct QueryRoot(
     audit::TimeTravelQuery,
     analytics::AnalyticsQuery,
     analytics::OutliersQuery,
+    claims::ClaimsQuery,
 );
 
 #[derive(async_graphql::MergedObject, Default)]
@@ -63,6 +65,7 @@ pub struct MutationRoot(
     settings::SettingsMutation,
     analytics::OutliersMutation,
     people::PeopleMutation,
+    claims::ClaimsMutation,
 );
 
 #[derive(async_graphql::MergedSubscription, Default)]
@@ -76,6 +79,7 @@ pub struct SubscriptionRoot(
     settings::SettingsSubscription,
     analytics::OutliersSubscription,
     people::PeopleSubscription,
+    claims::ClaimsSubscription,
 );
 
 pub fn build(services: Option<Services>) -> Schema {

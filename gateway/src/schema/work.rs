@@ -5,11 +5,13 @@ use async_graphql::{Context, Json, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, TimeDelta, Utc};
 use devart_commands::queue::{ClaimRequest, LEASE_MAX, LEASE_MIN};
 use devart_domain::task::{Message, Percent, Task as TaskAggregate, TaskCommand, TaskStatus as DomainTaskStatus};
+use devart_projections::claims::ClaimPausesRow;
 use futures::{Stream, StreamExt};
 use rand::Rng;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::claims::ClaimPause;
 use super::tasks::Task;
 use super::{caller, command_context, document, domain, parse_id, person, read, require, services};
 use crate::auth::{Caller, Role};
@@ -44,6 +46,11 @@ pub struct Heartbeat {
     pub task: Task,
     /// The task was cancelled: stop working on it; reports on it are refused from now on.
     pub cancelled: bool,
+    /// A pause of claims stopped the work (`pauseClaims` with `drain: false`): the task is back in
+    /// the queue, no attempt used; stop working on it.
+    pub stop: bool,
+    /// Why, when `stop`.
+    pub stop_reason: Option<String>,
     /// The lease now runs until then (unchanged once cancelled).
     pub lease_expires_at: Option<DateTime<Utc>>,
 }
@@ -65,6 +72,8 @@ pub struct QueueStats {
     pub retrying: i64,
     /// Tasks that failed for good.
     pub failed: i64,
+    /// The pauses of claims in effect, broadest first (`pauseClaims`); none while work is handed out.
+    pub pauses: Vec<ClaimPause>,
 }
 
 #[derive(Debug, Clone, PartialEq, SimpleObject)]
@@ -106,6 +115,7 @@ pub struct QueueSnapshot {
     in_flight: i64,
     retrying: i64,
     failed: i64,
+    pauses: Vec<ClaimPause>,
 }
 
 impl QueueSnapshot {
@@ -142,6 +152,11 @@ impl QueueSnapshot {
             .fetch_one(&mut *conn)
             .await
             .map_err(gql)?;
+        let pauses: Option<ClaimPausesRow> =
+            sqlx::query_as(&format!("select {} from claim_pauses", devart_projections::claims::COLUMNS))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(gql)?;
         let snapshot = QueueSnapshot {
             pending,
             due,
@@ -157,6 +172,7 @@ impl QueueSnapshot {
             in_flight,
             retrying,
             failed,
+            pauses: super::claims::listed(pauses.as_ref()),
         };
         Ok((snapshot, next_due))
     }
@@ -177,6 +193,7 @@ impl QueueStats {
             in_flight: s.in_flight,
             retrying: s.retrying,
             failed: s.failed,
+            pauses: s.pauses,
         }
     }
 }
@@ -241,12 +258,20 @@ impl WorkMutation {
     ) -> async_graphql::Result<Heartbeat> {
         let (caller, agent_id) = agent(ctx)?;
         let id = parse_id("taskId", &task_id)?;
-        let command = TaskCommand::Heartbeat { agent_id, lease_expires_at: Utc::now() + lease(ctx, lease_seconds)? };
+        let lease_expires_at = Utc::now() + lease(ctx, lease_seconds)?;
         let context = command_context(ctx, &caller);
-        let folded = services(ctx).commands.execute::<TaskAggregate>(id, command, &context, None).await.map_err(gql)?;
+        let beat =
+            services(ctx).commands.tasks().heartbeat(id, agent_id, lease_expires_at, &context).await.map_err(gql)?;
+        let folded = beat.task;
         let cancelled = folded.state.status == DomainTaskStatus::Cancelled;
-        let lease_expires_at = folded.state.lease.map(|l| l.expires_at).filter(|_| !cancelled);
-        Ok(Heartbeat { task: folded.into(), cancelled, lease_expires_at })
+        let lease_expires_at = folded.state.lease.map(|l| l.expires_at).filter(|_| !cancelled && beat.stop.is_none());
+        Ok(Heartbeat {
+            task: folded.into(),
+            cancelled,
+            stop: beat.stop.is_some(),
+            stop_reason: beat.stop,
+            lease_expires_at,
+        })
     }
 
     /// Reports how far along a task this agent holds is (agent).

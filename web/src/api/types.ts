@@ -49,10 +49,12 @@ export interface Agent {
   tasksClaimed: number;
   tasksCompleted: number;
   tasksFailed: number;
+  /// Why the agent is quarantined, while it is.
+  quarantined: string | null;
 }
 
 export const AGENT_FIELDS = `id name capabilities active keyId version registeredAt updatedAt lastSeenAt currentTaskId
-  tasksClaimed tasksCompleted tasksFailed`;
+  tasksClaimed tasksCompleted tasksFailed quarantined`;
 
 export interface QueueStats {
   pending: number;

@@ -171,7 +171,13 @@ function AgentRow({
     <tr data-agent-id={agent.id}>
       <th scope="row">{agent.name}</th>
       <td data-agent-status>
-        <Status status={agent.active ? 'ACTIVE' : 'INACTIVE'} />
+        {agent.quarantined ? (
+          <span class="status tone-bad" title={agent.quarantined}>
+            <span aria-hidden="true">☣</span> Quarantined <span class="muted">({agent.quarantined})</span>
+          </span>
+        ) : (
+          <Status status={agent.active ? 'ACTIVE' : 'INACTIVE'} />
+        )}
       </td>
       <td>{agent.capabilities.join(', ') || '—'}</td>
       <td>

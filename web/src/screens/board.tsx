@@ -21,6 +21,7 @@ import type { ScreenProps } from '../routes';
 import { setQuery } from '../router';
 import { formatAge, formatMoney, formatNumber } from '../ui/format';
 import { Dialog, ErrorNote, Loading, PageHead, Status, statusLabel } from '../ui/parts';
+import { PauseBar } from './pauses';
 import { useVirtual } from '../ui/virtual';
 import { isOpen, reprioritize, TaskActionButtons, TaskForm } from './task-actions';
 
@@ -240,6 +241,7 @@ export function Board({ query }: ScreenProps) {
           </button>
         )}
       </PageHead>
+      <PauseBar />
       <BoardFilters filters={filters} agents={agents} capabilities={capabilities} />
       {canSupervise && <PriorityRail stats={stats} onDrop={move} />}
       <p class="sr-only" role="status" aria-live="polite">

@@ -17,6 +17,7 @@ import {
 } from '../api/types';
 import { addDecimals, formatMoney, formatNumber, formatSeconds } from '../ui/format';
 import { Empty, Loaded, PageHead, Status, Time } from '../ui/parts';
+import { PauseBar } from './pauses';
 
 
 interface Outlier {
@@ -150,6 +151,7 @@ export function Overview() {
   return (
     <section class="overview">
       <PageHead title="Overview" />
+      <PauseBar />
       <Loaded loading={state.loading} error={state.error} hasData={!!stats}>
         {state.liveError && <p class="notice">Live updates stopped: {state.liveError.message}</p>}
         <div class="tiles">
