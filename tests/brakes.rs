@@ -482,3 +482,139 @@ async fn an_agent_failing_attempt_after_attempt_is_quarantined_and_its_tasks_rel
     running.stop().await;
     env.cleanup().await;
 }
+
+/// 32 agents claim and complete as fast as they can while tasks that require approval wait among
+/// the others: none is claimed before its approval (every `TaskClaimed` of one comes after its
+/// `TaskApproved`), a rejected one never is, and each decision names who made it and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_awaiting_approval_is_never_claimed_before_it_and_a_rejected_one_never() {
+    let env = TestEnv::new().await;
+    let commands = env.commands();
+    let gated = |title: String| CreateTask {
+        requires_approval: true,
+        ..CreateTask::new(Uuid::now_v7(), Title::parse(&title).unwrap())
+    };
+    let mut awaiting = Vec::new();
+    for i in 0..20 {
+        let task = commands.tasks().create(gated(format!("risky {i}")), &env.context()).await.unwrap();
+        assert_eq!(task.state.status, TaskStatus::AwaitingApproval);
+        awaiting.push(task.state.id);
+    }
+    for i in 0..200 {
+        create(&commands, &format!("plain {i}"), &[], None).await;
+    }
+    let agents: Vec<Uuid> = futures::future::join_all((0..AGENTS).map(|a| {
+        let commands = commands.clone();
+        async move { register(&commands, &format!("eager-{a}"), &[]).await }
+    }))
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let claimed = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = agents
+        .iter()
+        .map(|&agent_id| {
+            let (commands, stop, claimed) = (commands.clone(), stop.clone(), claimed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    match claim(&commands, agent_id, &[]).await {
+                        Some(task_id) => {
+                            claimed.fetch_add(1, Ordering::SeqCst);
+                            let complete = TaskCommand::Complete { agent_id, result: None };
+                            let context = CommandContext::new(Actor::agent(agent_id.to_string()));
+                            commands.execute::<Task>(task_id, complete, &context, None).await.unwrap();
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    // Decisions come while the agents claim.
+    eventually(Duration::from_secs(30), || async { (claimed.load(Ordering::SeqCst) >= 50).then_some(()) }).await;
+    let (approved, rejected) = awaiting.split_at(10);
+    for &id in approved {
+        let note = Some(Message::parse("note", "checked the diff").unwrap());
+        commands.execute::<Task>(id, TaskCommand::Approve { note }, &supervisor(), None).await.unwrap();
+    }
+    for &id in rejected {
+        let reason = reason("touches production credentials");
+        commands.execute::<Task>(id, TaskCommand::Reject { reason }, &supervisor(), None).await.unwrap();
+    }
+    eventually(Duration::from_secs(60), || async { (claimed.load(Ordering::SeqCst) >= 210).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert_eq!(claimed.load(Ordering::SeqCst), 210, "every plain and approved task, once");
+
+    env.sequence_all().await;
+    for &id in &awaiting {
+        let history: Vec<(String, i64, String)> = sqlx::query_as(
+            "select event_type, position, actor_id from events where stream_id = $1 order by stream_version",
+        )
+        .bind(format!("task-{id}"))
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+        let types: Vec<&str> = history.iter().map(|(t, ..)| t.as_str()).collect();
+        if approved.contains(&id) {
+            assert_eq!(types, ["TaskCreated", "TaskApproved", "TaskClaimed", "TaskCompleted"], "{id}");
+            assert!(history[1].1 < history[2].1, "claimed after its approval");
+        } else {
+            assert_eq!(types, ["TaskCreated", "TaskRejected"], "{id}: never claimed");
+        }
+        assert_eq!(history[1].2, "supervisor", "the decision names who made it");
+        let state = commands.load::<Task>(id).await.unwrap().state;
+        let expected = if approved.contains(&id) { TaskStatus::Completed } else { TaskStatus::Rejected };
+        assert_eq!(state.status, expected);
+    }
+    let why: Vec<serde_json::Value> = futures::future::join_all(rejected.iter().map(|id| {
+        let store = env.store.clone();
+        async move {
+            let history = store.read_stream(&devart_domain::StreamId::new("task", *id), None).await.unwrap();
+            devart_commands::codec::to_json(&history[1].event)
+        }
+    }))
+    .await;
+    assert!(why.iter().all(|w| w == &json!({ "reason": "touches production credentials" })), "{why:?}");
+    env.cleanup().await;
+}
+
+/// Through GraphQL: a task created with `requiresApproval` waits as `AWAITING_APPROVAL`; a viewer
+/// may not decide; a decision is taken once; a rejection needs a reason.
+#[tokio::test]
+async fn the_api_gates_a_task_on_a_supervisor_s_approval() {
+    let env = TestEnv::new().await;
+    let running = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+    let create =
+        "mutation($title: String!) { createTask(input: {title: $title, requiresApproval: true}) { id status } }";
+    let first = running.graphql(create, json!({ "title": "deploy to production" })).await;
+    let task = &first["data"]["createTask"];
+    assert_eq!(task["status"], "AWAITING_APPROVAL", "{first}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let viewer = env.token(devart_gateway::Role::Viewer);
+    let approve = "mutation($id: ID!, $note: String) { approveTask(id: $id, note: $note) { status } }";
+    let refused = running.graphql_as(&viewer, approve, json!({ "id": id })).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN", "{refused}");
+    let reject = "mutation($id: ID!, $reason: String!) { rejectTask(id: $id, reason: $reason) { status } }";
+    let blank = running.graphql(reject, json!({ "id": id, "reason": " " })).await;
+    assert_eq!(blank["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{blank}");
+    let approved = running.graphql(approve, json!({ "id": id, "note": "window open" })).await;
+    assert_eq!(approved["data"]["approveTask"]["status"], "PENDING", "{approved}");
+    let again = running.graphql(reject, json!({ "id": id, "reason": "too late" })).await;
+    assert_eq!(again["errors"][0]["extensions"]["code"], "CONFLICT", "{again}");
+    let listed = eventually(Duration::from_secs(10), || async {
+        let body = running
+            .graphql(
+                "{ tasks(filter: {status: [AWAITING_APPROVAL, PENDING]}) { edges { node { id status } } } }",
+                json!({}),
+            )
+            .await;
+        (body["data"]["tasks"]["edges"][0]["node"]["status"] == "PENDING").then_some(body)
+    })
+    .await;
+    assert_eq!(listed["data"]["tasks"]["edges"][0]["node"]["id"], id.as_str());
+    running.stop().await;
+    env.cleanup().await;
+}

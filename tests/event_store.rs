@@ -37,6 +37,7 @@ fn created_event(id: Uuid) -> Event {
         run_after: None,
         input: None,
         stage: None,
+        requires_approval: false,
     })
 }
 

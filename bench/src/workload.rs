@@ -20,6 +20,7 @@ pub(crate) fn task_history(id: Uuid, events: usize) -> Vec<Event> {
         run_after: None,
         input: None,
         stage: None,
+        requires_approval: false,
     };
     let later = (1..events).map(|i| match i % 4 {
         1 => TaskEvent::Reprioritized { from: 3, to: 4 },

@@ -21,11 +21,16 @@ pub enum TaskStatus {
     /// Not created yet: the state before a stream's first event.
     #[default]
     Absent,
+    /// Created with `requires_approval`: waits for a supervisor to approve it (then it is
+    /// pending) or reject it. Never claimable before.
+    AwaitingApproval,
     Pending,
     InProgress,
     Completed,
     Failed,
     Cancelled,
+    /// A supervisor refused the task before any work on it; final.
+    Rejected,
     Deleted,
 }
 
@@ -33,11 +38,13 @@ impl TaskStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Absent => "ABSENT",
+            TaskStatus::AwaitingApproval => "AWAITING_APPROVAL",
             TaskStatus::Pending => "PENDING",
             TaskStatus::InProgress => "IN_PROGRESS",
             TaskStatus::Completed => "COMPLETED",
             TaskStatus::Failed => "FAILED",
             TaskStatus::Cancelled => "CANCELLED",
+            TaskStatus::Rejected => "REJECTED",
             TaskStatus::Deleted => "DELETED",
         }
     }
@@ -45,11 +52,13 @@ impl TaskStatus {
     pub fn parse(s: &str) -> Option<TaskStatus> {
         Some(match s {
             "ABSENT" => TaskStatus::Absent,
+            "AWAITING_APPROVAL" => TaskStatus::AwaitingApproval,
             "PENDING" => TaskStatus::Pending,
             "IN_PROGRESS" => TaskStatus::InProgress,
             "COMPLETED" => TaskStatus::Completed,
             "FAILED" => TaskStatus::Failed,
             "CANCELLED" => TaskStatus::Cancelled,
+            "REJECTED" => TaskStatus::Rejected,
             "DELETED" => TaskStatus::Deleted,
             _ => return None,
         })
@@ -57,7 +66,14 @@ impl TaskStatus {
 
     /// Whether the task's work is over; such a task's content no longer changes.
     pub fn is_final(self) -> bool {
-        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Deleted)
+        matches!(
+            self,
+            TaskStatus::Completed
+                | TaskStatus::Failed
+                | TaskStatus::Cancelled
+                | TaskStatus::Rejected
+                | TaskStatus::Deleted
+        )
     }
 }
 
@@ -162,6 +178,8 @@ pub struct CreateTask {
     pub run_after: Option<DateTime<Utc>>,
     pub input: Option<Document>,
     pub stage: Option<StageLink>,
+    /// The task waits for a supervisor's approval before it can be claimed.
+    pub requires_approval: bool,
 }
 
 impl CreateTask {
@@ -178,6 +196,7 @@ impl CreateTask {
             run_after: None,
             input: None,
             stage: None,
+            requires_approval: false,
         }
     }
 }
@@ -251,6 +270,14 @@ pub enum TaskCommand {
     AcknowledgeOutlier {
         note: Message,
     },
+    /// A supervisor lets a task awaiting approval be claimed.
+    Approve {
+        note: Option<Message>,
+    },
+    /// A supervisor refuses a task awaiting approval, for good.
+    Reject {
+        reason: Message,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +293,8 @@ pub enum TaskEvent {
         run_after: Option<DateTime<Utc>>,
         input: Option<String>,
         stage: Option<StageLink>,
+        /// It waits for a supervisor's approval before it can be claimed.
+        requires_approval: bool,
     },
     /// Only the fields that changed are `Some`.
     Updated {
@@ -333,6 +362,14 @@ pub enum TaskEvent {
     OutlierAcknowledged {
         note: String,
     },
+    /// A supervisor approved the task: it waits in the queue from now on.
+    Approved {
+        note: Option<String>,
+    },
+    /// A supervisor rejected the task: it is over, never claimed.
+    Rejected {
+        reason: String,
+    },
 }
 
 impl TaskEvent {
@@ -354,6 +391,8 @@ impl TaskEvent {
             TaskEvent::Retried => "TaskRetried",
             TaskEvent::FlaggedAsCostOutlier(_) => "TaskFlaggedAsCostOutlier",
             TaskEvent::OutlierAcknowledged { .. } => "TaskOutlierAcknowledged",
+            TaskEvent::Approved { .. } => "TaskApproved",
+            TaskEvent::Rejected { .. } => "TaskRejected",
         }
     }
 
@@ -396,6 +435,7 @@ impl Aggregate for Task {
                 run_after: c.run_after,
                 input: c.input.as_ref().map(|d| d.as_str().to_owned()),
                 stage: c.stage.clone(),
+                requires_approval: c.requires_approval,
             }]),
             (_, C::Create(c)) => Err(DomainError::Conflict(format!("task {} already exists", c.id))),
             (S::Absent | S::Deleted, _) => Err(DomainError::NotFound(format!("task {id}"))),
@@ -417,6 +457,16 @@ impl Aggregate for Task {
                 Some(_) => Err(DomainError::Conflict(format!("task {id}'s cost outlier is acknowledged already"))),
                 None => Err(DomainError::Conflict(format!("task {id} is not flagged as a cost outlier"))),
             },
+            (S::AwaitingApproval, C::Approve { note }) => {
+                Ok(vec![TaskEvent::Approved { note: note.as_ref().map(|n| n.as_str().to_owned()) }])
+            }
+            (S::AwaitingApproval, C::Reject { reason }) => {
+                Ok(vec![TaskEvent::Rejected { reason: reason.as_str().to_owned() }])
+            }
+            (status, C::Approve { .. } | C::Reject { .. }) => Err(DomainError::Conflict(format!(
+                "task {id} is {}; only a task awaiting approval is approved or rejected",
+                status.as_str()
+            ))),
             (status, C::Update(_) | C::Reprioritize(_)) if status.is_final() => {
                 Err(DomainError::Conflict(format!("task {id} is {} and can no longer change", status.as_str())))
             }
@@ -511,7 +561,7 @@ impl Aggregate for Task {
                 _ => Ok(vec![]),
             },
             (_, C::Release { .. }) => Ok(vec![]),
-            (S::Pending | S::InProgress, C::Cancel { reason }) => {
+            (S::AwaitingApproval | S::Pending | S::InProgress, C::Cancel { reason }) => {
                 Ok(vec![TaskEvent::Cancelled { reason: reason.clone() }])
             }
             (status, C::Cancel { .. }) => {
@@ -538,10 +588,11 @@ impl Aggregate for Task {
                 run_after,
                 input,
                 stage,
+                requires_approval,
             } => {
                 state = TaskState {
                     id: *id,
-                    status: TaskStatus::Pending,
+                    status: if *requires_approval { TaskStatus::AwaitingApproval } else { TaskStatus::Pending },
                     title: title.clone(),
                     description: description.clone(),
                     priority: *priority,
@@ -617,6 +668,8 @@ impl Aggregate for Task {
                     mark.acknowledged = Some(note.clone());
                 }
             }
+            TaskEvent::Approved { .. } => state.status = TaskStatus::Pending,
+            TaskEvent::Rejected { .. } => state.status = TaskStatus::Rejected,
         }
         state
     }

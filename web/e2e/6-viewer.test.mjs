@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import { api, devart, launch, makeUser, newContext, ready, signIn } from './support.mjs';
 
 const WRITE =
-  /^(new|create|edit|save|cancel|retry|delete|register|rotate|deactivate|activate|reactivate|increase|acknowledge|start|reset|change|define|update|apply|pause|resume)\b/i;
+  /^(new|create|edit|save|cancel|retry|delete|register|rotate|deactivate|activate|reactivate|increase|acknowledge|start|reset|change|define|update|apply|pause|resume|approve|reject)\b/i;
 
 let browser;
 let viewer;

@@ -133,6 +133,8 @@ wire_events! {
     TaskRetried(1): task::TaskRetried => TaskEvent,
     TaskFlaggedAsCostOutlier(1): task::TaskFlaggedAsCostOutlier => TaskEvent,
     TaskOutlierAcknowledged(1): task::TaskOutlierAcknowledged => TaskEvent,
+    TaskApproved(1): task::TaskApproved => TaskEvent,
+    TaskRejected(1): task::TaskRejected => TaskEvent,
     AgentRegistered(1): agent::AgentRegistered => AgentEvent,
     AgentKeyRotated(1): agent::AgentKeyRotated => AgentEvent,
     AgentActivated(1): agent::AgentActivated => AgentEvent,

@@ -72,7 +72,8 @@ pub mod v3 {
     use serde::{Deserialize, Serialize};
     use uuid::Uuid;
 
-    /// v2 with the stage's workflow, so that a pause of one workflow knows its tasks.
+    /// v2 with the stage's workflow (so that a pause of one workflow knows its tasks) and whether the
+    /// task waits for a supervisor's approval.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub struct TaskCreated {
@@ -87,6 +88,7 @@ pub mod v3 {
         /// A JSON document, as text.
         pub input: Option<String>,
         pub stage: Option<Stage>,
+        pub requires_approval: bool,
     }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +102,7 @@ pub mod v3 {
 
     impl From<super::v2::TaskCreated> for TaskCreated {
         /// The workflow of a stage task created before v3 was not recorded: it reads as unknown.
+        /// Approvals came with v3: an earlier task needed none.
         fn from(v2: super::v2::TaskCreated) -> Self {
             TaskCreated {
                 task_id: v2.task_id,
@@ -112,6 +115,7 @@ pub mod v3 {
                 run_after: v2.run_after,
                 input: v2.input,
                 stage: v2.stage.map(|s| Stage { run_id: s.run_id, stage_key: s.stage_key, workflow_id: None }),
+                requires_approval: false,
             }
         }
     }
@@ -269,6 +273,18 @@ pub struct TaskOutlierAcknowledged {
     pub note: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskApproved {
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRejected {
+    pub reason: String,
+}
+
 impl From<TaskEvent> for Wire {
     fn from(event: TaskEvent) -> Wire {
         match event {
@@ -283,6 +299,7 @@ impl From<TaskEvent> for Wire {
                 run_after,
                 input,
                 stage,
+                requires_approval,
             } => v3::TaskCreated {
                 task_id: id,
                 title,
@@ -298,6 +315,7 @@ impl From<TaskEvent> for Wire {
                     stage_key: s.stage_key,
                     workflow_id: s.workflow_id,
                 }),
+                requires_approval,
             }
             .into(),
             TaskEvent::Updated { title, description, required_capabilities } => {
@@ -336,6 +354,8 @@ impl From<TaskEvent> for Wire {
             }
             .into(),
             TaskEvent::OutlierAcknowledged { note } => TaskOutlierAcknowledged { note }.into(),
+            TaskEvent::Approved { note } => TaskApproved { note }.into(),
+            TaskEvent::Rejected { reason } => TaskRejected { reason }.into(),
         }
     }
 }
@@ -353,6 +373,7 @@ impl From<v3::TaskCreated> for TaskEvent {
             run_after: w.run_after,
             input: w.input,
             stage: w.stage.map(|s| StageLink { run_id: s.run_id, stage_key: s.stage_key, workflow_id: s.workflow_id }),
+            requires_approval: w.requires_approval,
         }
     }
 }
@@ -456,5 +477,17 @@ impl From<TaskFlaggedAsCostOutlier> for TaskEvent {
 impl From<TaskOutlierAcknowledged> for TaskEvent {
     fn from(w: TaskOutlierAcknowledged) -> Self {
         TaskEvent::OutlierAcknowledged { note: w.note }
+    }
+}
+
+impl From<TaskApproved> for TaskEvent {
+    fn from(w: TaskApproved) -> Self {
+        TaskEvent::Approved { note: w.note }
+    }
+}
+
+impl From<TaskRejected> for TaskEvent {
+    fn from(w: TaskRejected) -> Self {
+        TaskEvent::Rejected { reason: w.reason }
     }
 }

@@ -36,6 +36,7 @@ fn samples() -> Vec<Event> {
                 stage_key: "build".into(),
                 workflow_id: Some(Uuid::from_u128(10)),
             }),
+            requires_approval: true,
         }),
         Event::Task(TaskEvent::Updated { title: None, description: Some("x".into()), required_capabilities: None }),
         Event::Task(TaskEvent::Reprioritized { from: 1, to: 2 }),
@@ -146,6 +147,7 @@ fn sparse_samples() -> Vec<Event> {
             run_after: None,
             input: None,
             stage: None,
+            requires_approval: false,
         }),
         Event::Task(TaskEvent::Updated {
             title: Some("renamed".into()),
@@ -245,6 +247,9 @@ fn sparse_samples() -> Vec<Event> {
         }),
         Event::Claims(ClaimsEvent::Resumed { scope: ClaimScope::Workflow(Uuid::from_u128(10)) }),
         Event::Agent(AgentEvent::Quarantined { failures: 5, reason: "5 failed attempts in a row".into() }),
+        Event::Task(TaskEvent::Approved { note: Some("looks safe".into()) }),
+        Event::Task(TaskEvent::Approved { note: None }),
+        Event::Task(TaskEvent::Rejected { reason: "too risky".into() }),
     ]
 }
 
@@ -330,6 +335,7 @@ fn upcast_older() -> Vec<Event> {
             run_after: None,
             input: None,
             stage: None,
+            requires_approval: false,
         }),
         Event::Task(TaskEvent::Created {
             id: Uuid::from_u128(1),
@@ -342,6 +348,7 @@ fn upcast_older() -> Vec<Event> {
             run_after: Some(at()),
             input: Some(r#"{"a":1}"#.into()),
             stage: Some(StageLink { run_id: Uuid::from_u128(9), stage_key: "build".into(), workflow_id: None }),
+            requires_approval: false,
         }),
         Event::Task(TaskEvent::Created {
             id: Uuid::from_u128(21),
@@ -354,6 +361,7 @@ fn upcast_older() -> Vec<Event> {
             run_after: None,
             input: None,
             stage: None,
+            requires_approval: false,
         }),
     ]
 }
@@ -496,6 +504,8 @@ fn variant(event: &Event) -> &'static str {
             TaskEvent::Retried => "TaskRetried",
             TaskEvent::FlaggedAsCostOutlier(_) => "TaskFlaggedAsCostOutlier",
             TaskEvent::OutlierAcknowledged { .. } => "TaskOutlierAcknowledged",
+            TaskEvent::Approved { .. } => "TaskApproved",
+            TaskEvent::Rejected { .. } => "TaskRejected",
         },
         Event::Agent(e) => match e {
             AgentEvent::Registered { .. } => "AgentRegistered",

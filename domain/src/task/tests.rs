@@ -17,6 +17,7 @@ fn created() -> TaskEvent {
         run_after: None,
         input: None,
         stage: None,
+        requires_approval: false,
     }
 }
 
@@ -297,4 +298,53 @@ fn value_types_refuse_bad_input() {
     assert!(Capability::parse("").is_err());
     assert!(Capabilities::parse(&vec!["a"; 33]).is_err());
     assert_eq!(Capabilities::parse(&["b", "a", "b"]).unwrap().to_strings(), vec!["a", "b"]);
+}
+
+#[test]
+fn a_task_requiring_approval_waits_until_approved_and_a_rejected_one_is_never_claimable() {
+    let TaskEvent::Created { id: task_id, title, description, priority, required_capabilities, max_attempts, .. } =
+        created()
+    else {
+        unreachable!()
+    };
+    let awaiting = TaskEvent::Created {
+        id: task_id,
+        title,
+        description,
+        priority,
+        required_capabilities,
+        parent_task_id: None,
+        max_attempts,
+        run_after: None,
+        input: None,
+        stage: None,
+        requires_approval: true,
+    };
+    let state = Task::fold(std::slice::from_ref(&awaiting));
+    assert_eq!(state.status, TaskStatus::AwaitingApproval);
+    given::<Task>([awaiting.clone()])
+        .when(claim(ADA))
+        .then_error(DomainError::Conflict(format!("task {} is AWAITING_APPROVAL and cannot be claimed", id())));
+    let approved = TaskEvent::Approved { note: Some("looks safe".into()) };
+    given::<Task>([awaiting.clone()])
+        .when(TaskCommand::Approve { note: Some(Message::parse("note", "looks safe").unwrap()) })
+        .then([approved.clone()]);
+    given::<Task>([awaiting.clone(), approved.clone()]).when(claim(ADA)).then([claimed(1)]);
+    given::<Task>([awaiting.clone(), approved])
+        .when(TaskCommand::Reject { reason: Message::parse("reason", "too risky").unwrap() })
+        .then_error(DomainError::Conflict(format!(
+            "task {} is PENDING; only a task awaiting approval is approved or rejected",
+            id()
+        )));
+    let rejected = TaskEvent::Rejected { reason: "too risky".into() };
+    given::<Task>([awaiting.clone()])
+        .when(TaskCommand::Reject { reason: Message::parse("reason", "too risky").unwrap() })
+        .then([rejected.clone()]);
+    let state = Task::fold(&[awaiting.clone(), rejected.clone()]);
+    assert!(state.status.is_final());
+    given::<Task>([awaiting.clone(), rejected])
+        .when(claim(ADA))
+        .then_error(DomainError::Conflict(format!("task {} is REJECTED and cannot be claimed", id())));
+    // Waiting, it can still be cancelled.
+    given::<Task>([awaiting]).when(TaskCommand::Cancel { reason: None }).then([TaskEvent::Cancelled { reason: None }]);
 }

@@ -7,8 +7,8 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use devart_commands::Folded;
 use devart_domain::task::{
-    Capabilities, CreateTask, Description, MaxAttempts, Priority, Task as TaskAggregate, TaskCommand, TaskState,
-    TaskStatus as DomainTaskStatus, Title, UpdateTask,
+    Capabilities, CreateTask, Description, MaxAttempts, Message, Priority, Task as TaskAggregate, TaskCommand,
+    TaskState, TaskStatus as DomainTaskStatus, Title, UpdateTask,
 };
 use devart_projections::rows::AggregateRows;
 use devart_projections::tasks::{AttemptErrorRow, TaskRow, TasksProjection, COLUMNS as TASK_COLUMNS};
@@ -26,11 +26,15 @@ use crate::error::{bad_input, gql};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum TaskStatus {
+    /// Created with `requiresApproval`: not claimable until a supervisor approves it.
+    AwaitingApproval,
     Pending,
     InProgress,
     Completed,
     Failed,
     Cancelled,
+    /// A supervisor refused it before any work (`rejectTask`); final.
+    Rejected,
     /// Only in `taskUpdates`: the task was deleted.
     Deleted,
 }
@@ -53,11 +57,13 @@ impl TaskStatus {
 
     fn as_str(self) -> &'static str {
         let domain = match self {
+            TaskStatus::AwaitingApproval => DomainTaskStatus::AwaitingApproval,
             TaskStatus::Pending => DomainTaskStatus::Pending,
             TaskStatus::InProgress => DomainTaskStatus::InProgress,
             TaskStatus::Completed => DomainTaskStatus::Completed,
             TaskStatus::Failed => DomainTaskStatus::Failed,
             TaskStatus::Cancelled => DomainTaskStatus::Cancelled,
+            TaskStatus::Rejected => DomainTaskStatus::Rejected,
             TaskStatus::Deleted => DomainTaskStatus::Deleted,
         };
         domain.as_str()
@@ -68,6 +74,8 @@ impl From<DomainTaskStatus> for TaskStatus {
     fn from(s: DomainTaskStatus) -> Self {
         match s {
             DomainTaskStatus::Absent | DomainTaskStatus::Pending => TaskStatus::Pending,
+            DomainTaskStatus::AwaitingApproval => TaskStatus::AwaitingApproval,
+            DomainTaskStatus::Rejected => TaskStatus::Rejected,
             DomainTaskStatus::InProgress => TaskStatus::InProgress,
             DomainTaskStatus::Completed => TaskStatus::Completed,
             DomainTaskStatus::Failed => TaskStatus::Failed,
@@ -273,6 +281,10 @@ pub struct CreateTaskInput {
     pub run_after: Option<DateTime<Utc>>,
     /// Any JSON document the agent doing the task needs.
     pub input: Option<Json<serde_json::Value>>,
+    /// The task waits in `AWAITING_APPROVAL`, never claimable, until a supervisor approves it
+    /// (`approveTask`) or rejects it (`rejectTask`).
+    #[graphql(default)]
+    pub requires_approval: bool,
 }
 
 #[derive(Debug, Clone, InputObject)]
@@ -384,6 +396,7 @@ impl TasksMutation {
             run_after: input.run_after,
             input: input.input.map(|j| document("input", &j.0)).transpose()?,
             stage: None,
+            requires_approval: input.requires_approval,
         };
         let folded = services(ctx).commands.tasks().create(command, &context).await.map_err(gql)?;
         Ok(folded.into())
@@ -412,6 +425,35 @@ impl TasksMutation {
         let folded = services(ctx)
             .commands
             .execute::<TaskAggregate>(id, TaskCommand::Update(update), &context, expected)
+            .await
+            .map_err(gql)?;
+        Ok(folded.into())
+    }
+
+    /// Lets a task awaiting approval be claimed (supervisor): it joins the queue. The decision,
+    /// who made it and the note are in the task's history.
+    async fn approve_task(&self, ctx: &Context<'_>, id: ID, note: Option<String>) -> async_graphql::Result<Task> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let id = parse_id("id", &id)?;
+        let note = note.map(|n| domain(Message::parse("note", &n))).transpose()?;
+        let context = command_context(ctx, &caller);
+        let folded = services(ctx)
+            .commands
+            .execute::<TaskAggregate>(id, TaskCommand::Approve { note }, &context, None)
+            .await
+            .map_err(gql)?;
+        Ok(folded.into())
+    }
+
+    /// Refuses a task awaiting approval, for good (supervisor): it is `REJECTED` and never claimed.
+    async fn reject_task(&self, ctx: &Context<'_>, id: ID, reason: String) -> async_graphql::Result<Task> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let id = parse_id("id", &id)?;
+        let reason = domain(Message::parse("reason", &reason))?;
+        let context = command_context(ctx, &caller);
+        let folded = services(ctx)
+            .commands
+            .execute::<TaskAggregate>(id, TaskCommand::Reject { reason }, &context, None)
             .await
             .map_err(gql)?;
         Ok(folded.into())

@@ -1,8 +1,24 @@
 // The API's shapes as the dashboard reads them (see schema.graphql), and the fields it asks for.
 
-export type TaskStatus = 'PENDING' | 'IN_PROGRESS' | 'COMPLETED' | 'FAILED' | 'CANCELLED' | 'DELETED';
+export type TaskStatus =
+  | 'AWAITING_APPROVAL'
+  | 'PENDING'
+  | 'IN_PROGRESS'
+  | 'COMPLETED'
+  | 'FAILED'
+  | 'CANCELLED'
+  | 'REJECTED'
+  | 'DELETED';
 
-export const TASK_STATUSES: Exclude<TaskStatus, 'DELETED'>[] = ['PENDING', 'IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED'];
+export const TASK_STATUSES: Exclude<TaskStatus, 'DELETED'>[] = [
+  'AWAITING_APPROVAL',
+  'PENDING',
+  'IN_PROGRESS',
+  'COMPLETED',
+  'FAILED',
+  'CANCELLED',
+  'REJECTED',
+];
 
 export const PRIORITIES = [5, 4, 3, 2, 1];
 

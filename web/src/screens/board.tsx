@@ -550,11 +550,9 @@ function Card({
           attempt {task.attempt}/{task.maxAttempts}
         </span>
         <span>{formatAge(task.createdAt)} old</span>
+        {task.lease ? <span>agent {agentName(task.lease.agentId)}</span> : <span>no agent</span>}
         {cost && <span>cost {formatMoney(cost)}</span>}
         {task.progress?.percent != null && <span>{task.progress.percent} % done</span>}
-      </div>
-      <div class="card-meta">
-        {task.lease ? <span>agent {agentName(task.lease.agentId)}</span> : <span>no agent</span>}
       </div>
       {canSupervise && (
         <div class="card-actions">

@@ -47,6 +47,7 @@ export function Overview() {
   const agents = useRef(new VersionedMap<Agent>()).current;
   const services = useRef(new VersionedMap<Service>()).current;
   const failures = useRef(new VersionedMap<Task>()).current;
+  const approvals = useRef(new VersionedMap<Task>()).current;
   const [outliers, setOutliers] = useState<Outlier[]>([]);
   const [spentToday, setSpentToday] = useState<string | null>(null);
   const [, setTick] = useState(0);
@@ -81,6 +82,8 @@ export function Overview() {
           const task: Task = data.taskUpdates;
           if (task.status === 'FAILED') failures.put(task);
           else if (failures.get(task.id) && failures.get(task.id)!.version < task.version) failures.delete(task.id);
+          if (task.status === 'AWAITING_APPROVAL') approvals.put(task);
+          else if (approvals.get(task.id) && approvals.get(task.id)!.version < task.version) approvals.delete(task.id);
           if (!live.current.stats) readStats();
           if (!live.current.agents) readAgents();
           changed();
@@ -116,17 +119,20 @@ export function Overview() {
         agents: Agent[];
         services: Service[];
         failed: Connection<Task>;
+        awaiting: Connection<Task>;
         outliers: Outlier[];
       }>(`{
         queueStats { ${QUEUE_STATS_FIELDS} }
         agents { ${AGENT_FIELDS} }
         services { ${SERVICE_FIELDS} }
         failed: tasks(filter: {status: [FAILED]}, first: 8) { edges { cursor node { ${TASK_FIELDS} } } pageInfo { hasNextPage endCursor } }
+        awaiting: tasks(filter: {status: [AWAITING_APPROVAL]}, first: 20) { edges { cursor node { ${TASK_FIELDS} } } pageInfo { hasNextPage endCursor } }
         outliers(acknowledged: false, first: 5) { taskId cost why task { title } } }`);
       setStats(data.queueStats);
       data.agents.forEach((a) => agents.put(a));
       data.services.forEach((s) => services.put(s));
       data.failed.edges.forEach((e) => failures.put(e.node));
+      data.awaiting.edges.forEach((e) => approvals.put(e.node));
       setOutliers(data.outliers);
       setSpentToday(await readSpendToday());
       changed();
@@ -143,6 +149,11 @@ export function Overview() {
     .filter((t) => t.status === 'FAILED')
     .sort((a, b) => (a.updatedAt < b.updatedAt ? 1 : -1))
     .slice(0, 8);
+  const awaiting = approvals
+    .values()
+    .filter((t) => t.status === 'AWAITING_APPROVAL')
+    .sort((a, b) => (a.createdAt < b.createdAt ? -1 : 1))
+    .slice(0, 20);
   const currencies = [...new Set(allServices.map((s) => s.currency))];
   const currency = currencies.length === 1 ? currencies[0] : '';
   const budget = addDecimals(allServices.map((s) => s.monthlyBudget));
@@ -238,6 +249,18 @@ export function Overview() {
                   </li>
                 ))}
               </ul>
+            )}
+            <h2>Awaiting approval</h2>
+            {awaiting.length ? (
+              <ul class="plain">
+                {awaiting.map((t) => (
+                  <li key={t.id} data-awaiting-task={t.id}>
+                    <Status status="AWAITING_APPROVAL" /> <a href={`/tasks/${t.id}`}>{t.title}</a> · <Time at={t.createdAt} />
+                  </li>
+                ))}
+              </ul>
+            ) : (
+              <Empty>No task waits for an approval.</Empty>
             )}
             <h2>Recent failures</h2>
             {failed.length ? (

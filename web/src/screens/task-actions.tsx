@@ -97,9 +97,19 @@ export function TaskForm({ task, onDone }: { task?: Task; onDone: (task?: Task) 
   );
 }
 
-type Action = 'cancel' | 'retry' | 'delete';
+type Action = 'approve' | 'reject' | 'cancel' | 'retry' | 'delete';
 
 const ACTIONS: Record<Action, { label: string; confirm: string; mutation: string }> = {
+  approve: {
+    label: 'Approve task',
+    confirm: 'Let agents claim this task?',
+    mutation: `mutation ApproveTask($id: ID!, $note: String) { approveTask(id: $id, note: $note) { id status version } }`,
+  },
+  reject: {
+    label: 'Reject task',
+    confirm: 'Refuse this task for good? No agent will ever work on it.',
+    mutation: `mutation RejectTask($id: ID!, $reason: String!) { rejectTask(id: $id, reason: $reason) { id status version } }`,
+  },
   cancel: {
     label: 'Cancel task',
     confirm: 'Cancel this task? Its agent learns it at its next heartbeat.',
@@ -119,12 +129,13 @@ const ACTIONS: Record<Action, { label: string; confirm: string; mutation: string
 
 /// Whether the task can still change (its content, its priority): not once it ended.
 export function isOpen(task: Task): boolean {
-  return task.status === 'PENDING' || task.status === 'IN_PROGRESS';
+  return task.status === 'AWAITING_APPROVAL' || task.status === 'PENDING' || task.status === 'IN_PROGRESS';
 }
 
 /// The actions a task's status allows (a task in progress is cancelled before it is deleted).
 export function actionsFor(task: Task): Action[] {
   const actions: Action[] = [];
+  if (task.status === 'AWAITING_APPROVAL') actions.push('approve', 'reject');
   if (isOpen(task)) actions.push('cancel');
   if (task.status === 'FAILED') actions.push('retry');
   if (task.status !== 'DELETED' && task.status !== 'IN_PROGRESS') actions.push('delete');
@@ -135,7 +146,14 @@ export function actionsFor(task: Task): Action[] {
 export function ConfirmAction({ task, action, onDone }: { task: Task; action: Action; onDone: (done: boolean) => void }) {
   const [reason, setReason] = useState('');
   const { label, confirm, mutation } = ACTIONS[action];
-  const act = useMutation(() => gql(mutation, action === 'cancel' ? { id: task.id, reason: reason || null } : { id: task.id }));
+  const variables: Record<Action, Record<string, unknown>> = {
+    approve: { id: task.id, note: reason.trim() || null },
+    reject: { id: task.id, reason: reason.trim() },
+    cancel: { id: task.id, reason: reason.trim() || null },
+    retry: { id: task.id },
+    delete: { id: task.id },
+  };
+  const act = useMutation(() => gql(mutation, variables[action]));
   const submit = async (event: Event) => {
     event.preventDefault();
     const done = await act.run();
@@ -147,14 +165,23 @@ export function ConfirmAction({ task, action, onDone }: { task: Task; action: Ac
         <p>
           {confirm} <strong>{task.title}</strong>
         </p>
-        {action === 'cancel' && (
-          <Field label="Reason (optional)">
+        {(action === 'cancel' || action === 'reject') && (
+          <Field label={action === 'reject' ? 'Reason' : 'Reason (optional)'} hint="Recorded with who and when.">
+            <input required={action === 'reject'} value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
+          </Field>
+        )}
+        {action === 'approve' && (
+          <Field label="Note (optional)" hint="Recorded with who and when.">
             <input value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
           </Field>
         )}
         <ErrorNote error={act.error} context="Not done" />
         <div class="buttons">
-          <button type="submit" class={action === 'delete' ? 'danger' : 'primary'} disabled={act.running}>
+          <button
+            type="submit"
+            class={action === 'delete' || action === 'reject' ? 'danger' : 'primary'}
+            disabled={act.running || (action === 'reject' && !reason.trim())}
+          >
             {label}
           </button>
           <button type="button" onClick={() => onDone(false)}>

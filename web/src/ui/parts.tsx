@@ -18,6 +18,7 @@ export function Time({ at, fallback = '—' }: { at: string | null | undefined; 
 
 /// The sign and tone of each status; the word is always shown beside it.
 const STATUS: Record<string, { sign: string; tone: string }> = {
+  AWAITING_APPROVAL: { sign: '⧗', tone: 'warn' },
   PENDING: { sign: '○', tone: 'neutral' },
   WAITING: { sign: '◌', tone: 'neutral' },
   IN_PROGRESS: { sign: '◐', tone: 'info' },
@@ -27,6 +28,7 @@ const STATUS: Record<string, { sign: string; tone: string }> = {
   FAILED: { sign: '✕', tone: 'bad' },
   SUSPENDED: { sign: '‖', tone: 'bad' },
   CANCELLED: { sign: '⊘', tone: 'muted' },
+  REJECTED: { sign: '⊗', tone: 'bad' },
   SKIPPED: { sign: '↷', tone: 'muted' },
   INACTIVE: { sign: '⊘', tone: 'muted' },
   DELETED: { sign: '✕', tone: 'muted' },

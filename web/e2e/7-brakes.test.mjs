@@ -1,0 +1,110 @@
+// Brakes from the dashboard. The kill switch: a supervisor pauses claims from the overview, every
+// open page shows the pause at once (the board included), an agent is handed nothing and can read
+// why, and the resume button hands work out again. Approvals: a task that requires one waits on
+// the overview and in the board's own column until a supervisor approves or rejects it there.
+// Every decision is in the audit trail with who made it.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { api, devart, eventually, launch, newContext, ready, registerAgent, screenshot, signIn } from './support.mjs';
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  // Whatever happened above, the next tests find work handed out.
+  await api('mutation { resumeClaims(scope: {kind: ALL}) { reason } }').catch(() => {});
+  await browser?.close();
+});
+
+test('a supervisor pauses claims from the overview and resumes them from the board', async () => {
+  const agent = await registerAgent(`paused-${Date.now()}`, []);
+  await api('mutation { createTask(input: {title: "Held back by the pause"}) { id } }');
+  const context = await newContext(browser);
+  const overview = await context.newPage();
+  await signIn(overview, devart.admin);
+  await ready(overview);
+  const board = await context.newPage();
+  await board.goto(`${devart.url}/tasks`);
+  await ready(board);
+
+  await overview.getByRole('button', { name: 'Pause claims…' }).click();
+  const dialog = overview.getByRole('dialog', { name: 'Pause claims' });
+  await dialog.getByLabel('What to pause').selectOption('ALL');
+  await dialog.getByLabel('Reason').fill('Bad deploy of the build image');
+  await dialog.getByRole('button', { name: 'Pause', exact: true }).click();
+  await dialog.waitFor({ state: 'detached' });
+
+  const banner = (page) => page.locator('.pause').filter({ hasText: 'Bad deploy of the build image' });
+  await banner(overview).waitFor();
+  assert.match(await banner(overview).innerText(), /Claims paused\s+for all work/);
+  await banner(board).waitFor({ timeout: 2000 });
+  await screenshot(overview, 'overview-paused');
+
+  const claimed = await agent.call('mutation { claimTask { id } }');
+  assert.equal(claimed.claimTask, null, 'nothing is handed out while paused');
+  const why = await agent.call('{ claimPauses { reason scope { kind } } }');
+  assert.deepEqual(why.claimPauses, [{ reason: 'Bad deploy of the build image', scope: { kind: 'ALL' } }]);
+
+  await board.getByRole('button', { name: 'Resume all work' }).click();
+  await banner(overview).waitFor({ state: 'detached' });
+  await banner(board).waitFor({ state: 'detached' });
+  const resumed = await eventually(async () => (await agent.call('mutation { claimTask { id } }')).claimTask, {
+    what: 'a claim after the resume',
+  });
+  assert.ok(resumed.id);
+  await agent.call('mutation($id: ID!) { completeTask(taskId: $id) { id } }', { id: resumed.id });
+
+  const audit = await api('{ events(types: ["ClaimsPaused", "ClaimsResumed"], first: 10) { edges { node { type actor { kind id } } } } }');
+  const types = audit.events.edges.map((e) => e.node.type);
+  assert.deepEqual(types.slice(-2), ['ClaimsPaused', 'ClaimsResumed']);
+  assert.ok(audit.events.edges.every((e) => e.node.actor.kind === 'USER'));
+  await context.close();
+});
+
+test('a supervisor approves one task and rejects another from the board', async () => {
+  const create = (title) =>
+    api('mutation($title: String!) { createTask(input: {title: $title, requiresApproval: true}) { id } }', { title });
+  const stamp = Date.now();
+  const yes = (await create(`Rotate the signing key ${stamp}`)).createTask.id;
+  const no = (await create(`Drop the old tables ${stamp}`)).createTask.id;
+  const context = await newContext(browser);
+  const page = await context.newPage();
+  await signIn(page, devart.admin);
+  await ready(page);
+  await page.locator(`[data-awaiting-task="${yes}"]`).waitFor();
+  await page.locator(`[data-awaiting-task="${no}"]`).waitFor();
+
+  await page.goto(`${devart.url}/tasks?q=${stamp}`);
+  await ready(page);
+  const card = (id, status) => page.locator(`[data-column="${status}"] [data-task-id="${id}"]`);
+  await card(yes, 'AWAITING_APPROVAL').waitFor();
+  await screenshot(page, 'tasks-awaiting-approval');
+
+  await card(yes, 'AWAITING_APPROVAL').getByRole('button', { name: /^Actions for/ }).click();
+  await page.getByRole('dialog', { name: `Rotate the signing key ${stamp}` }).getByRole('button', { name: 'Approve' }).click();
+  const approve = page.getByRole('dialog', { name: 'Approve task' });
+  await approve.getByLabel('Note (optional)').fill('the window is open');
+  await approve.getByRole('button', { name: 'Approve task' }).click();
+  await card(yes, 'PENDING').waitFor();
+
+  await card(no, 'AWAITING_APPROVAL').getByRole('button', { name: /^Actions for/ }).click();
+  await page.getByRole('dialog', { name: `Drop the old tables ${stamp}` }).getByRole('button', { name: 'Reject' }).click();
+  const reject = page.getByRole('dialog', { name: 'Reject task' });
+  assert.ok(await reject.getByRole('button', { name: 'Reject task' }).isDisabled(), 'a rejection needs a reason');
+  await reject.getByLabel('Reason').fill('no backup yet');
+  await reject.getByRole('button', { name: 'Reject task' }).click();
+  await card(no, 'REJECTED').waitFor();
+
+  const history = async (id) =>
+    (await api('query($id: ID!) { events(streamId: $id, first: 10) { edges { node { type actor { kind } data } } } }', { id: `task-${id}` }))
+      .events.edges.map((e) => e.node);
+  const approved = (await history(yes)).find((e) => e.type === 'TaskApproved');
+  assert.deepEqual(approved, { type: 'TaskApproved', actor: { kind: 'USER' }, data: { note: 'the window is open' } });
+  const rejected = (await history(no)).find((e) => e.type === 'TaskRejected');
+  assert.deepEqual(rejected, { type: 'TaskRejected', actor: { kind: 'USER' }, data: { reason: 'no backup yet' } });
+  // Leave nothing claimable behind for the tests after this one.
+  await api('mutation($id: ID!) { cancelTask(id: $id) { id } }', { id: yes });
+  await context.close();
+});
