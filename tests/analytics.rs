@@ -10,7 +10,6 @@ use devart::Role;
 use devart_commands::budgets::ChargeRequest;
 use devart_commands::queue::ClaimRequest;
 use devart_commands::{CommandContext, Commands};
-use devart_domain::agent::AgentName;
 use devart_domain::money::Money;
 use devart_domain::service::{Currency, RegisterService, ServiceEvent, ServiceName};
 use devart_domain::task::{
@@ -26,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::support::{eventually, Running, TestEnv};
+use crate::support::{eventually, register_agent, Running, TestEnv};
 
 const ALL: &[Role] = &[Role::Gateway, Role::Relay, Role::Projections];
 
@@ -54,13 +53,6 @@ async fn register_service(commands: &Commands, name: &str) -> Uuid {
     };
     commands.services().register(service, &admin()).await.unwrap();
     id
-}
-
-async fn register_agent(commands: &Commands, name: &str, capabilities: &[&str]) -> Uuid {
-    let name = AgentName::parse(name).unwrap();
-    let (folded, _key) =
-        commands.agents().register(name, Capabilities::parse(capabilities).unwrap(), &admin()).await.unwrap();
-    folded.state.id
 }
 
 async fn create(commands: &Commands, title: &str, capabilities: &[&str]) -> Uuid {

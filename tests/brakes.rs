@@ -13,7 +13,6 @@ use chrono::{TimeDelta, Utc};
 use devart::Role;
 use devart_commands::queue::ClaimRequest;
 use devart_commands::{CommandContext, Commands};
-use devart_domain::agent::AgentName;
 use devart_domain::claims::{Claims, Scope};
 use devart_domain::task::{
     Capabilities, Capability, CreateTask, Message, StageLink, Task, TaskCommand, TaskStatus, Title,
@@ -22,22 +21,9 @@ use devart_domain::{Actor, Aggregate, Event};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::{eventually, TestEnv};
+use crate::support::{eventually, register_agent, TestEnv};
 
 const AGENTS: usize = 32;
-
-async fn register(commands: &Commands, name: &str, capabilities: &[&str]) -> Uuid {
-    let (folded, _key) = commands
-        .agents()
-        .register(
-            AgentName::parse(name).unwrap(),
-            Capabilities::parse(capabilities).unwrap(),
-            &CommandContext::new(Actor::user("admin")),
-        )
-        .await
-        .unwrap();
-    folded.state.id
-}
 
 async fn create(commands: &Commands, title: &str, capabilities: &[&str], stage: Option<StageLink>) -> Uuid {
     let command = CreateTask {
@@ -88,7 +74,7 @@ async fn no_claim_is_made_after_a_pause_of_everything_and_a_resume_restores_work
     }
     let agents: Vec<Uuid> = futures::future::join_all((0..AGENTS).map(|a| {
         let commands = commands.clone();
-        async move { register(&commands, &format!("agent-{a}"), &[]).await }
+        async move { register_agent(&commands, &format!("agent-{a}"), &[]).await }
     }))
     .await;
     let paused = Arc::new(AtomicBool::new(false));
@@ -164,7 +150,7 @@ async fn without_drain_each_running_task_is_stopped_at_its_next_heartbeat_and_re
     }
     let agents: Vec<Uuid> = futures::future::join_all((0..AGENTS).map(|a| {
         let commands = commands.clone();
-        async move { register(&commands, &format!("builder-{a}"), &["build"]).await }
+        async move { register_agent(&commands, &format!("builder-{a}"), &["build"]).await }
     }))
     .await;
     let mut held = Vec::new();
@@ -219,7 +205,7 @@ async fn without_drain_each_running_task_is_stopped_at_its_next_heartbeat_and_re
 async fn a_pause_of_one_capability_or_one_workflow_holds_back_only_those_tasks() {
     let env = TestEnv::new().await;
     let commands = env.commands();
-    let agent = register(&commands, "generalist", &["gpu", "docs"]).await;
+    let agent = register_agent(&commands, "generalist", &["gpu", "docs"]).await;
     let workflow = Uuid::now_v7();
     let gpu = create(&commands, "train", &["gpu"], None).await;
     let docs = create(&commands, "write", &["docs"], None).await;
@@ -505,7 +491,7 @@ async fn a_task_awaiting_approval_is_never_claimed_before_it_and_a_rejected_one_
     }
     let agents: Vec<Uuid> = futures::future::join_all((0..AGENTS).map(|a| {
         let commands = commands.clone();
-        async move { register(&commands, &format!("eager-{a}"), &[]).await }
+        async move { register_agent(&commands, &format!("eager-{a}"), &[]).await }
     }))
     .await;
     let stop = Arc::new(AtomicBool::new(false));

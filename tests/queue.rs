@@ -9,7 +9,6 @@ use chrono::TimeDelta;
 use devart::Role;
 use devart_commands::queue::ClaimRequest;
 use devart_commands::{CommandContext, Commands};
-use devart_domain::agent::AgentName;
 use devart_domain::task::{
     Capabilities, CreateTask, MaxAttempts, Message, Priority, Task, TaskCommand, TaskEvent, Title,
 };
@@ -19,23 +18,10 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{eventually, Running, TestEnv};
+use crate::support::{eventually, register_agent, Running, TestEnv};
 
 const AGENTS: usize = 64;
 const TASKS: usize = 10_000;
-
-async fn register(commands: &Commands, name: &str, capabilities: &[&str]) -> Uuid {
-    let (folded, _key) = commands
-        .agents()
-        .register(
-            AgentName::parse(name).unwrap(),
-            Capabilities::parse(capabilities).unwrap(),
-            &CommandContext::new(Actor::user("admin")),
-        )
-        .await
-        .unwrap();
-    folded.state.id
-}
 
 /// 64 agents work 10,000 tasks through the command layer while some of them fail attempts
 /// (retried after a backoff) and some walk away from tasks they hold (the lease expires and the
@@ -70,7 +56,7 @@ async fn sixty_four_agents_work_ten_thousand_tasks_each_attempt_claimed_once() {
     }
     let agents: Vec<Uuid> = futures::future::join_all((0..AGENTS).map(|a| {
         let commands = commands.clone();
-        async move { register(&commands, &format!("agent-{a}"), &["rust"]).await }
+        async move { register_agent(&commands, &format!("agent-{a}"), &["rust"]).await }
     }))
     .await;
 
@@ -500,8 +486,8 @@ async fn a_deactivated_agent_is_refused_and_its_task_goes_back_and_successors_ch
 async fn a_remembered_task_state_never_decides_past_another_process_s_change() {
     let env = TestEnv::new().await;
     let (here, elsewhere) = (env.commands(), env.commands());
-    let a = register(&here, "agent-a", &[]).await;
-    let b = register(&here, "agent-b", &[]).await;
+    let a = register_agent(&here, "agent-a", &[]).await;
+    let b = register_agent(&here, "agent-b", &[]).await;
     let as_agent = |id: Uuid| CommandContext::new(Actor::agent(id.to_string()));
     let create = |title: &str| CreateTask::new(Uuid::now_v7(), Title::parse(title).unwrap());
     let claim = |commands: &Commands, agent_id: Uuid| {

@@ -12,9 +12,12 @@ use std::time::{Duration, Instant};
 
 use devart::{Config, Role};
 use devart_commands::{Bus, CommandContext, Commands, Nudge};
+use devart_domain::agent::AgentName;
+use devart_domain::task::Capabilities;
 use devart_domain::Actor;
 use devart_testkit::{Server, Stack, StackOptions};
 use serde_json::Value;
+use uuid::Uuid;
 
 /// A fresh database and bus prefix ([`Stack`]: `config`, `pool`, `store`, `bus`); dropped by
 /// [`TestEnv::cleanup`].
@@ -133,6 +136,21 @@ impl Running {
     pub async fn abort(self) {
         self.server.abort().await.expect("devart was running until aborted");
     }
+}
+
+/// Registers an agent named `name` with `capabilities` through the command layer, as an admin;
+/// its id (its key is not needed where the commands are called directly).
+pub async fn register_agent(commands: &Commands, name: &str, capabilities: &[&str]) -> Uuid {
+    let (folded, _key) = commands
+        .agents()
+        .register(
+            AgentName::parse(name).unwrap(),
+            Capabilities::parse(capabilities).unwrap(),
+            &CommandContext::new(Actor::user("admin")),
+        )
+        .await
+        .unwrap();
+    folded.state.id
 }
 
 /// Polls `check` until it returns `Some`, for at most `timeout`.

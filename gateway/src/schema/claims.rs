@@ -46,7 +46,8 @@ pub struct ClaimScopeInput {
 
 impl ClaimScopeInput {
     fn parse(&self) -> async_graphql::Result<Scope> {
-        let extra = |field: &str| bad_input(field, format!("not taken with kind {:?}", self.kind).to_uppercase());
+        let kind = format!("{:?}", self.kind).to_uppercase();
+        let extra = |field: &str| bad_input(field, format!("not taken with kind {kind}"));
         match (self.kind, &self.capability, &self.workflow_id) {
             (ClaimScopeKind::All, None, None) => Ok(Scope::All),
             (ClaimScopeKind::Capability, Some(c), None) => match Capability::parse(c) {
