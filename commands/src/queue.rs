@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use devart_domain::task::{CreateTask, Task, TaskCommand, TaskState, TaskStatus, PAUSED};
+use devart_domain::task::{CreateTask, Task, TaskCommand, TaskState, TaskStatus};
 use devart_domain::{Actor, ActorKind, Aggregate, DomainError, Event, StreamId};
 use rand::Rng;
 use sqlx::{Arguments, Row};
@@ -270,12 +270,8 @@ impl Tasks<'_> {
         let command = TaskCommand::Heartbeat { agent_id, lease_expires_at, pauses: pauses.clone() };
         let folded = self.commands.execute::<Task>(task_id, command, context, None).await?;
         let held = folded.state.lease.is_some_and(|l| l.agent_id == agent_id);
-        let stop = match pauses.stop_of(&folded.state) {
-            Some((scope, pause)) if !held && folded.state.status == TaskStatus::Pending => {
-                Some(format!("{PAUSED}{scope}: {}", pause.reason))
-            }
-            _ => None,
-        };
+        let released = !held && folded.state.status == TaskStatus::Pending;
+        let stop = pauses.stop_reason(&folded.state).filter(|_| released);
         Ok(Beat { task: folded, stop })
     }
 

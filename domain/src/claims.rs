@@ -72,6 +72,12 @@ impl ClaimsState {
     pub fn stop_of(&self, task: &TaskState) -> Option<(&Scope, &Pause)> {
         self.paused.iter().find(|(scope, pause)| !pause.drain && scope.covers(task))
     }
+
+    /// Why work on `task` is stopped, when a pause stops it: what its release and the agent's
+    /// heartbeat both say.
+    pub fn stop_reason(&self, task: &TaskState) -> Option<String> {
+        self.stop_of(task).map(|(scope, pause)| format!("claims paused for {scope}: {}", pause.reason))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -122,8 +122,6 @@ pub const BACKOFF_BASE: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 pub const BACKOFF_MAX: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 /// The error an attempt records when its agent stopped renewing the lease.
 pub const LEASE_EXPIRED: &str = "lease expired";
-/// How the reason of a release by a pause begins; the scope and the pause's reason follow.
-pub const PAUSED: &str = "claims paused for ";
 
 /// The delay before retrying after the `failures`-th failure: exponential, capped, with "equal
 /// jitter": half of it fixed, half scaled by `jitter` (0 to 1), so that tasks that failed together
@@ -495,12 +493,8 @@ impl Aggregate for Task {
             }
             (_, C::Heartbeat { agent_id, lease_expires_at, pauses }) => {
                 let lease = held(state, *agent_id)?;
-                if let Some((scope, pause)) = pauses.stop_of(state) {
-                    return Ok(vec![TaskEvent::Released {
-                        agent_id: *agent_id,
-                        attempt: lease.attempt,
-                        reason: format!("{}{scope}: {}", PAUSED, pause.reason),
-                    }]);
+                if let Some(reason) = pauses.stop_reason(state) {
+                    return Ok(vec![TaskEvent::Released { agent_id: *agent_id, attempt: lease.attempt, reason }]);
                 }
                 Ok(vec![TaskEvent::LeaseExtended {
                     agent_id: *agent_id,

@@ -9,6 +9,7 @@ use devart_domain::{Aggregate, DomainError, StreamId};
 use devart_projections::claims::{ClaimPausesProjection, ClaimPausesRow, PauseEntry, COLUMNS};
 use devart_projections::rows::AggregateRows;
 use futures::{Stream, StreamExt};
+use sqlx::PgConnection;
 
 use super::{caller, command_context, domain, parse_id, read, require, services};
 use crate::auth::Role;
@@ -105,16 +106,15 @@ impl From<&PauseEntry> for ClaimPause {
     }
 }
 
-pub(crate) fn listed(row: Option<&ClaimPausesRow>) -> Vec<ClaimPause> {
+fn listed(row: Option<&ClaimPausesRow>) -> Vec<ClaimPause> {
     row.map(|row| row.pauses.0.iter().map(ClaimPause::from).collect()).unwrap_or_default()
 }
 
-/// The pauses in effect, from the read model in the request's snapshot.
-pub(crate) async fn pauses_in_effect(ctx: &Context<'_>) -> async_graphql::Result<Vec<ClaimPause>> {
-    let row: Option<ClaimPausesRow> = sqlx::query_as(&format!("select {COLUMNS} from claim_pauses"))
-        .fetch_optional(read(ctx).await?.conn())
-        .await
-        .map_err(gql)?;
+/// The pauses in effect, from the read model, through `conn` (the request's snapshot, or the
+/// queue statistics' read).
+pub(crate) async fn pauses_in_effect(conn: &mut PgConnection) -> async_graphql::Result<Vec<ClaimPause>> {
+    let row: Option<ClaimPausesRow> =
+        sqlx::query_as(&format!("select {COLUMNS} from claim_pauses")).fetch_optional(conn).await.map_err(gql)?;
     Ok(listed(row.as_ref()))
 }
 
@@ -127,7 +127,7 @@ impl ClaimsQuery {
     /// read why). Their history is in `events(types: ["ClaimsPaused", "ClaimsResumed"])`.
     async fn claim_pauses(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ClaimPause>> {
         caller(ctx)?;
-        pauses_in_effect(ctx).await
+        pauses_in_effect(read(ctx).await?.conn()).await
     }
 }
 

@@ -5,7 +5,6 @@ use async_graphql::{Context, Json, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, TimeDelta, Utc};
 use devart_commands::queue::{ClaimRequest, LEASE_MAX, LEASE_MIN};
 use devart_domain::task::{Message, Percent, Task as TaskAggregate, TaskCommand, TaskStatus as DomainTaskStatus};
-use devart_projections::claims::ClaimPausesRow;
 use futures::{Stream, StreamExt};
 use rand::Rng;
 use sqlx::PgConnection;
@@ -152,11 +151,7 @@ impl QueueSnapshot {
             .fetch_one(&mut *conn)
             .await
             .map_err(gql)?;
-        let pauses: Option<ClaimPausesRow> =
-            sqlx::query_as(&format!("select {} from claim_pauses", devart_projections::claims::COLUMNS))
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(gql)?;
+        let pauses = super::claims::pauses_in_effect(&mut *conn).await?;
         let snapshot = QueueSnapshot {
             pending,
             due,
@@ -172,7 +167,7 @@ impl QueueSnapshot {
             in_flight,
             retrying,
             failed,
-            pauses: super::claims::listed(pauses.as_ref()),
+            pauses,
         };
         Ok((snapshot, next_due))
     }
