@@ -178,6 +178,8 @@ async fn sixty_four_agents_never_overspend_one_service() {
         .sum();
     assert_eq!(Money::from_micros(settled), budget);
     assert_eq!(commands.services().get(service).await.unwrap().unwrap().state, state, "snapshot equals the fold");
+    // Followers of the global order (projections, the bus) meet the service's events in its order.
+    assert_eq!(env.out_of_stream_order().await, 0, "events placed before an earlier version of their own stream");
     eprintln!(
         "64 agents on a 250.00 budget: {approvals} approvals, {} events, settled {}",
         events.len(),

@@ -124,10 +124,16 @@ fn by_id(rows: Vec<Row>) -> Result<BTreeMap<Uuid, Snapshot>, CommandError> {
     Ok(rows.into_iter().map(|row| Ok((row.0, decoded(row)?))).collect::<Result<_, StoreError>>()?)
 }
 
+/// The class of the advisory locks on services ("serv" in ASCII).
+const SERVICE_LOCK_CLASS: i32 = 0x7365_7276;
+
+/// Locks the snapshots of services `ids` for the transaction: their advisory locks first (see
+/// [`store::hold_keys`]), then their rows.
 async fn lock(conn: &mut PgConnection, ids: &[Uuid]) -> Result<BTreeMap<Uuid, Snapshot>, CommandError> {
     let mut sorted: Vec<Uuid> = ids.to_vec();
     sorted.sort();
     sorted.dedup();
+    store::hold_keys(conn, SERVICE_LOCK_CLASS, &sorted).await?;
     let rows: Vec<Row> = sqlx::query_as(
         "select service_id, version, state from service_budgets where service_id = any($1) order by service_id \
          for update",
@@ -157,24 +163,23 @@ fn snapshot_change(id: Uuid, version: u64, state: &ServiceState) -> Beside {
 }
 
 /// Locks service `first` and the services along its fallback chain as their snapshots say (each
-/// once, at most [`CHAIN_MAX`]), in one statement, in id order (so two authorizations never wait
-/// on each other in a cycle). A chain that changed meanwhile shows in the locked rows.
+/// once, at most [`CHAIN_MAX`]), in id order (so two authorizations never wait on each other in a
+/// cycle). A chain that changed meanwhile shows in the locked rows.
 async fn lock_chain(conn: &mut PgConnection, first: Uuid) -> Result<BTreeMap<Uuid, Snapshot>, CommandError> {
-    let rows: Vec<Row> = sqlx::query_as(
+    let chain: Vec<Uuid> = sqlx::query_scalar(
         "with recursive chain (service_id, depth) as ( \
              select $1::uuid, 1 \
              union \
              select (b.state ->> 'fallback_service_id')::uuid, c.depth + 1 \
              from chain c join service_budgets b on b.service_id = c.service_id \
              where c.depth < $2 and b.state ->> 'fallback_service_id' is not null) \
-         select service_id, version, state from service_budgets \
-         where service_id in (select service_id from chain) order by service_id for update",
+         select distinct service_id from chain",
     )
     .bind(first)
     .bind(CHAIN_MAX as i32)
     .fetch_all(&mut *conn)
     .await?;
-    by_id(rows)
+    lock(conn, &chain).await
 }
 
 /// Writes service `id`'s snapshot at stream version `version`.

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use devart_domain::{Actor, ActorKind, Event, EventMeta, Position, StreamId};
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::PgConnection;
 use sqlx::{Arguments, PgPool, Row};
 use uuid::Uuid;
 
@@ -405,6 +406,31 @@ fn renumbered(sql: &str, before: usize) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Takes, for the transaction, the advisory locks of class `class` on `ids` (two-key locks, apart
+/// from the one-key locks of the sequencer and the claim gate), in key order so that two commands
+/// never wait on each other in a cycle.
+///
+/// What a command decides on under row locks it takes these first. Waiting for a row that another
+/// transaction has changed gives the waiter its transaction id before it sleeps, and the sequencer
+/// orders events by transaction id: the waiter's events would be placed before those of the
+/// transaction it waited for, out of their stream's order. Waiting for an advisory lock gives no
+/// id, and once it is held the rows are free: the id comes when they are locked, after the
+/// transaction waited for has committed.
+pub(crate) async fn hold_keys(conn: &mut PgConnection, class: i32, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "select pg_advisory_xact_lock($1, k) from (select distinct hashtext(id::text) as k from unnest($2::uuid[]) id) \
+         keys order by k",
+    )
+    .bind(class)
+    .bind(ids)
+    .execute(&mut *conn)
+    .await
+    .map(drop)
 }
 
 /// The advisory-lock key sequencers take turns on ("devart:s" in ASCII).

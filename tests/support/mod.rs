@@ -95,6 +95,19 @@ impl TestEnv {
         while self.store.sequence(10_000).await.unwrap().is_some() {}
     }
 
+    /// Sequences everything, then counts the events placed in the global order before an earlier
+    /// version of their own stream: none, if the order the sequencer gives is every stream's.
+    pub async fn out_of_stream_order(&self) -> i64 {
+        self.sequence_all().await;
+        sqlx::query_scalar(
+            "select count(*) from (select position, lag(position) over (partition by stream_id order by stream_version) \
+                                    as before from events) e where e.before > e.position",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
     pub async fn cleanup(self) {
         // Best effort, as a test's clean-up should be: a leftover database fails no test.
         let _ = self.stack.remove().await;
