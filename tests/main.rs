@@ -31,6 +31,7 @@ mod relay;
 mod schema;
 mod settings;
 mod snapshot;
+mod spending_caps;
 mod stored_data;
 mod time_travel;
 mod websocket;

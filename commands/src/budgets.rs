@@ -28,6 +28,7 @@ mod snapshot;
 
 use crate::entry::Commands;
 use crate::handler::CommandError;
+use crate::spending;
 use crate::store::{self, Beside, CommandContext, StoreError, Stored};
 
 /// Fallback chains longer than this are cut: a loop, or a configuration nobody means.
@@ -285,9 +286,10 @@ impl Services<'_> {
                 a.add(sqlx::types::Json(answer))
             });
         }
+        let beside = spending::and_moved(Some(beside), &spending::moved(&snapshot.state, &events));
         let wrapped: Vec<Event> = events.into_iter().map(Event::Service).collect();
         let stream = StreamId::new(Service::KIND, id);
-        store::append_beside_with(&mut *conn, &stream, snapshot.version, &wrapped, context, Some(beside)).await?;
+        store::append_beside_with(&mut *conn, &stream, snapshot.version, &wrapped, context, beside).await?;
         Ok((after, answer))
     }
 
@@ -414,7 +416,13 @@ impl Services<'_> {
         let reservation_id = Uuid::new_v5(&context.command_id, b"reservation");
         for _ in 0..3 {
             let mut tx = conn.begin().await?;
+            // The task's spend before any service: the order every command locks them in.
+            let held = spending::hold(&mut tx, request.task_id.as_slice()).await?;
             let locked = lock_chain(&mut tx, request.service_id).await?;
+            let task = match request.task_id {
+                Some(task_id) => held.read(&mut tx).await?.remove(&task_id),
+                None => None,
+            };
             if !locked.contains_key(&request.service_id) {
                 return Err(DomainError::NotFound(format!("service {}", request.service_id)).into());
             }
@@ -432,7 +440,12 @@ impl Services<'_> {
             }
             let original = locked[&request.service_id].state.at(now);
             let refusal = original.admits(request.amount).err();
-            let chosen = walk.iter().copied().find(|id| locked[id].state.at(now).admits(request.amount).is_ok());
+            // A capped task's spend has no room on any service.
+            let capped = task.and_then(|t| t.refusal(request.amount, Money::ZERO));
+            let chosen = match capped {
+                Some(_) => None,
+                None => walk.iter().copied().find(|id| locked[id].state.at(now).admits(request.amount).is_ok()),
+            };
             let (target, command, answer) = match chosen {
                 Some(id) => {
                     let command = ServiceCommand::Authorize {
@@ -454,10 +467,11 @@ impl Services<'_> {
                     (id, command, answer)
                 }
                 None => {
-                    let reason = match (refusal, walk.len()) {
-                        (Some(r), 1) => r.to_string(),
-                        (Some(r), n) => format!("{r}, and none of its {} fallback(s) has room", n - 1),
-                        (None, _) => unreachable!("a service that admits the amount is chosen"),
+                    let reason = match (capped, refusal, walk.len()) {
+                        (Some(capped), _, _) => capped,
+                        (None, Some(r), 1) => r.to_string(),
+                        (None, Some(r), n) => format!("{r}, and none of its {} fallback(s) has room", n - 1),
+                        (None, None, _) => unreachable!("a service that admits the amount is chosen"),
                     };
                     let command = ServiceCommand::Refuse {
                         amount: request.amount,
@@ -510,10 +524,21 @@ impl Services<'_> {
         }
         let charge_id = Uuid::new_v5(&context.command_id, b"charge");
         let mut tx = conn.begin().await?;
+        let held =
+            spending::hold_for_charge(&mut tx, request.task_id, request.service_id, request.reservation_id).await?;
         let locked = lock(&mut tx, &[request.service_id]).await?;
+        let tasks = held.read(&mut tx).await?;
         let Some(snapshot) = locked.get(&request.service_id) else {
             return Err(DomainError::NotFound(format!("service {}", request.service_id)).into());
         };
+        let reservation = request.reservation_id.and_then(|r| snapshot.state.reservations.get(&r));
+        // What the charge settles for its task beyond what its reservation holds for that task.
+        if let Some(task) = request.task_id.or(reservation.and_then(|r| r.task_id)).and_then(|t| tasks.get(&t)) {
+            let held = reservation.filter(|r| r.task_id == Some(task.task_id)).map_or(Money::ZERO, |r| r.amount);
+            if let Some(refusal) = task.refusal(request.amount, held) {
+                return Err(DomainError::Conflict(format!("a charge of {}: {refusal}", request.amount)).into());
+            }
+        }
         let command = ServiceCommand::Charge {
             charge_id,
             reservation_id: request.reservation_id,
@@ -568,6 +593,7 @@ impl Services<'_> {
         for id in due {
             let context = CommandContext::new(devart_domain::Actor::system("budget-clock"));
             let mut tx = self.commands.store().pool().begin().await?;
+            spending::hold_expiring(&mut tx, id, now).await?;
             let locked = lock(&mut tx, &[id]).await?;
             let Some(snapshot) = locked.get(&id) else { continue };
             let (after, _) =

@@ -23,6 +23,8 @@
 //!   events), activation; verifying a presented key.
 //! - [`budgets`]: services and their budgets ([`budgets::Services`]): snapshots beside the events,
 //!   authorizations that reserve, charges that settle, fallbacks, the budget clock.
+//! - [`spending`]: what each task has settled and reserved across services, beside its cap; the
+//!   rows authorizations and charges naming a capped task lock and decide on.
 //! - [`hashing`]: argon2id hashing of passwords and keys on a bounded pool of its own.
 //! - [`users`]: people ([`users::Users`]): accounts, password sign-in, roles; the security log of
 //!   refused attempts.
@@ -55,6 +57,7 @@ pub mod portable;
 pub mod queue;
 pub mod relay;
 pub mod settings;
+pub mod spending;
 pub mod store;
 pub mod users;
 pub mod workflows;

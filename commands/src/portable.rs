@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::entry::Commands;
 use crate::handler::CommandError;
-use crate::store::{fold, EventStore, Recorded, StoreError};
+use crate::store::{fold, EventStore, Recorded, StoreError, Stored};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -105,7 +105,7 @@ const NO_SECRET: &str = "!";
 
 impl Commands {
     /// Rebuilds the write-side tables derived from the events: the task queue, the budget
-    /// snapshots, the agents' key rows, the people's credentials and the claim gate. Secrets are never in the
+    /// snapshots, the tasks' spend, the agents' key rows, the people's credentials and the claim gate. Secrets are never in the
     /// events: an imported agent's key and an imported person's password verify nothing until
     /// `rotateAgentKey` and `resetPassword` give them new ones; their activation, capabilities,
     /// addresses and roles come along.
@@ -125,6 +125,8 @@ impl Commands {
             });
             async move { Ok::<_, CommandError>(self.store().read_stream(&stream?, None).await?) }
         };
+        // Every task's spend is summed anew from the services' events below.
+        sqlx::query("delete from task_spending").execute(pool).await?;
         let tasks = streams(Task::KIND).await?;
         for stream in &tasks {
             let recorded = folded(stream).await?;
@@ -136,6 +138,11 @@ impl Commands {
             let recorded = folded(stream).await?;
             let service = fold::<Service>(&recorded);
             crate::budgets::write_snapshot(pool, service.state.id, service.version, &service.state).await?;
+            let events: Vec<_> = recorded.iter().filter_map(|r| Service::unwrap(&r.event).cloned()).collect();
+            let moves = crate::spending::moved(&Default::default(), &events);
+            if let Some(change) = crate::spending::and_moved(None, &moves) {
+                change.execute(pool).await?;
+            }
         }
         let agents = streams(Agent::KIND).await?;
         for stream in &agents {

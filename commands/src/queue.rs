@@ -32,13 +32,21 @@ pub const REAPER_INTERVAL: Duration = Duration::from_millis(250);
 const CLAIM_RETRIES_MAX: usize = 16;
 
 /// The change that writes the queue row `state` calls for: a pending or claimed row while the task
-/// waits or is worked, none once it is over.
+/// waits or is worked, none once it is over; and its spending cap, if it has one.
 pub(crate) fn sync(state: &TaskState, now: DateTime<Utc>) -> Beside {
-    let queued = match state.status {
-        TaskStatus::Pending => "pending",
-        TaskStatus::InProgress => "claimed",
-        _ => return Beside::new("delete from task_queue where task_id = $1", |a| a.add(state.id)),
+    let queue = match state.status {
+        TaskStatus::Pending => queued(state, "pending", now),
+        TaskStatus::InProgress => queued(state, "claimed", now),
+        _ => Beside::new("delete from task_queue where task_id = $1", |a| a.add(state.id)),
     };
+    match state.max_cost {
+        Some(max_cost) => crate::spending::cap(queue, state.id, max_cost),
+        None => queue,
+    }
+}
+
+/// The change that writes `state`'s queue row, `queued` (`pending` or `claimed`).
+fn queued(state: &TaskState, queued: &'static str, now: DateTime<Utc>) -> Beside {
     let lease = state.lease.filter(|_| state.status == TaskStatus::InProgress);
     Beside::new(
         "insert into task_queue (task_id, priority, created_at, run_after, required_capabilities, state, agent_id, \

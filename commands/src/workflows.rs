@@ -278,5 +278,6 @@ fn stage_task(run: &RunState, stage: &StageRun) -> Result<CreateTask, DomainErro
         input: Some(Document::parse("input", input.to_string())?),
         stage: Some(StageLink { run_id: run.id, stage_key: spec.key.clone(), workflow_id: Some(run.workflow_id) }),
         requires_approval: false,
+        max_cost: None,
     })
 }

@@ -105,6 +105,15 @@ impl fmt::Display for Money {
     }
 }
 
+/// Serializes an optional amount as its decimal text (`"12.50"`), for states that people read
+/// (history diffs), where the count of millionths would mislead.
+pub fn optional_decimal<S: serde::Serializer>(amount: &Option<Money>, s: S) -> Result<S::Ok, S::Error> {
+    match amount {
+        Some(amount) => s.collect_str(amount),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, DomainError};
 use crate::claims::ClaimsState;
+use crate::money::Money;
 use crate::outliers::CostOutlier;
 
 mod values;
@@ -158,6 +159,10 @@ pub struct TaskState {
     pub progress: Option<Progress>,
     /// Every failed attempt's error, oldest first.
     pub errors: Vec<AttemptError>,
+    /// What may be settled and reserved for the task at most, across all services; none: no cap
+    /// but the services' budgets.
+    #[serde(serialize_with = "crate::money::optional_decimal")]
+    pub max_cost: Option<Money>,
     pub result: Option<String>,
     /// The last cost-outlier flag.
     pub cost_outlier: Option<OutlierMark>,
@@ -178,6 +183,8 @@ pub struct CreateTask {
     pub stage: Option<StageLink>,
     /// The task waits for a supervisor's approval before it can be claimed.
     pub requires_approval: bool,
+    /// A cap on what may be spent for the task (see [`TaskState::max_cost`]).
+    pub max_cost: Option<Money>,
 }
 
 impl CreateTask {
@@ -195,6 +202,7 @@ impl CreateTask {
             input: None,
             stage: None,
             requires_approval: false,
+            max_cost: None,
         }
     }
 }
@@ -275,6 +283,10 @@ pub enum TaskCommand {
     /// A supervisor refuses a task awaiting approval, for good.
     Reject {
         reason: Message,
+    },
+    /// A supervisor caps what may be spent for the task, or changes its cap.
+    SetMaxCost {
+        max_cost: Money,
     },
 }
 
@@ -368,6 +380,11 @@ pub enum TaskEvent {
     Rejected {
         reason: String,
     },
+    /// What may be settled and reserved for the task from now on, at most: authorizations that
+    /// would pass it are refused. A cap below what is spent already refuses every further one.
+    MaxCostSet {
+        max_cost: Money,
+    },
 }
 
 impl TaskEvent {
@@ -391,6 +408,7 @@ impl TaskEvent {
             TaskEvent::OutlierAcknowledged { .. } => "TaskOutlierAcknowledged",
             TaskEvent::Approved { .. } => "TaskApproved",
             TaskEvent::Rejected { .. } => "TaskRejected",
+            TaskEvent::MaxCostSet { .. } => "TaskMaxCostSet",
         }
     }
 
@@ -422,7 +440,7 @@ impl Aggregate for Task {
         use TaskStatus as S;
         let id = state.id;
         match (state.status, command) {
-            (S::Absent, C::Create(c)) => Ok(vec![TaskEvent::Created {
+            (S::Absent, C::Create(c)) => Ok([TaskEvent::Created {
                 id: c.id,
                 title: c.title.as_str().to_owned(),
                 description: c.description.as_str().to_owned(),
@@ -434,7 +452,10 @@ impl Aggregate for Task {
                 input: c.input.as_ref().map(|d| d.as_str().to_owned()),
                 stage: c.stage.clone(),
                 requires_approval: c.requires_approval,
-            }]),
+            }]
+            .into_iter()
+            .chain(c.max_cost.map(|max_cost| TaskEvent::MaxCostSet { max_cost }))
+            .collect()),
             (_, C::Create(c)) => Err(DomainError::Conflict(format!("task {} already exists", c.id))),
             (S::Absent | S::Deleted, _) => Err(DomainError::NotFound(format!("task {id}"))),
             (S::Completed, C::FlagCostOutlier(outlier)) => match &state.cost_outlier {
@@ -465,10 +486,12 @@ impl Aggregate for Task {
                 "task {id} is {}; only a task awaiting approval is approved or rejected",
                 status.as_str()
             ))),
-            (status, C::Update(_) | C::Reprioritize(_)) if status.is_final() => {
+            (status, C::Update(_) | C::Reprioritize(_) | C::SetMaxCost { .. }) if status.is_final() => {
                 Err(DomainError::Conflict(format!("task {id} is {} and can no longer change", status.as_str())))
             }
             (_, C::Update(u)) => Ok(update(state, u)),
+            (_, C::SetMaxCost { max_cost }) if state.max_cost == Some(*max_cost) => Ok(vec![]),
+            (_, C::SetMaxCost { max_cost }) => Ok(vec![TaskEvent::MaxCostSet { max_cost: *max_cost }]),
             (_, C::Reprioritize(p)) => Ok(reprioritize(state, *p).into_iter().collect()),
             (S::InProgress, C::Delete) => {
                 Err(DomainError::Conflict(format!("task {id} is in progress; cancel it before deleting it")))
@@ -664,6 +687,7 @@ impl Aggregate for Task {
             }
             TaskEvent::Approved { .. } => state.status = TaskStatus::Pending,
             TaskEvent::Rejected { .. } => state.status = TaskStatus::Rejected,
+            TaskEvent::MaxCostSet { max_cost } => state.max_cost = Some(*max_cost),
         }
         state
     }

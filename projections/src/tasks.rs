@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
+use devart_domain::money::Money;
 use devart_domain::task::{AttemptError, Lease, Progress, StageLink, Task, TaskState, TaskStatus};
 use devart_domain::{Aggregate, Event};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,9 @@ pub struct TaskRow {
     pub progress_percent: Option<i16>,
     pub workflow_run_id: Option<Uuid>,
     pub stage_key: Option<String>,
+    /// The task's spending cap, in millionths.
+    #[serde(default)]
+    pub max_cost: Option<i64>,
 }
 
 /// One failed attempt in `tasks.errors`.
@@ -86,6 +90,7 @@ impl TaskRow {
             progress_percent: None,
             workflow_run_id: None,
             stage_key: None,
+            max_cost: None,
         }
     }
 
@@ -150,6 +155,7 @@ impl TaskRow {
             result: self.result.as_ref().map(|v| v.to_string()),
             // Cost outliers are the analytics read model's concern; the board does not keep them.
             cost_outlier: None,
+            max_cost: self.max_cost.map(Money::from_micros),
         }
     }
 
@@ -180,6 +186,7 @@ impl TaskRow {
         self.progress_message = state.progress.map(|p| p.message);
         self.workflow_run_id = state.stage.as_ref().map(|s| s.run_id);
         self.stage_key = state.stage.map(|s| s.stage_key);
+        self.max_cost = state.max_cost.map(Money::micros);
     }
 }
 
@@ -192,7 +199,7 @@ impl HasId for TaskRow {
 pub const COLUMNS: &str = "id, title, description, status, priority, required_capabilities, parent_task_id, \
                            version, position, created_at, updated_at, created_by, max_attempts, attempt, failures, \
                            run_after, input, result, errors, agent_id, lease_expires_at, progress_message, \
-                           progress_percent, workflow_run_id, stage_key";
+                           progress_percent, workflow_run_id, stage_key, max_cost";
 
 /// The read model's name.
 const NAME: &str = "tasks";
@@ -235,6 +242,7 @@ impl AggregateRows for TasksProjection {
         ("progress_percent", Sql::SmallInt),
         ("workflow_run_id", Sql::Uuid),
         ("stage_key", Sql::Text),
+        ("max_cost", Sql::BigInt),
     ];
 
     fn row_of(&self, recorded: &Recorded) -> Option<Uuid> {
@@ -300,6 +308,7 @@ impl AggregateRows for TasksProjection {
             .bind(column(rows, |r| r.progress_percent))
             .bind(column(rows, |r| r.workflow_run_id))
             .bind(column(rows, |r| r.stage_key.as_deref()))
+            .bind(column(rows, |r| r.max_cost))
     }
 }
 

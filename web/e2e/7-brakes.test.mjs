@@ -2,7 +2,9 @@
 // open page shows the pause at once (the board included), an agent is handed nothing and can read
 // why, and the resume button hands work out again. Approvals: a task that requires one waits on
 // the overview and in the board's own column until a supervisor approves or rejects it there.
-// Every decision is in the audit trail with who made it.
+// Spending caps: a task created with one shows what is settled and reserved against it, refuses
+// what would pass it, and a supervisor raises it from the task's page. Every decision is in the
+// audit trail with who made it.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -106,5 +108,57 @@ test('a supervisor approves one task and rejects another from the board', async 
   assert.deepEqual(rejected, { type: 'TaskRejected', actor: { kind: 'USER' }, data: { reason: 'no backup yet' } });
   // Leave nothing claimable behind for the tests after this one.
   await api('mutation($id: ID!) { cancelTask(id: $id) { id } }', { id: yes });
+  await context.close();
+});
+
+test('a supervisor creates a capped task that waits for approval, sees its spending and raises its cap', async () => {
+  const stamp = Date.now();
+  const title = `Bounded refactor ${stamp}`;
+  const context = await newContext(browser);
+  const page = await context.newPage();
+  await signIn(page, devart.admin);
+  await page.goto(`${devart.url}/tasks?q=${stamp}`);
+  await ready(page);
+  await page.getByRole('button', { name: 'New task' }).click();
+  const form = page.getByRole('dialog', { name: 'New task' });
+  await form.getByLabel('Title').fill(title);
+  await form.getByLabel('Spending cap').fill('3.5x');
+  assert.ok(await form.getByRole('button', { name: 'Create task' }).isDisabled(), 'a cap is an amount');
+  await form.getByLabel('Spending cap').fill('3.00');
+  await form.getByLabel(/Requires a supervisor's approval/).check();
+  await form.getByRole('button', { name: 'Create task' }).click();
+  await form.waitFor({ state: 'detached' });
+  const card = page.locator('[data-column="AWAITING_APPROVAL"] [data-task-id]').filter({ hasText: title });
+  await card.waitFor();
+  const id = await card.getAttribute('data-task-id');
+
+  // An agent spends on it through the API: the page shows what is settled and reserved.
+  const service = (await api(`mutation { registerService(input: {name: "capped-${stamp}", monthlyBudget: "100.00"}) { id } }`))
+    .registerService.id;
+  const spend = (cost, key) =>
+    api(
+      'mutation($s: ID!, $t: ID!, $c: Decimal!, $k: String!) { authorizeUsage(serviceId: $s, estimatedCost: $c, taskId: $t, idempotencyKey: $k) { approved reason } }',
+      { s: service, t: id, c: cost, k: key },
+    );
+  assert.equal((await spend('1.25', `a-${stamp}`)).authorizeUsage.approved, true);
+  const refused = (await spend('2.00', `b-${stamp}`)).authorizeUsage;
+  assert.deepEqual(refused, {
+    approved: false,
+    reason: "the task's spending cap of 3.00 has no room for 2.00: 0.00 settled and 1.25 reserved",
+  });
+  await page.goto(`${devart.url}/tasks/${id}`);
+  await ready(page);
+  const spending = page.locator('dd.spending');
+  await spending.waitFor();
+  assert.match(await spending.innerText(), /0\.00 settled, 1\.25 reserved of a 3\.00 cap \(1\.75 left\)/);
+  await page.getByRole('button', { name: 'Change cap' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Spending cap' });
+  await dialog.getByLabel('Cap').fill('5.00');
+  await dialog.getByRole('button', { name: 'Set cap' }).click();
+  await dialog.waitFor({ state: 'detached' });
+  await eventually(async () => /of a 5\.00 cap \(3\.75 left\)/.test(await spending.innerText()), { what: 'the raised cap on the page' });
+  await screenshot(page, 'task-spending-cap');
+  assert.equal((await spend('2.00', `c-${stamp}`)).authorizeUsage.approved, true, 'the raised cap makes room');
+  await api('mutation($id: ID!) { cancelTask(id: $id) { id } }', { id });
   await context.close();
 });

@@ -135,6 +135,7 @@ wire_events! {
     TaskOutlierAcknowledged(1): task::TaskOutlierAcknowledged => TaskEvent,
     TaskApproved(1): task::TaskApproved => TaskEvent,
     TaskRejected(1): task::TaskRejected => TaskEvent,
+    TaskMaxCostSet(1): task::TaskMaxCostSet => TaskEvent,
     AgentRegistered(1): agent::AgentRegistered => AgentEvent,
     AgentKeyRotated(1): agent::AgentKeyRotated => AgentEvent,
     AgentActivated(1): agent::AgentActivated => AgentEvent,

@@ -285,6 +285,12 @@ pub struct TaskRejected {
     pub reason: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskMaxCostSet {
+    pub max_cost: Amount,
+}
+
 impl From<TaskEvent> for Wire {
     fn from(event: TaskEvent) -> Wire {
         match event {
@@ -356,6 +362,7 @@ impl From<TaskEvent> for Wire {
             TaskEvent::OutlierAcknowledged { note } => TaskOutlierAcknowledged { note }.into(),
             TaskEvent::Approved { note } => TaskApproved { note }.into(),
             TaskEvent::Rejected { reason } => TaskRejected { reason }.into(),
+            TaskEvent::MaxCostSet { max_cost } => TaskMaxCostSet { max_cost: Amount(max_cost) }.into(),
         }
     }
 }
@@ -489,5 +496,11 @@ impl From<TaskApproved> for TaskEvent {
 impl From<TaskRejected> for TaskEvent {
     fn from(w: TaskRejected) -> Self {
         TaskEvent::Rejected { reason: w.reason }
+    }
+}
+
+impl From<TaskMaxCostSet> for TaskEvent {
+    fn from(w: TaskMaxCostSet) -> Self {
+        TaskEvent::MaxCostSet { max_cost: w.max_cost.0 }
     }
 }

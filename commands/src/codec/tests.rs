@@ -250,6 +250,7 @@ fn sparse_samples() -> Vec<Event> {
         Event::Task(TaskEvent::Approved { note: Some("looks safe".into()) }),
         Event::Task(TaskEvent::Approved { note: None }),
         Event::Task(TaskEvent::Rejected { reason: "too risky".into() }),
+        Event::Task(TaskEvent::MaxCostSet { max_cost: Money::parse("maxCost", "10.00").unwrap() }),
     ]
 }
 
@@ -506,6 +507,7 @@ fn variant(event: &Event) -> &'static str {
             TaskEvent::OutlierAcknowledged { .. } => "TaskOutlierAcknowledged",
             TaskEvent::Approved { .. } => "TaskApproved",
             TaskEvent::Rejected { .. } => "TaskRejected",
+            TaskEvent::MaxCostSet { .. } => "TaskMaxCostSet",
         },
         Event::Agent(e) => match e {
             AgentEvent::Registered { .. } => "AgentRegistered",

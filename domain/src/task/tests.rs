@@ -348,3 +348,29 @@ fn a_task_requiring_approval_waits_until_approved_and_a_rejected_one_is_never_cl
     // Waiting, it can still be cancelled.
     given::<Task>([awaiting]).when(TaskCommand::Cancel { reason: None }).then([TaskEvent::Cancelled { reason: None }]);
 }
+
+#[test]
+fn a_cap_comes_with_the_task_or_later_and_stops_changing_when_the_work_is_over() {
+    let cap = Money::parse("maxCost", "10.00").unwrap();
+    given::<Task>([])
+        .when(TaskCommand::Create(CreateTask {
+            required_capabilities: Capabilities::parse(&["docs"]).unwrap(),
+            max_attempts: MaxAttempts::parse(2).unwrap(),
+            max_cost: Some(cap),
+            ..CreateTask::new(id(), Title::parse("Write docs").unwrap())
+        }))
+        .then([created(), TaskEvent::MaxCostSet { max_cost: cap }]);
+    let state = Task::fold(&[created(), TaskEvent::MaxCostSet { max_cost: cap }]);
+    assert_eq!(state.max_cost, Some(cap));
+    // The same cap again changes nothing; another one is an event.
+    given::<Task>([created(), TaskEvent::MaxCostSet { max_cost: cap }])
+        .when(TaskCommand::SetMaxCost { max_cost: cap })
+        .then([]);
+    let raised = Money::parse("maxCost", "12.50").unwrap();
+    given::<Task>([created(), claimed(1)])
+        .when(TaskCommand::SetMaxCost { max_cost: raised })
+        .then([TaskEvent::MaxCostSet { max_cost: raised }]);
+    given::<Task>([created(), claimed(1), TaskEvent::Completed { agent_id: ADA, attempt: 1, result: None }])
+        .when(TaskCommand::SetMaxCost { max_cost: raised })
+        .then_error(DomainError::Conflict(format!("task {} is COMPLETED and can no longer change", id())));
+}

@@ -5,7 +5,9 @@ use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, Enum, InputObject, Json, Object, SimpleObject, Subscription, ID};
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use devart_commands::spending::TaskSpend;
 use devart_commands::Folded;
+use devart_domain::money::Money;
 use devart_domain::task::{
     Capabilities, CreateTask, Description, MaxAttempts, Message, Priority, Task as TaskAggregate, TaskCommand,
     TaskState, TaskStatus as DomainTaskStatus, Title, UpdateTask,
@@ -17,6 +19,7 @@ use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::analytics::CostOutlier;
+use super::budgets::Decimal;
 use super::{
     caller, command_context, continue_task_correlation, document, domain, from_row, new_aggregate_id, page_size,
     parse_id, read, reads, require, services,
@@ -122,6 +125,20 @@ pub struct Task {
     /// The workflow run and stage the task carries out.
     pub workflow_run_id: Option<ID>,
     pub stage_key: Option<String>,
+    /// What may be settled and reserved for the task at most, across all services
+    /// (`createTask(maxCost)`, `setTaskMaxCost`); none: only the services' budgets limit it.
+    pub max_cost: Option<Decimal>,
+}
+
+/// What has been spent for a task, as authorizations and charges naming it left it.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct TaskSpending {
+    /// Settled by charges.
+    pub settled: Decimal,
+    /// Held by open reservations.
+    pub reserved: Decimal,
+    /// What the cap leaves to settle or reserve; none without a cap.
+    pub room: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, SimpleObject)]
@@ -158,6 +175,20 @@ impl Task {
     async fn children(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Task>> {
         let id = parse_id("id", &self.id)?;
         Ok(reads::load(ctx, reads::ChildrenOf(id)).await?.unwrap_or_default())
+    }
+
+    /// What has been settled and is reserved for the task now, across all services; the write
+    /// side's own figures, which authorizations naming the task are decided on.
+    async fn spending(&self, ctx: &Context<'_>) -> async_graphql::Result<TaskSpending> {
+        let id = parse_id("id", &self.id)?;
+        let spend = devart_commands::spending::of(services(ctx).commands.store().pool(), id).await.map_err(gql)?;
+        let spend =
+            spend.unwrap_or(TaskSpend { task_id: id, max_cost: None, settled: Money::ZERO, reserved: Money::ZERO });
+        Ok(TaskSpending {
+            settled: Decimal(spend.settled),
+            reserved: Decimal(spend.reserved),
+            room: spend.room().map(Decimal),
+        })
     }
 
     /// The task's last cost-outlier flag, if its cost was ever flagged as unusual (see `outliers`).
@@ -225,6 +256,7 @@ impl Task {
                 .map(|message| Progress { message, percent: r.progress_percent.map(i32::from) }),
             workflow_run_id: r.workflow_run_id.map(|w| ID(w.to_string())),
             stage_key: r.stage_key,
+            max_cost: r.max_cost.map(|m| Decimal(Money::from_micros(m))),
         }
     }
 }
@@ -285,6 +317,9 @@ pub struct CreateTaskInput {
     /// (`approveTask`) or rejects it (`rejectTask`).
     #[graphql(default)]
     pub requires_approval: bool,
+    /// What may be settled and reserved for the task at most, across all services: an
+    /// `authorizeUsage` naming the task that would pass it is refused, saying so.
+    pub max_cost: Option<Decimal>,
 }
 
 #[derive(Debug, Clone, InputObject)]
@@ -397,6 +432,7 @@ impl TasksMutation {
             input: input.input.map(|j| document("input", &j.0)).transpose()?,
             stage: None,
             requires_approval: input.requires_approval,
+            max_cost: input.max_cost.map(|m| m.0),
         };
         let folded = services(ctx).commands.tasks().create(command, &context).await.map_err(gql)?;
         Ok(folded.into())
@@ -454,6 +490,20 @@ impl TasksMutation {
         let folded = services(ctx)
             .commands
             .execute::<TaskAggregate>(id, TaskCommand::Reject { reason }, &context, None)
+            .await
+            .map_err(gql)?;
+        Ok(folded.into())
+    }
+
+    /// Caps what may be settled and reserved for a task, or changes its cap (supervisor). A cap
+    /// below what the task has spent already refuses every further authorization naming it.
+    async fn set_task_max_cost(&self, ctx: &Context<'_>, id: ID, max_cost: Decimal) -> async_graphql::Result<Task> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let id = parse_id("id", &id)?;
+        let context = command_context(ctx, &caller);
+        let folded = services(ctx)
+            .commands
+            .execute::<TaskAggregate>(id, TaskCommand::SetMaxCost { max_cost: max_cost.0 }, &context, None)
             .await
             .map_err(gql)?;
         Ok(folded.into())

@@ -43,13 +43,14 @@ export interface Task {
   workflowRunId: string | null;
   stageKey: string | null;
   costOutlier: { cost: string; acknowledged: boolean } | null;
+  maxCost: string | null;
 }
 
 /// Every field of a task a card or a row shows.
 export const TASK_FIELDS = `id title description status priority requiredCapabilities parentTaskId version
   createdAt updatedAt createdBy maxAttempts attempt failures runAfter
   lease { agentId attempt expiresAt } progress { message percent } workflowRunId stageKey
-  costOutlier { cost acknowledged }`;
+  costOutlier { cost acknowledged } maxCost`;
 
 export interface Agent {
   id: string;

@@ -1,5 +1,6 @@
-// What a supervisor does to tasks, shared by the board and the task page: create, edit (only what
-// they saw: `expectedVersion`), reprioritize, cancel, retry, delete. Each is one mutation; its
+// What a supervisor does to tasks, shared by the board and the task page: create (with a spending
+// cap, or waiting for approval), edit (only what they saw: `expectedVersion`), reprioritize, cap
+// its spending, approve or reject, cancel, retry, delete. Each is one mutation; its
 // answer comes back through `taskUpdates` too, so callers need not merge it themselves.
 
 import { useState } from 'preact/hooks';
@@ -28,6 +29,8 @@ export function TaskForm({ task, onDone }: { task?: Task; onDone: (task?: Task) 
   const [priority, setPriority] = useState(task?.priority ?? 3);
   const [capabilities, setCapabilities] = useState(task?.requiredCapabilities.join(', ') ?? '');
   const [maxAttempts, setMaxAttempts] = useState('');
+  const [maxCost, setMaxCost] = useState('');
+  const [requiresApproval, setRequiresApproval] = useState(false);
   const save = useMutation(async () => {
     const common = { title: title.trim(), description, priority, requiredCapabilities: capabilitiesOf(capabilities) };
     if (task) {
@@ -37,7 +40,12 @@ export function TaskForm({ task, onDone }: { task?: Task; onDone: (task?: Task) 
       );
       return data.updateTask;
     }
-    const input = maxAttempts ? { ...common, maxAttempts: Number(maxAttempts) } : common;
+    const input = {
+      ...common,
+      ...(maxAttempts ? { maxAttempts: Number(maxAttempts) } : {}),
+      ...(maxCost.trim() ? { maxCost: maxCost.trim() } : {}),
+      requiresApproval,
+    };
     const data = await gql<{ createTask: Task }>(
       `mutation CreateTask($input: CreateTaskInput!) { createTask(input: $input) { ${TASK_FIELDS} } }`,
       { input },
@@ -45,9 +53,10 @@ export function TaskForm({ task, onDone }: { task?: Task; onDone: (task?: Task) 
     return data.createTask;
   });
   const titleError = title.trim() === '' ? 'A title is needed.' : null;
+  const costError = maxCost.trim() && !AMOUNT.test(maxCost.trim()) ? 'An amount such as 12.50.' : null;
   const submit = async (event: Event) => {
     event.preventDefault();
-    if (titleError) return;
+    if (titleError || costError) return;
     const saved = await save.run();
     if (saved) onDone(saved);
   };
@@ -83,12 +92,65 @@ export function TaskForm({ task, onDone }: { task?: Task; onDone: (task?: Task) 
             />
           </Field>
         )}
+        {!task && (
+          <Field label="Spending cap" hint="settled plus reserved, across services; empty: none" error={costError}>
+            <input inputMode="decimal" placeholder="10.00" value={maxCost} onInput={(e) => setMaxCost(e.currentTarget.value)} />
+          </Field>
+        )}
+        {!task && (
+          <label class="check">
+            <input type="checkbox" checked={requiresApproval} onChange={(e) => setRequiresApproval(e.currentTarget.checked)} />
+            Requires a supervisor's approval before any agent claims it
+          </label>
+        )}
         <ErrorNote error={save.error} context={task ? 'Not saved' : 'Not created'} />
         <div class="buttons">
-          <button type="submit" class="primary" disabled={save.running || !!titleError}>
+          <button type="submit" class="primary" disabled={save.running || !!titleError || !!costError}>
             {task ? 'Save' : 'Create task'}
           </button>
           <button type="button" onClick={() => onDone()}>
+            Cancel
+          </button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+/// A decimal amount as the API takes it: digits, then at most six decimals.
+const AMOUNT = /^\d+(\.\d{1,6})?$/;
+
+/// Caps what may be settled and reserved for a task, or changes its cap.
+export function SpendingCapForm({ task, onDone }: { task: Task; onDone: () => void }) {
+  const [cap, setCap] = useState(task.maxCost ?? '');
+  const save = useMutation(() =>
+    gql(`mutation SetTaskMaxCost($id: ID!, $cap: Decimal!) { setTaskMaxCost(id: $id, maxCost: $cap) { id maxCost version } }`, {
+      id: task.id,
+      cap: cap.trim(),
+    }),
+  );
+  const error = AMOUNT.test(cap.trim()) ? null : 'An amount such as 12.50.';
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    if (error) return;
+    if (await save.run()) onDone();
+  };
+  return (
+    <Dialog title="Spending cap" onClose={onDone}>
+      <form class="form" onSubmit={submit}>
+        <p>
+          What may be settled and reserved for <strong>{task.title}</strong> at most, across every service. Authorizations
+          past it are refused, and the agent reads why.
+        </p>
+        <Field label="Cap" error={cap === '' ? null : error}>
+          <input inputMode="decimal" required value={cap} onInput={(e) => setCap(e.currentTarget.value)} />
+        </Field>
+        <ErrorNote error={save.error} context="Not set" />
+        <div class="buttons">
+          <button type="submit" class="primary" disabled={save.running || !!error}>
+            Set cap
+          </button>
+          <button type="button" onClick={onDone}>
             Cancel
           </button>
         </div>
@@ -195,12 +257,17 @@ export function ConfirmAction({ task, action, onDone }: { task: Task; action: Ac
 
 /// The buttons for a task's actions, each opening its confirmation; Edit opens the form.
 export function TaskActionButtons({ task, onDeleted }: { task: Task; onDeleted?: () => void }) {
-  const [open, setOpen] = useState<Action | 'edit' | null>(null);
+  const [open, setOpen] = useState<Action | 'edit' | 'cap' | null>(null);
   return (
     <>
       {isOpen(task) && (
         <button type="button" onClick={() => setOpen('edit')}>
           Edit
+        </button>
+      )}
+      {isOpen(task) && (
+        <button type="button" onClick={() => setOpen('cap')}>
+          {task.maxCost ? 'Change cap' : 'Cap spending'}
         </button>
       )}
       {actionsFor(task).map((action) => (
@@ -209,7 +276,8 @@ export function TaskActionButtons({ task, onDeleted }: { task: Task; onDeleted?:
         </button>
       ))}
       {open === 'edit' && <TaskForm task={task} onDone={() => setOpen(null)} />}
-      {open && open !== 'edit' && (
+      {open === 'cap' && <SpendingCapForm task={task} onDone={() => setOpen(null)} />}
+      {open && open !== 'edit' && open !== 'cap' && (
         <ConfirmAction
           task={task}
           action={open}

@@ -18,6 +18,7 @@ interface TaskDetail extends Task {
   parent: { id: string; title: string; status: string } | null;
   children: { id: string; title: string; status: string; priority: number }[];
   costOutlier: (Task['costOutlier'] & { why: string; zScore: number; median: string }) | null;
+  spending: { settled: string; reserved: string; room: string | null };
 }
 
 interface HistoryEntry {
@@ -27,7 +28,7 @@ interface HistoryEntry {
 
 const DETAIL = `${TASK_FIELDS} input result errors { attempt agentId error }
   parent { id title status } children { id title status priority }
-  costOutlier { cost acknowledged why zScore median }`;
+  costOutlier { cost acknowledged why zScore median } spending { settled reserved room }`;
 
 const HISTORY = `event { id position type version occurredAt actor { kind id } } changes`;
 
@@ -145,6 +146,24 @@ export function TaskPage({ params }: ScreenProps) {
                     </dd>
                   </>
                 )}
+                <dt>Spending</dt>
+                <dd class="spending">
+                  {formatMoney(task.spending.settled, '')} settled, {formatMoney(task.spending.reserved, '')} reserved
+                  {task.maxCost ? (
+                    <>
+                      {' '}
+                      of a {formatMoney(task.maxCost, '')} cap
+                      {task.spending.room != null && (
+                        <span class={Number(task.spending.room) === 0 ? 'tone-bad' : 'muted'}>
+                          {' '}
+                          ({formatMoney(task.spending.room, '')} left)
+                        </span>
+                      )}
+                    </>
+                  ) : (
+                    <span class="muted"> (no cap)</span>
+                  )}
+                </dd>
                 {task.costOutlier && (
                   <>
                     <dt>Cost</dt>

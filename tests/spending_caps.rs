@@ -1,0 +1,306 @@
+//! Spending caps on work: 32 spenders on one capped task across two services never take settled
+//! plus reserved spend past the cap, at any point of the history; charges and expiries free what
+//! they release; the write side's figures equal the history's; the API shows and changes a cap.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use devart::Role;
+use devart_commands::budgets::{ChargeRequest, UsageRequest};
+use devart_commands::{CommandContext, Commands};
+use devart_domain::money::Money;
+use devart_domain::service::{Currency, RegisterService, ServiceEvent, ServiceName};
+use devart_domain::task::{CreateTask, Title};
+use devart_domain::{Actor, Event, Position};
+use rand::Rng;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::support::{eventually, TestEnv};
+
+const SPENDERS: usize = 32;
+
+fn money(s: &str) -> Money {
+    Money::parse("amount", s).unwrap()
+}
+
+async fn register(commands: &Commands, name: &str, budget: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    let service = RegisterService {
+        id,
+        name: ServiceName::parse(name).unwrap(),
+        currency: Currency::usd(),
+        monthly_budget: money(budget),
+        fallback_service_id: None,
+        unit_prices: BTreeMap::new(),
+    };
+    commands.services().register(service, &CommandContext::new(Actor::user("admin"))).await.unwrap();
+    id
+}
+
+async fn capped_task(commands: &Commands, cap: &str) -> Uuid {
+    let command =
+        CreateTask { max_cost: Some(money(cap)), ..CreateTask::new(Uuid::now_v7(), Title::parse("capped").unwrap()) };
+    commands.tasks().create(command, &CommandContext::new(Actor::user("supervisor"))).await.unwrap().state.id
+}
+
+fn spender(n: usize) -> CommandContext {
+    CommandContext::new(Actor::agent(Uuid::from_u128(n as u128 + 1).to_string()))
+}
+
+/// Settled and reserved spend for each task, event by event of the global order, from every
+/// service's events: what the cap is held to.
+struct Ledger {
+    reservations: BTreeMap<Uuid, (Money, Option<Uuid>)>,
+    settled: BTreeMap<Uuid, Money>,
+    reserved: BTreeMap<Uuid, Money>,
+}
+
+impl Ledger {
+    fn new() -> Ledger {
+        Ledger { reservations: BTreeMap::new(), settled: BTreeMap::new(), reserved: BTreeMap::new() }
+    }
+
+    fn apply(&mut self, event: &ServiceEvent) {
+        let add = |map: &mut BTreeMap<Uuid, Money>, task: Option<Uuid>, amount: Money, plus: bool| {
+            if let Some(task) = task {
+                let entry = map.entry(task).or_default();
+                *entry = if plus { entry.saturating_add(amount) } else { entry.saturating_sub(amount) };
+            }
+        };
+        match event {
+            ServiceEvent::UsageAuthorized { reservation_id, amount, task_id, .. } => {
+                self.reservations.insert(*reservation_id, (*amount, *task_id));
+                add(&mut self.reserved, *task_id, *amount, true);
+            }
+            ServiceEvent::UsageCharged { reservation_id, amount, task_id, .. } => {
+                let held = reservation_id.and_then(|r| self.reservations.remove(&r));
+                if let Some((held, task)) = held {
+                    add(&mut self.reserved, task, held, false);
+                }
+                add(&mut self.settled, task_id.or(held.and_then(|h| h.1)), *amount, true);
+            }
+            ServiceEvent::ReservationExpired { reservation_id, .. } => {
+                if let Some((held, task)) = self.reservations.remove(reservation_id) {
+                    add(&mut self.reserved, task, held, false);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn used(&self, task: Uuid) -> Money {
+        let of = |map: &BTreeMap<Uuid, Money>| map.get(&task).copied().unwrap_or_default();
+        of(&self.settled).saturating_add(of(&self.reserved))
+    }
+}
+
+/// 32 spenders authorize against two services for one task capped at 10.00, settle most of what
+/// they reserve (some of it more than reserved, some less, some never), until the cap refuses
+/// them. Walking the whole history in its global order, settled plus reserved for the task never
+/// passes 10.00; the refusals say it was the cap; an expired reservation frees its room; and the
+/// write side's figures equal the history's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_spenders_never_take_a_task_past_its_cap() {
+    let env = TestEnv::new().await;
+    let commands = env.commands();
+    let cap = money("10.00");
+    let services = [register(&commands, "llm", "1000.00").await, register(&commands, "ci", "1000.00").await];
+    let task = capped_task(&commands, "10.00").await;
+    let other = capped_task(&commands, "10.00").await;
+    let workers: Vec<_> = (0..SPENDERS)
+        .map(|n| {
+            let commands = commands.clone();
+            tokio::spawn(async move {
+                let (mut approved, mut refused) = (0u32, 0u32);
+                for i in 0.. {
+                    if refused >= 3 {
+                        break;
+                    }
+                    let (service, estimate, used, settle) = {
+                        let mut rng = rand::thread_rng();
+                        let estimate = rng.gen_range(1..=20i64) * 10_000; // 0.01 to 0.20
+                        let used = match rng.gen_range(0..10) {
+                            0 => estimate + 5_000, // more than reserved: the cap may refuse it
+                            1..=3 => rng.gen_range(0..=estimate),
+                            _ => estimate,
+                        };
+                        let service = services[rng.gen_range(0..2)];
+                        (service, Money::from_micros(estimate), Money::from_micros(used), rng.gen_bool(0.9))
+                    };
+                    // Every fifth request names the other task: its spend is its own.
+                    let for_task = if i % 5 == 4 { other } else { task };
+                    let request = UsageRequest {
+                        service_id: service,
+                        amount: estimate,
+                        task_id: Some(for_task),
+                        agent_id: None,
+                        idempotency_key: format!("a{n}-{i}"),
+                    };
+                    let answer = commands.services().authorize_usage(&request, &spender(n)).await.unwrap();
+                    if !answer.approved {
+                        let reason = answer.reason.unwrap_or_default();
+                        assert!(reason.starts_with("the task's spending cap of 10.00 has no room"), "{reason}");
+                        refused += 1;
+                        continue;
+                    }
+                    refused = 0;
+                    approved += 1;
+                    if !settle {
+                        continue;
+                    }
+                    let charge = ChargeRequest {
+                        service_id: answer.service_id,
+                        amount: used,
+                        reservation_id: answer.reservation_id,
+                        units: None,
+                        task_id: Some(for_task),
+                        agent_id: None,
+                        idempotency_key: format!("c{n}-{i}"),
+                    };
+                    if let Err(error) = commands.services().record_charge(&charge, &spender(n)).await {
+                        assert!(error.to_string().contains("the task's spending cap"), "{error}");
+                    }
+                }
+                approved
+            })
+        })
+        .collect();
+    let mut approvals = 0;
+    for worker in workers {
+        approvals += worker.await.unwrap();
+    }
+    assert!(approvals > 60, "only {approvals} approvals");
+
+    let spend = devart_commands::spending::of(&env.pool, task).await.unwrap().unwrap();
+    assert!(spend.settled.saturating_add(spend.reserved) <= cap, "{spend:?}");
+    assert!(spend.reserved > Money::ZERO, "some reservations were left open: {spend:?}");
+    let refused = commands
+        .services()
+        .authorize_usage(
+            &UsageRequest {
+                service_id: services[0],
+                amount: spend.room().unwrap().saturating_add(money("0.01")),
+                task_id: Some(task),
+                agent_id: None,
+                idempotency_key: "over".into(),
+            },
+            &spender(99),
+        )
+        .await
+        .unwrap();
+    assert!(!refused.approved, "{refused:?}");
+
+    // The reservations nobody settled run out: their room comes back.
+    let later = Utc::now() + commands.settings().current().reservation_ttl() + chrono::TimeDelta::seconds(1);
+    commands.services().tick(later).await.unwrap();
+    let after = devart_commands::spending::of(&env.pool, task).await.unwrap().unwrap();
+    assert_eq!((after.settled, after.reserved), (spend.settled, Money::ZERO));
+
+    // The history, event by event, in its global order.
+    env.sequence_all().await;
+    let mut ledger = Ledger::new();
+    let mut at = Position(0);
+    let (mut authorizations, mut refusals) = (0, 0);
+    loop {
+        let page = env.store.read_all(at, None, 1_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        at = last.meta.position.expect("sequenced");
+        for recorded in &page {
+            let Event::Service(event) = &recorded.event else { continue };
+            match event {
+                ServiceEvent::UsageAuthorized { task_id, .. } if *task_id == Some(task) => authorizations += 1,
+                ServiceEvent::UsageRefused { task_id, .. } if *task_id == Some(task) => refusals += 1,
+                _ => {}
+            }
+            ledger.apply(event);
+            for t in [task, other] {
+                assert!(
+                    ledger.used(t) <= cap,
+                    "position {}: {} for task {t}",
+                    recorded.meta.position.map_or(0, |p| p.0),
+                    ledger.used(t)
+                );
+            }
+        }
+    }
+    assert!(authorizations > 20 && refusals >= 3, "{authorizations} authorizations, {refusals} refusals");
+    // Each service's events are in the global order as in their stream: a command waiting for a
+    // task's or a service's lock holds no transaction id that would place its events before those
+    // of the command it waited for.
+    assert_eq!(env.out_of_stream_order().await, 0, "events placed before an earlier version of their own stream");
+    for t in [task, other] {
+        let spend = devart_commands::spending::of(&env.pool, t).await.unwrap().unwrap();
+        let settled = ledger.settled.get(&t).copied().unwrap_or_default();
+        assert_eq!((spend.settled, spend.reserved), (settled, Money::ZERO), "task {t}: the table equals the history");
+    }
+    eprintln!(
+        "{SPENDERS} spenders on a 10.00 cap: {authorizations} authorizations, {refusals} refusals, settled {}",
+        after.settled
+    );
+    env.cleanup().await;
+}
+
+/// Through GraphQL: a cap given at creation shows on the task with its spending; an authorization
+/// past it is refused with the cap's reason; a supervisor raises it (a viewer may not); a cap is
+/// an amount, never a number.
+#[tokio::test]
+async fn the_api_shows_a_task_s_cap_and_spending_and_a_supervisor_changes_it() {
+    let env = TestEnv::new().await;
+    let running = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+    let commands = env.commands();
+    let service = register(&commands, "llm", "100.00").await;
+    let created = running
+        .graphql(
+            "mutation { createTask(input: {title: \"capped\", maxCost: \"2.50\"}) { id maxCost spending { settled reserved room } } }",
+            json!({}),
+        )
+        .await;
+    let task = &created["data"]["createTask"];
+    assert_eq!(task["maxCost"], "2.50", "{created}");
+    assert_eq!(task["spending"], json!({ "settled": "0.00", "reserved": "0.00", "room": "2.50" }), "{created}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let authorize = "mutation($service: ID!, $task: ID!, $cost: Decimal!, $key: String!) { \
+        authorizeUsage(serviceId: $service, estimatedCost: $cost, taskId: $task, idempotencyKey: $key) { approved reason } }";
+    let fits = running.graphql(authorize, json!({ "service": service, "task": id, "cost": "2.00", "key": "k1" })).await;
+    assert_eq!(fits["data"]["authorizeUsage"]["approved"], true, "{fits}");
+    let over = running.graphql(authorize, json!({ "service": service, "task": id, "cost": "0.60", "key": "k2" })).await;
+    assert_eq!(over["data"]["authorizeUsage"]["approved"], false, "{over}");
+    assert_eq!(
+        over["data"]["authorizeUsage"]["reason"],
+        "the task's spending cap of 2.50 has no room for 0.60: 0.00 settled and 2.00 reserved"
+    );
+
+    let set =
+        "mutation($id: ID!, $cap: Decimal!) { setTaskMaxCost(id: $id, maxCost: $cap) { maxCost spending { room } } }";
+    let viewer = env.token(devart_gateway::Role::Viewer);
+    let refused = running.graphql_as(&viewer, set, json!({ "id": id, "cap": "5.00" })).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN", "{refused}");
+    let number = running.graphql(set, json!({ "id": id, "cap": 5 })).await;
+    assert_eq!(number["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{number}");
+    let raised = running.graphql(set, json!({ "id": id, "cap": "5.00" })).await;
+    assert_eq!(raised["data"]["setTaskMaxCost"], json!({ "maxCost": "5.00", "spending": { "room": "3.00" } }));
+    let again =
+        running.graphql(authorize, json!({ "service": service, "task": id, "cost": "0.60", "key": "k3" })).await;
+    assert_eq!(again["data"]["authorizeUsage"]["approved"], true, "{again}");
+
+    // The read model catches up with the cap, and the change is in the task's history.
+    let read = eventually(Duration::from_secs(10), || async {
+        let body = running
+            .graphql("query($id: ID!) { task(id: $id) { maxCost spending { reserved } } }", json!({ "id": id }))
+            .await;
+        (body["data"]["task"]["maxCost"] == "5.00").then_some(body)
+    })
+    .await;
+    assert_eq!(read["data"]["task"]["spending"]["reserved"], "2.60");
+    let events: Vec<String> =
+        sqlx::query_scalar("select event_type from events where stream_id = 'task-' || $1 order by stream_version")
+            .bind(&id)
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(events, ["TaskCreated", "TaskMaxCostSet", "TaskMaxCostSet"]);
+    running.stop().await;
+    env.cleanup().await;
+}
