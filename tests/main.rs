@@ -8,6 +8,7 @@ mod support;
 mod agents;
 mod alerts;
 mod analytics;
+mod approval_requests;
 mod brakes;
 mod budgets;
 mod chaos;

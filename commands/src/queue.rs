@@ -32,16 +32,31 @@ pub const REAPER_INTERVAL: Duration = Duration::from_millis(250);
 const CLAIM_RETRIES_MAX: usize = 16;
 
 /// The change that writes the queue row `state` calls for: a pending or claimed row while the task
-/// waits or is worked, none once it is over; and its spending cap, if it has one.
+/// waits or is worked, none once it is over; its spending cap, if it has one; and when its first
+/// pending request for approval runs out, if it has one.
 pub(crate) fn sync(state: &TaskState, now: DateTime<Utc>) -> Beside {
     let queue = match state.status {
         TaskStatus::Pending => queued(state, "pending", now),
         TaskStatus::InProgress => queued(state, "claimed", now),
         _ => Beside::new("delete from task_queue where task_id = $1", |a| a.add(state.id)),
     };
-    match state.max_cost {
+    let queue = match state.max_cost {
         Some(max_cost) => crate::spending::cap(queue, state.id, max_cost),
         None => queue,
+    };
+    if state.approvals.is_empty() {
+        return queue;
+    }
+    match state.approval_due() {
+        Some(due) => queue.and(
+            "insert into approval_deadlines (task_id, due) values ($1, $2) \
+             on conflict (task_id) do update set due = excluded.due",
+            |a| {
+                a.add(state.id)?;
+                a.add(due)
+            },
+        ),
+        None => queue.and("delete from approval_deadlines where task_id = $1", |a| a.add(state.id)),
     }
 }
 
@@ -307,6 +322,27 @@ impl Tasks<'_> {
         Ok(count)
     }
 
+    /// Brings every pending request for approval that ran out by `now` to its default; returns
+    /// for how many tasks.
+    pub async fn time_out_approvals(self, now: DateTime<Utc>, limit: i64) -> Result<usize, CommandError> {
+        let due: Vec<Uuid> =
+            sqlx::query_scalar("select task_id from approval_deadlines where due <= $1 order by due limit $2")
+                .bind(now)
+                .bind(limit)
+                .fetch_all(self.commands.store().pool())
+                .await?;
+        let mut count = 0;
+        for task_id in due {
+            let context = CommandContext::new(Actor::system("approvals"));
+            match self.commands.execute::<Task>(task_id, TaskCommand::TimeOutApprovals { now }, &context, None).await {
+                Ok(_) => count += 1,
+                Err(CommandError::Domain(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(count)
+    }
+
     /// Puts back in the queue every task `agent_id` holds, without counting a failure.
     pub async fn release_of(
         self,
@@ -334,7 +370,8 @@ impl Tasks<'_> {
     }
 }
 
-/// Expires leases every [`REAPER_INTERVAL`] until shutdown. Any number of processes may run it:
+/// Expires leases, and requests for approval nobody answered, every [`REAPER_INTERVAL`] until
+/// shutdown. Any number of processes may run it:
 /// each expiry is a command that only one of them gets to append.
 pub async fn run_lease_reaper(commands: Commands, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(REAPER_INTERVAL);
@@ -348,6 +385,11 @@ pub async fn run_lease_reaper(commands: Commands, shutdown: CancellationToken) {
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "leases expired; tasks queued again"),
             Err(error) => tracing::warn!(%error, "expiring leases"),
+        }
+        match commands.tasks().time_out_approvals(Utc::now(), 500).await {
+            Ok(0) => {}
+            Ok(tasks) => tracing::info!(tasks, "requests for approval ran out; their defaults apply"),
+            Err(error) => tracing::warn!(%error, "timing out requests for approval"),
         }
     }
 }

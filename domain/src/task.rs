@@ -118,6 +118,48 @@ pub struct OutlierMark {
     pub acknowledged: Option<String>,
 }
 
+/// An agent's request for a supervisor's approval of a risky step in a task it works on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct ApprovalRequest {
+    pub request_id: Uuid,
+    pub agent_id: Uuid,
+    /// The attempt it was asked in.
+    pub attempt: u32,
+    /// What the agent means to do, in a line.
+    pub action: String,
+    /// A JSON document with whatever the supervisor needs to judge it.
+    pub details: Option<String>,
+    /// What it comes to when nobody answers by `expires_at`.
+    pub approve_on_timeout: bool,
+    pub expires_at: DateTime<Utc>,
+    /// `None` while pending.
+    pub decision: Option<ApprovalDecision>,
+}
+
+/// How a request for approval was answered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct ApprovalDecision {
+    pub approved: bool,
+    pub note: Option<String>,
+    /// Nobody answered in time: `approved` is the request's default.
+    pub timed_out: bool,
+}
+
+impl TaskState {
+    /// The request for approval `request_id`, if it was made.
+    pub fn approval(&self, request_id: Uuid) -> Option<&ApprovalRequest> {
+        self.approvals.iter().find(|a| a.request_id == request_id)
+    }
+
+    /// When the first pending request for approval runs out; `None` with none pending.
+    pub fn approval_due(&self) -> Option<DateTime<Utc>> {
+        self.approvals.iter().filter(|a| a.decision.is_none()).map(|a| a.expires_at).min()
+    }
+}
+
+/// How many requests for approval a task keeps; an agent asking for more is refused.
+pub const APPROVALS_MAX: usize = 100;
+
 /// The first delay before a retry; each failure doubles it, up to [`BACKOFF_MAX`].
 pub const BACKOFF_BASE: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 pub const BACKOFF_MAX: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
@@ -163,6 +205,8 @@ pub struct TaskState {
     /// but the services' budgets.
     #[serde(serialize_with = "crate::money::optional_decimal")]
     pub max_cost: Option<Money>,
+    /// Every request for approval its agents made, oldest first.
+    pub approvals: Vec<ApprovalRequest>,
     pub result: Option<String>,
     /// The last cost-outlier flag.
     pub cost_outlier: Option<OutlierMark>,
@@ -288,6 +332,25 @@ pub enum TaskCommand {
     SetMaxCost {
         max_cost: Money,
     },
+    /// The lease holder asks a supervisor to approve a risky step before it takes it.
+    RequestApproval {
+        agent_id: Uuid,
+        request_id: Uuid,
+        action: Message,
+        details: Option<Document>,
+        approve_on_timeout: bool,
+        expires_at: DateTime<Utc>,
+    },
+    /// A supervisor answers a pending request for approval.
+    DecideApproval {
+        request_id: Uuid,
+        approved: bool,
+        note: Option<Message>,
+    },
+    /// Pending requests that ran out by `now` come to their defaults.
+    TimeOutApprovals {
+        now: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -385,6 +448,25 @@ pub enum TaskEvent {
     MaxCostSet {
         max_cost: Money,
     },
+    /// The agent working the task asks a supervisor to approve a step (`action`) before it takes
+    /// it; unanswered by `expires_at`, it is approved or denied as `approve_on_timeout` says.
+    ApprovalRequested {
+        request_id: Uuid,
+        agent_id: Uuid,
+        attempt: u32,
+        action: String,
+        details: Option<String>,
+        approve_on_timeout: bool,
+        expires_at: DateTime<Utc>,
+    },
+    /// A request for approval was answered: by a supervisor, or by its default when it ran out
+    /// (`timed_out`).
+    ApprovalDecided {
+        request_id: Uuid,
+        approved: bool,
+        note: Option<String>,
+        timed_out: bool,
+    },
 }
 
 impl TaskEvent {
@@ -409,6 +491,8 @@ impl TaskEvent {
             TaskEvent::Approved { .. } => "TaskApproved",
             TaskEvent::Rejected { .. } => "TaskRejected",
             TaskEvent::MaxCostSet { .. } => "TaskMaxCostSet",
+            TaskEvent::ApprovalRequested { .. } => "TaskApprovalRequested",
+            TaskEvent::ApprovalDecided { .. } => "TaskApprovalDecided",
         }
     }
 
@@ -490,6 +574,50 @@ impl Aggregate for Task {
                 Err(DomainError::Conflict(format!("task {id} is {} and can no longer change", status.as_str())))
             }
             (_, C::Update(u)) => Ok(update(state, u)),
+            (_, C::RequestApproval { agent_id, request_id, action, details, approve_on_timeout, expires_at }) => {
+                let lease = held(state, *agent_id)?;
+                if state.approval(*request_id).is_some() {
+                    return Err(DomainError::Conflict(format!("approval request {request_id} exists")));
+                }
+                if state.approvals.len() >= APPROVALS_MAX {
+                    return Err(DomainError::Conflict(format!(
+                        "task {id} has {APPROVALS_MAX} requests for approval already"
+                    )));
+                }
+                Ok(vec![TaskEvent::ApprovalRequested {
+                    request_id: *request_id,
+                    agent_id: *agent_id,
+                    attempt: lease.attempt,
+                    action: action.as_str().to_owned(),
+                    details: details.as_ref().map(|d| d.as_str().to_owned()),
+                    approve_on_timeout: *approve_on_timeout,
+                    expires_at: *expires_at,
+                }])
+            }
+            (_, C::DecideApproval { request_id, approved, note }) => match state.approval(*request_id) {
+                None => Err(DomainError::NotFound(format!("approval request {request_id} of task {id}"))),
+                Some(ApprovalRequest { decision: Some(d), .. }) => Err(DomainError::Conflict(format!(
+                    "approval request {request_id} was {} already",
+                    if d.approved { "approved" } else { "denied" }
+                ))),
+                Some(_) => Ok(vec![TaskEvent::ApprovalDecided {
+                    request_id: *request_id,
+                    approved: *approved,
+                    note: note.as_ref().map(|n| n.as_str().to_owned()),
+                    timed_out: false,
+                }]),
+            },
+            (_, C::TimeOutApprovals { now }) => Ok(state
+                .approvals
+                .iter()
+                .filter(|a| a.decision.is_none() && a.expires_at <= *now)
+                .map(|a| TaskEvent::ApprovalDecided {
+                    request_id: a.request_id,
+                    approved: a.approve_on_timeout,
+                    note: None,
+                    timed_out: true,
+                })
+                .collect()),
             (_, C::SetMaxCost { max_cost }) if state.max_cost == Some(*max_cost) => Ok(vec![]),
             (_, C::SetMaxCost { max_cost }) => Ok(vec![TaskEvent::MaxCostSet { max_cost: *max_cost }]),
             (_, C::Reprioritize(p)) => Ok(reprioritize(state, *p).into_iter().collect()),
@@ -688,6 +816,30 @@ impl Aggregate for Task {
             TaskEvent::Approved { .. } => state.status = TaskStatus::Pending,
             TaskEvent::Rejected { .. } => state.status = TaskStatus::Rejected,
             TaskEvent::MaxCostSet { max_cost } => state.max_cost = Some(*max_cost),
+            TaskEvent::ApprovalRequested {
+                request_id,
+                agent_id,
+                attempt,
+                action,
+                details,
+                approve_on_timeout,
+                expires_at,
+            } => state.approvals.push(ApprovalRequest {
+                request_id: *request_id,
+                agent_id: *agent_id,
+                attempt: *attempt,
+                action: action.clone(),
+                details: details.clone(),
+                approve_on_timeout: *approve_on_timeout,
+                expires_at: *expires_at,
+                decision: None,
+            }),
+            TaskEvent::ApprovalDecided { request_id, approved, note, timed_out } => {
+                if let Some(request) = state.approvals.iter_mut().find(|a| a.request_id == *request_id) {
+                    request.decision =
+                        Some(ApprovalDecision { approved: *approved, note: note.clone(), timed_out: *timed_out });
+                }
+            }
         }
         state
     }

@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
 use devart_domain::money::Money;
-use devart_domain::task::{AttemptError, Lease, Progress, StageLink, Task, TaskState, TaskStatus};
+use devart_domain::task::{
+    ApprovalDecision, ApprovalRequest, AttemptError, Lease, Progress, StageLink, Task, TaskState, TaskStatus,
+};
 use devart_domain::{Aggregate, Event};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgArguments;
@@ -51,6 +53,78 @@ pub struct TaskRow {
     /// The task's spending cap, in millionths.
     #[serde(default)]
     pub max_cost: Option<i64>,
+    /// `[ApprovalRow]`: its agents' requests for approval, oldest first.
+    #[serde(default = "no_approvals")]
+    pub approvals: serde_json::Value,
+}
+
+fn no_approvals() -> serde_json::Value {
+    serde_json::Value::Array(Vec::new())
+}
+
+/// One request for approval in `tasks.approvals`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRow {
+    pub request_id: Uuid,
+    pub agent_id: Uuid,
+    pub attempt: u32,
+    pub action: String,
+    pub details: Option<serde_json::Value>,
+    pub approve_on_timeout: bool,
+    pub expires_at: DateTime<Utc>,
+    /// `PENDING`, `APPROVED` or `DENIED`.
+    pub status: String,
+    pub timed_out: bool,
+    pub note: Option<String>,
+}
+
+impl ApprovalRow {
+    pub fn of(a: &ApprovalRequest) -> ApprovalRow {
+        let status = match &a.decision {
+            None => "PENDING",
+            Some(d) if d.approved => "APPROVED",
+            Some(_) => "DENIED",
+        };
+        ApprovalRow {
+            request_id: a.request_id,
+            agent_id: a.agent_id,
+            attempt: a.attempt,
+            action: a.action.clone(),
+            details: a
+                .details
+                .as_ref()
+                .map(|t| serde_json::from_str(t).unwrap_or(serde_json::Value::String(t.clone()))),
+            approve_on_timeout: a.approve_on_timeout,
+            expires_at: a.expires_at,
+            status: status.to_owned(),
+            timed_out: a.decision.as_ref().is_some_and(|d| d.timed_out),
+            note: a.decision.as_ref().and_then(|d| d.note.clone()),
+        }
+    }
+
+    fn request(&self) -> ApprovalRequest {
+        ApprovalRequest {
+            request_id: self.request_id,
+            agent_id: self.agent_id,
+            attempt: self.attempt,
+            action: self.action.clone(),
+            details: self.details.as_ref().map(|v| v.to_string()),
+            approve_on_timeout: self.approve_on_timeout,
+            expires_at: self.expires_at,
+            decision: (self.status != "PENDING").then(|| ApprovalDecision {
+                approved: self.status == "APPROVED",
+                note: self.note.clone(),
+                timed_out: self.timed_out,
+            }),
+        }
+    }
+}
+
+/// The requests for approval in a row's `approvals`.
+pub fn approvals_of(value: &serde_json::Value) -> Result<Vec<ApprovalRow>, ColumnError> {
+    Vec::<ApprovalRow>::deserialize(value)
+        .map_err(|e| ColumnError::new("approvals", format!("not a list of requests for approval: {e}")))
 }
 
 /// One failed attempt in `tasks.errors`.
@@ -91,6 +165,7 @@ impl TaskRow {
             workflow_run_id: None,
             stage_key: None,
             max_cost: None,
+            approvals: no_approvals(),
         }
     }
 
@@ -120,7 +195,8 @@ impl TaskRow {
             .into_iter()
             .map(|e| AttemptError { attempt: e.attempt, agent_id: e.agent_id, error: e.error })
             .collect();
-        Ok(self.state_with(status, errors))
+        let approvals = approvals_of(&self.approvals)?.iter().map(ApprovalRow::request).collect();
+        Ok(TaskState { approvals, ..self.state_with(status, errors) })
     }
 
     fn state_with(&self, status: TaskStatus, errors: Vec<AttemptError>) -> TaskState {
@@ -156,6 +232,7 @@ impl TaskRow {
             // Cost outliers are the analytics read model's concern; the board does not keep them.
             cost_outlier: None,
             max_cost: self.max_cost.map(Money::from_micros),
+            approvals: Vec::new(),
         }
     }
 
@@ -187,6 +264,8 @@ impl TaskRow {
         self.workflow_run_id = state.stage.as_ref().map(|s| s.run_id);
         self.stage_key = state.stage.map(|s| s.stage_key);
         self.max_cost = state.max_cost.map(Money::micros);
+        let approvals: Vec<ApprovalRow> = state.approvals.iter().map(ApprovalRow::of).collect();
+        self.approvals = serde_json::to_value(approvals).expect("requests for approval serialize");
     }
 }
 
@@ -199,7 +278,7 @@ impl HasId for TaskRow {
 pub const COLUMNS: &str = "id, title, description, status, priority, required_capabilities, parent_task_id, \
                            version, position, created_at, updated_at, created_by, max_attempts, attempt, failures, \
                            run_after, input, result, errors, agent_id, lease_expires_at, progress_message, \
-                           progress_percent, workflow_run_id, stage_key, max_cost";
+                           progress_percent, workflow_run_id, stage_key, max_cost, approvals";
 
 /// The read model's name.
 const NAME: &str = "tasks";
@@ -243,6 +322,7 @@ impl AggregateRows for TasksProjection {
         ("workflow_run_id", Sql::Uuid),
         ("stage_key", Sql::Text),
         ("max_cost", Sql::BigInt),
+        ("approvals", Sql::Jsonb),
     ];
 
     fn row_of(&self, recorded: &Recorded) -> Option<Uuid> {
@@ -309,6 +389,7 @@ impl AggregateRows for TasksProjection {
             .bind(column(rows, |r| r.workflow_run_id))
             .bind(column(rows, |r| r.stage_key.as_deref()))
             .bind(column(rows, |r| r.max_cost))
+            .bind(column(rows, |r| Json(&r.approvals)))
     }
 }
 

@@ -136,6 +136,8 @@ wire_events! {
     TaskApproved(1): task::TaskApproved => TaskEvent,
     TaskRejected(1): task::TaskRejected => TaskEvent,
     TaskMaxCostSet(1): task::TaskMaxCostSet => TaskEvent,
+    TaskApprovalRequested(1): task::TaskApprovalRequested => TaskEvent,
+    TaskApprovalDecided(1): task::TaskApprovalDecided => TaskEvent,
     AgentRegistered(1): agent::AgentRegistered => AgentEvent,
     AgentKeyRotated(1): agent::AgentKeyRotated => AgentEvent,
     AgentActivated(1): agent::AgentActivated => AgentEvent,

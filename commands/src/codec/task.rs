@@ -291,6 +291,28 @@ pub struct TaskMaxCostSet {
     pub max_cost: Amount,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskApprovalRequested {
+    pub request_id: Uuid,
+    pub agent_id: Uuid,
+    pub attempt: u32,
+    pub action: String,
+    /// A JSON document, as text.
+    pub details: Option<String>,
+    pub approve_on_timeout: bool,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskApprovalDecided {
+    pub request_id: Uuid,
+    pub approved: bool,
+    pub note: Option<String>,
+    pub timed_out: bool,
+}
+
 impl From<TaskEvent> for Wire {
     fn from(event: TaskEvent) -> Wire {
         match event {
@@ -363,6 +385,21 @@ impl From<TaskEvent> for Wire {
             TaskEvent::Approved { note } => TaskApproved { note }.into(),
             TaskEvent::Rejected { reason } => TaskRejected { reason }.into(),
             TaskEvent::MaxCostSet { max_cost } => TaskMaxCostSet { max_cost: Amount(max_cost) }.into(),
+            TaskEvent::ApprovalRequested {
+                request_id,
+                agent_id,
+                attempt,
+                action,
+                details,
+                approve_on_timeout,
+                expires_at,
+            } => {
+                TaskApprovalRequested { request_id, agent_id, attempt, action, details, approve_on_timeout, expires_at }
+                    .into()
+            }
+            TaskEvent::ApprovalDecided { request_id, approved, note, timed_out } => {
+                TaskApprovalDecided { request_id, approved, note, timed_out }.into()
+            }
         }
     }
 }
@@ -502,5 +539,30 @@ impl From<TaskRejected> for TaskEvent {
 impl From<TaskMaxCostSet> for TaskEvent {
     fn from(w: TaskMaxCostSet) -> Self {
         TaskEvent::MaxCostSet { max_cost: w.max_cost.0 }
+    }
+}
+
+impl From<TaskApprovalRequested> for TaskEvent {
+    fn from(w: TaskApprovalRequested) -> Self {
+        TaskEvent::ApprovalRequested {
+            request_id: w.request_id,
+            agent_id: w.agent_id,
+            attempt: w.attempt,
+            action: w.action,
+            details: w.details,
+            approve_on_timeout: w.approve_on_timeout,
+            expires_at: w.expires_at,
+        }
+    }
+}
+
+impl From<TaskApprovalDecided> for TaskEvent {
+    fn from(w: TaskApprovalDecided) -> Self {
+        TaskEvent::ApprovalDecided {
+            request_id: w.request_id,
+            approved: w.approved,
+            note: w.note,
+            timed_out: w.timed_out,
+        }
     }
 }

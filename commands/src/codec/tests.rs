@@ -251,6 +251,27 @@ fn sparse_samples() -> Vec<Event> {
         Event::Task(TaskEvent::Approved { note: None }),
         Event::Task(TaskEvent::Rejected { reason: "too risky".into() }),
         Event::Task(TaskEvent::MaxCostSet { max_cost: Money::parse("maxCost", "10.00").unwrap() }),
+        Event::Task(TaskEvent::ApprovalRequested {
+            request_id: Uuid::from_u128(30),
+            agent_id: agent(),
+            attempt: 2,
+            action: "force-push to main".into(),
+            details: Some(r#"{"branch":"main"}"#.into()),
+            approve_on_timeout: false,
+            expires_at: at(),
+        }),
+        Event::Task(TaskEvent::ApprovalDecided {
+            request_id: Uuid::from_u128(30),
+            approved: true,
+            note: Some("go ahead".into()),
+            timed_out: false,
+        }),
+        Event::Task(TaskEvent::ApprovalDecided {
+            request_id: Uuid::from_u128(31),
+            approved: false,
+            note: None,
+            timed_out: true,
+        }),
     ]
 }
 
@@ -508,6 +529,8 @@ fn variant(event: &Event) -> &'static str {
             TaskEvent::Approved { .. } => "TaskApproved",
             TaskEvent::Rejected { .. } => "TaskRejected",
             TaskEvent::MaxCostSet { .. } => "TaskMaxCostSet",
+            TaskEvent::ApprovalRequested { .. } => "TaskApprovalRequested",
+            TaskEvent::ApprovalDecided { .. } => "TaskApprovalDecided",
         },
         Event::Agent(e) => match e {
             AgentEvent::Registered { .. } => "AgentRegistered",

@@ -374,3 +374,58 @@ fn a_cap_comes_with_the_task_or_later_and_stops_changing_when_the_work_is_over()
         .when(TaskCommand::SetMaxCost { max_cost: raised })
         .then_error(DomainError::Conflict(format!("task {} is COMPLETED and can no longer change", id())));
 }
+
+#[test]
+fn the_lease_holder_asks_for_approval_a_supervisor_answers_once_and_silence_comes_to_the_default() {
+    let request_id = Uuid::from_u128(0xa11);
+    let ask = |agent_id: Uuid| TaskCommand::RequestApproval {
+        agent_id,
+        request_id,
+        action: Message::parse("action", "force-push").unwrap(),
+        details: None,
+        approve_on_timeout: true,
+        expires_at: at(60),
+    };
+    given::<Task>([created()]).when(ask(ADA)).then_error(DomainError::Conflict(format!(
+        "task {} is not held by this agent (its lease may have expired)",
+        id()
+    )));
+    given::<Task>([created(), claimed(1)])
+        .when(ask(BOB))
+        .then_error(DomainError::Forbidden(format!("task {} is held by another agent", id())));
+    let requested = TaskEvent::ApprovalRequested {
+        request_id,
+        agent_id: ADA,
+        attempt: 1,
+        action: "force-push".into(),
+        details: None,
+        approve_on_timeout: true,
+        expires_at: at(60),
+    };
+    given::<Task>([created(), claimed(1)]).when(ask(ADA)).then([requested.clone()]);
+    given::<Task>([created(), claimed(1), requested.clone()])
+        .when(ask(ADA))
+        .then_error(DomainError::Conflict(format!("approval request {request_id} exists")));
+    let state = Task::fold(&[created(), claimed(1), requested.clone()]);
+    assert_eq!(state.approval_due(), Some(at(60)));
+
+    // Not yet run out: nothing; run out: its default.
+    let history = [created(), claimed(1), requested.clone()];
+    given::<Task>(history.clone()).when(TaskCommand::TimeOutApprovals { now: at(59) }).then([]);
+    let timed_out = TaskEvent::ApprovalDecided { request_id, approved: true, note: None, timed_out: true };
+    given::<Task>(history.clone()).when(TaskCommand::TimeOutApprovals { now: at(60) }).then([timed_out.clone()]);
+    let denied = TaskEvent::ApprovalDecided { request_id, approved: false, note: Some("no".into()), timed_out: false };
+    given::<Task>(history.clone())
+        .when(TaskCommand::DecideApproval {
+            request_id,
+            approved: false,
+            note: Some(Message::parse("note", "no").unwrap()),
+        })
+        .then([denied.clone()]);
+    let decided = [created(), claimed(1), requested, denied];
+    assert_eq!(Task::fold(&decided).approval_due(), None);
+    given::<Task>(decided.clone()).when(TaskCommand::TimeOutApprovals { now: at(90) }).then([]);
+    given::<Task>(decided)
+        .when(TaskCommand::DecideApproval { request_id, approved: true, note: None })
+        .then_error(DomainError::Conflict(format!("approval request {request_id} was denied already")));
+}

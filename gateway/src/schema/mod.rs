@@ -23,6 +23,7 @@ pub type Schema = async_graphql::Schema<QueryRoot, MutationRoot, SubscriptionRoo
 
 mod agents;
 mod analytics;
+mod approvals;
 mod audit;
 mod budgets;
 mod claims;
@@ -52,6 +53,7 @@ pub struct QueryRoot(
     analytics::AnalyticsQuery,
     analytics::OutliersQuery,
     claims::ClaimsQuery,
+    approvals::ApprovalsQuery,
 );
 
 #[derive(async_graphql::MergedObject, Default)]
@@ -66,6 +68,7 @@ pub struct MutationRoot(
     analytics::OutliersMutation,
     people::PeopleMutation,
     claims::ClaimsMutation,
+    approvals::ApprovalsMutation,
 );
 
 #[derive(async_graphql::MergedSubscription, Default)]

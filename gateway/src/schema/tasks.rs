@@ -13,12 +13,13 @@ use devart_domain::task::{
     TaskState, TaskStatus as DomainTaskStatus, Title, UpdateTask,
 };
 use devart_projections::rows::AggregateRows;
-use devart_projections::tasks::{AttemptErrorRow, TaskRow, TasksProjection, COLUMNS as TASK_COLUMNS};
+use devart_projections::tasks::{ApprovalRow, AttemptErrorRow, TaskRow, TasksProjection, COLUMNS as TASK_COLUMNS};
 use devart_projections::{ColumnError, RowError};
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::analytics::CostOutlier;
+use super::approvals::{approvals_in, ApprovalRequest};
 use super::budgets::Decimal;
 use super::{
     caller, command_context, continue_task_correlation, document, domain, from_row, new_aggregate_id, page_size,
@@ -128,6 +129,8 @@ pub struct Task {
     /// What may be settled and reserved for the task at most, across all services
     /// (`createTask(maxCost)`, `setTaskMaxCost`); none: only the services' budgets limit it.
     pub max_cost: Option<Decimal>,
+    /// Its agents' requests for approval of risky steps (`requestApproval`), oldest first.
+    pub approvals: Vec<ApprovalRequest>,
 }
 
 /// What has been spent for a task, as authorizations and charges naming it left it.
@@ -213,13 +216,14 @@ impl TryFrom<TaskRow> for Task {
             ColumnError::new("errors", format!("`{}` is not a list of attempt errors: {e}", r.errors))
                 .in_row(TasksProjection::TABLE, r.id)
         })?;
-        Ok(Task::of(r, status, errors))
+        let approvals = approvals_in(&r)?;
+        Ok(Task::of(r, status, errors, approvals))
     }
 }
 
 impl Task {
     /// The task a row describes, with its status and errors decoded.
-    fn of(r: TaskRow, status: TaskStatus, errors: Vec<AttemptErrorRow>) -> Task {
+    fn of(r: TaskRow, status: TaskStatus, errors: Vec<AttemptErrorRow>, approvals: Vec<ApprovalRequest>) -> Task {
         Task {
             id: ID(r.id.to_string()),
             title: r.title,
@@ -257,6 +261,7 @@ impl Task {
             workflow_run_id: r.workflow_run_id.map(|w| ID(w.to_string())),
             stage_key: r.stage_key,
             max_cost: r.max_cost.map(|m| Decimal(Money::from_micros(m))),
+            approvals,
         }
     }
 }
@@ -268,6 +273,7 @@ impl From<Folded<TaskState>> for Task {
         let now = Utc::now();
         let created_at = f.created_at.unwrap_or(now);
         let status = TaskStatus::from(f.state.status);
+        let approvals = f.state.approvals.iter().map(|a| ApprovalRequest::of(f.state.id, ApprovalRow::of(a))).collect();
         let errors = f
             .state
             .errors
@@ -281,7 +287,7 @@ impl From<Folded<TaskState>> for Task {
             f.updated_at.unwrap_or(created_at),
             f.created_by.unwrap_or_default(),
         );
-        Task::of(row, status, errors)
+        Task::of(row, status, errors, approvals)
     }
 }
 

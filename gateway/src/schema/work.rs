@@ -52,6 +52,9 @@ pub struct Heartbeat {
     pub stop_reason: Option<String>,
     /// The lease now runs until then (unchanged once cancelled).
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// This agent's requests for approval in its current attempt, answered or not: a step waits
+    /// until its request is `APPROVED`, and is not taken once `DENIED`.
+    pub approvals: Vec<super::approvals::ApprovalRequest>,
 }
 
 /// The queue at a glance, exact as of the query.
@@ -260,7 +263,16 @@ impl WorkMutation {
         let folded = beat.task;
         let cancelled = folded.state.status == DomainTaskStatus::Cancelled;
         let lease_expires_at = folded.state.lease.map(|l| l.expires_at).filter(|_| !cancelled && beat.stop.is_none());
+        let attempt = folded.state.attempt;
+        let approvals = folded
+            .state
+            .approvals
+            .iter()
+            .filter(|a| a.agent_id == agent_id && a.attempt == attempt)
+            .map(|a| super::approvals::ApprovalRequest::of(id, devart_projections::tasks::ApprovalRow::of(a)))
+            .collect();
         Ok(Heartbeat {
+            approvals,
             task: folded.into(),
             cancelled,
             stop: beat.stop.is_some(),
