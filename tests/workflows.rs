@@ -245,3 +245,68 @@ async fn a_stage_that_finally_fails_fails_the_run_and_stops_the_rest() {
     running.stop().await;
     env.cleanup().await;
 }
+
+/// A stage defined with `requiresApproval` starts as a task awaiting approval that no agent gets;
+/// approved, it is claimed and the run goes on. In a second run, rejecting it fails the stage and
+/// the run with the supervisor's reason.
+#[tokio::test]
+async fn a_stage_that_requires_approval_waits_for_a_supervisor_and_a_rejection_fails_the_run() {
+    let env = TestEnv::new().await;
+    let running = env.start(ALL).await;
+    let ada = agent_key(&running, "ada").await;
+    let gated = json!({ "key": "deploy", "title": "deploy", "dependsOn": ["build"], "requiredCapabilities": ["build"],
+                        "requiresApproval": true });
+    let defined = running
+        .graphql(
+            "mutation($input: DefineWorkflowInput!) { defineWorkflow(input: $input) { id stages { key requiresApproval } } }",
+            json!({ "input": { "name": "release", "stages": [stage("build", &[]), gated] } }),
+        )
+        .await;
+    let workflow = &defined["data"]["defineWorkflow"];
+    assert_eq!(workflow["stages"][1], json!({ "key": "deploy", "requiresApproval": true }), "{defined}");
+    let workflow_id = workflow["id"].as_str().unwrap().to_owned();
+    let start = || async {
+        let started = running.graphql(START, json!({ "id": workflow_id })).await;
+        started["data"]["startWorkflow"]["id"].as_str().unwrap().to_owned()
+    };
+
+    let run_id = start().await;
+    let build = claim(&running, &ada).await;
+    running.graphql_as(&ada, COMPLETE, json!({ "id": build["id"], "result": null })).await;
+    let waiting = run_when(&running, &run_id, |r| {
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["key"] == "deploy" && s["task"]["status"] == "AWAITING_APPROVAL")
+    })
+    .await;
+    let deploy = waiting["stages"].as_array().unwrap().iter().find(|s| s["key"] == "deploy").unwrap()["taskId"].clone();
+    assert!(running.graphql_as(&ada, CLAIM, json!({})).await["data"]["claimTask"].is_null(), "not before approval");
+    let approve = "mutation($id: ID!) { approveTask(id: $id, note: \"go\") { status } }";
+    assert_eq!(running.graphql(approve, json!({ "id": deploy })).await["data"]["approveTask"]["status"], "PENDING");
+    let claimed = claim(&running, &ada).await;
+    assert_eq!(claimed["id"], deploy);
+    running.graphql_as(&ada, COMPLETE, json!({ "id": deploy, "result": null })).await;
+    run_when(&running, &run_id, |r| r["status"] == "COMPLETED").await;
+
+    let second = start().await;
+    let build = claim(&running, &ada).await;
+    running.graphql_as(&ada, COMPLETE, json!({ "id": build["id"], "result": null })).await;
+    let waiting = run_when(&running, &second, |r| {
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["key"] == "deploy" && s["task"]["status"] == "AWAITING_APPROVAL")
+    })
+    .await;
+    let deploy = waiting["stages"].as_array().unwrap().iter().find(|s| s["key"] == "deploy").unwrap()["taskId"].clone();
+    let reject = "mutation($id: ID!) { rejectTask(id: $id, reason: \"change freeze\") { status } }";
+    assert_eq!(running.graphql(reject, json!({ "id": deploy })).await["data"]["rejectTask"]["status"], "REJECTED");
+    let failed = run_when(&running, &second, |r| r["status"] == "FAILED").await;
+    assert_eq!(failed["failure"], "stage `deploy` failed: its task was rejected: change freeze");
+    assert_eq!(stage_status(&failed, "deploy"), "FAILED");
+    running.stop().await;
+    env.cleanup().await;
+}

@@ -168,6 +168,7 @@ impl Workflows<'_> {
                     TaskEvent::Completed { .. }
                     | TaskEvent::Failed { .. }
                     | TaskEvent::Cancelled { .. }
+                    | TaskEvent::Rejected { .. }
                     | TaskEvent::Deleted,
                 ) => {
                     if let Some(task_id) = stream.id_of(<Task as devart_domain::Aggregate>::KIND) {
@@ -225,6 +226,9 @@ impl Workflows<'_> {
                 error: reason.as_ref().map_or_else(|| "cancelled".to_owned(), |r| format!("cancelled: {r}")),
             },
             Event::Task(TaskEvent::Deleted) => StageOutcome::Failed { error: "its task was deleted".into() },
+            Event::Task(TaskEvent::Rejected { reason }) => {
+                StageOutcome::Failed { error: format!("its task was rejected: {reason}") }
+            }
             Event::Task(TaskEvent::Failed { failures }) => {
                 // The last attempt's error is in the event before; read the stream as of the failure.
                 let events =
@@ -277,7 +281,7 @@ fn stage_task(run: &RunState, stage: &StageRun) -> Result<CreateTask, DomainErro
         run_after: None,
         input: Some(Document::parse("input", input.to_string())?),
         stage: Some(StageLink { run_id: run.id, stage_key: spec.key.clone(), workflow_id: Some(run.workflow_id) }),
-        requires_approval: false,
+        requires_approval: spec.requires_approval,
         max_cost: None,
     })
 }

@@ -62,12 +62,17 @@ pub struct StageSpec {
     /// Keys of the stages that must complete before this one starts.
     pub depends_on: Vec<String>,
     pub max_attempts: u32,
+    /// Its task waits for a supervisor's approval (`AWAITING_APPROVAL`) before any agent may claim
+    /// it; rejected, the stage fails, and the run with it.
+    pub requires_approval: bool,
 }
 
 impl StageSpec {
     pub const KEY_LEN_MAX: usize = 64;
 
-    /// A stage from validated parts; how the stages fit together is checked by [`Stages::parse`].
+    /// A stage from validated parts, claimable as soon as it starts (see
+    /// [`StageSpec::requires_approval`]); how the stages fit together is checked by
+    /// [`Stages::parse`].
     pub fn new(
         key: &str,
         title: Title,
@@ -105,6 +110,7 @@ impl StageSpec {
             required_capabilities: required_capabilities.to_strings(),
             depends_on: depends,
             max_attempts: max_attempts.get(),
+            requires_approval: false,
         })
     }
 }

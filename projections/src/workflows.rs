@@ -46,6 +46,9 @@ pub struct StageDefinition {
     pub required_capabilities: Vec<String>,
     pub depends_on: Vec<String>,
     pub max_attempts: u32,
+    /// Stages stored before approvals existed read as not waiting for one.
+    #[serde(default)]
+    pub requires_approval: bool,
 }
 
 impl From<&StageSpec> for StageDefinition {
@@ -58,6 +61,7 @@ impl From<&StageSpec> for StageDefinition {
             required_capabilities: s.required_capabilities.clone(),
             depends_on: s.depends_on.clone(),
             max_attempts: s.max_attempts,
+            requires_approval: s.requires_approval,
         }
     }
 }

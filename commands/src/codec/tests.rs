@@ -85,7 +85,7 @@ fn samples() -> Vec<Event> {
             version: 2,
             name: "release".into(),
             description: "ship it".into(),
-            stages: vec![stage("a", &[]), stage("b", &["a"])],
+            stages: vec![stage("a", &[]), StageSpec { requires_approval: true, ..stage("b", &["a"]) }],
         }),
         Event::WorkflowRun(RunEvent::Started {
             id: Uuid::from_u128(5),
@@ -320,6 +320,42 @@ fn older_layouts() -> Vec<(&'static str, u16, Vec<u8>, serde_json::Value)> {
         ("TaskCreated", 2, postcard::to_allocvec(&v2).unwrap(), serde_json::to_value(&v2).unwrap()),
         ("TaskCreated", 2, postcard::to_allocvec(&sparse).unwrap(), serde_json::to_value(&sparse).unwrap()),
     ]
+    .into_iter()
+    .chain(workflow_v1_layouts())
+    .collect()
+}
+
+/// The workflow samples as v1 wrote them, before a stage could wait for approval.
+fn workflow_v1_layouts() -> Vec<(&'static str, u16, Vec<u8>, serde_json::Value)> {
+    let defined = |id: u128, version: u32, name: &str, description: &str, stages| workflow::v1::WorkflowDefined {
+        workflow_id: Uuid::from_u128(id),
+        version,
+        name: name.into(),
+        description: description.into(),
+        stages,
+    };
+    let started =
+        |id: u128, workflow: u128, name: &str, version: u32, stages, input| workflow::v1::WorkflowRunStarted {
+            run_id: Uuid::from_u128(id),
+            workflow_id: Uuid::from_u128(workflow),
+            workflow_name: name.into(),
+            workflow_version: version,
+            stages,
+            input,
+        };
+    let layouts = [
+        defined(4, 2, "release", "ship it", vec![stage_v1("a", &[]), stage_v1("b", &["a"])]),
+        defined(24, 1, "one", "", vec![stage_v1("only", &[])]),
+    ]
+    .into_iter()
+    .map(|d| ("WorkflowDefined", 1, postcard::to_allocvec(&d).unwrap(), serde_json::to_value(&d).unwrap()));
+    let runs = [
+        started(5, 4, "release", 2, vec![stage_v1("a", &[])], Some("{}".to_owned())),
+        started(25, 24, "one", 1, vec![stage_v1("only", &[])], None),
+    ]
+    .into_iter()
+    .map(|r| ("WorkflowRunStarted", 1, postcard::to_allocvec(&r).unwrap(), serde_json::to_value(&r).unwrap()));
+    layouts.chain(runs).collect()
 }
 
 fn captured() -> serde_json::Value {
@@ -384,6 +420,36 @@ fn upcast_older() -> Vec<Event> {
             input: None,
             stage: None,
             requires_approval: false,
+        }),
+        Event::Workflow(WorkflowEvent::Defined {
+            id: Uuid::from_u128(4),
+            version: 2,
+            name: "release".into(),
+            description: "ship it".into(),
+            stages: vec![stage("a", &[]), stage("b", &["a"])],
+        }),
+        Event::Workflow(WorkflowEvent::Defined {
+            id: Uuid::from_u128(24),
+            version: 1,
+            name: "one".into(),
+            description: String::new(),
+            stages: vec![stage("only", &[])],
+        }),
+        Event::WorkflowRun(RunEvent::Started {
+            id: Uuid::from_u128(5),
+            workflow_id: Uuid::from_u128(4),
+            workflow_name: "release".into(),
+            workflow_version: 2,
+            stages: vec![stage("a", &[])],
+            input: Some("{}".into()),
+        }),
+        Event::WorkflowRun(RunEvent::Started {
+            id: Uuid::from_u128(25),
+            workflow_id: Uuid::from_u128(24),
+            workflow_name: "one".into(),
+            workflow_version: 1,
+            stages: vec![stage("only", &[])],
+            input: None,
         }),
     ]
 }
@@ -463,6 +529,20 @@ fn service_samples() -> Vec<Event> {
 
 fn stage(key: &str, depends_on: &[&str]) -> StageSpec {
     StageSpec {
+        key: key.into(),
+        title: format!("stage {key}"),
+        description: String::new(),
+        priority: 3,
+        required_capabilities: vec!["rust".into()],
+        depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+        max_attempts: 2,
+        requires_approval: false,
+    }
+}
+
+/// A stage as v1 wrote it, the same as [`stage`] makes.
+fn stage_v1(key: &str, depends_on: &[&str]) -> workflow::v1::Stage {
+    workflow::v1::Stage {
         key: key.into(),
         title: format!("stage {key}"),
         description: String::new(),

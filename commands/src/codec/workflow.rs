@@ -6,6 +6,89 @@ use uuid::Uuid;
 
 use super::Wire;
 
+/// The layouts of the first release; a stage has since learned to wait for approval (see
+/// [`Stage`]).
+pub mod v1 {
+    use serde::{Deserialize, Serialize};
+    use uuid::Uuid;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Stage {
+        pub key: String,
+        pub title: String,
+        pub description: String,
+        pub priority: u8,
+        pub required_capabilities: Vec<String>,
+        pub depends_on: Vec<String>,
+        pub max_attempts: u32,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct WorkflowDefined {
+        pub workflow_id: Uuid,
+        pub version: u32,
+        pub name: String,
+        pub description: String,
+        pub stages: Vec<Stage>,
+    }
+
+    /// Carries the stages of the version it runs, so the run never depends on the template.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct WorkflowRunStarted {
+        pub run_id: Uuid,
+        pub workflow_id: Uuid,
+        pub workflow_name: String,
+        pub workflow_version: u32,
+        pub stages: Vec<Stage>,
+        /// A JSON document, as text.
+        pub input: Option<String>,
+    }
+
+    impl From<Stage> for super::Stage {
+        /// Stages defined before v2 never waited for approval.
+        fn from(s: Stage) -> Self {
+            super::Stage {
+                key: s.key,
+                title: s.title,
+                description: s.description,
+                priority: s.priority,
+                required_capabilities: s.required_capabilities,
+                depends_on: s.depends_on,
+                max_attempts: s.max_attempts,
+                requires_approval: false,
+            }
+        }
+    }
+
+    impl From<WorkflowDefined> for super::WorkflowDefined {
+        fn from(w: WorkflowDefined) -> Self {
+            super::WorkflowDefined {
+                workflow_id: w.workflow_id,
+                version: w.version,
+                name: w.name,
+                description: w.description,
+                stages: super::stages(w.stages),
+            }
+        }
+    }
+
+    impl From<WorkflowRunStarted> for super::WorkflowRunStarted {
+        fn from(w: WorkflowRunStarted) -> Self {
+            super::WorkflowRunStarted {
+                run_id: w.run_id,
+                workflow_id: w.workflow_id,
+                workflow_name: w.workflow_name,
+                workflow_version: w.workflow_version,
+                stages: super::stages(w.stages),
+                input: w.input,
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stage {
@@ -16,6 +99,8 @@ pub struct Stage {
     pub required_capabilities: Vec<String>,
     pub depends_on: Vec<String>,
     pub max_attempts: u32,
+    /// Its task waits for a supervisor's approval before any agent may claim it.
+    pub requires_approval: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,7 +113,7 @@ pub struct WorkflowDefined {
     pub stages: Vec<Stage>,
 }
 
-/// Carries the stages of the version it runs, so the run never depends on the template.
+/// v1 with stages that may wait for approval. Carries the stages of the version it runs, so the run never depends on the template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowRunStarted {
@@ -83,6 +168,7 @@ impl From<StageSpec> for Stage {
             required_capabilities: s.required_capabilities,
             depends_on: s.depends_on,
             max_attempts: s.max_attempts,
+            requires_approval: s.requires_approval,
         }
     }
 }
@@ -97,6 +183,7 @@ impl From<Stage> for StageSpec {
             required_capabilities: s.required_capabilities,
             depends_on: s.depends_on,
             max_attempts: s.max_attempts,
+            requires_approval: s.requires_approval,
         }
     }
 }

@@ -47,6 +47,10 @@ pub struct StageInput {
     pub depends_on: Vec<String>,
     #[graphql(default = 3)]
     pub max_attempts: i32,
+    /// The stage's task waits in `AWAITING_APPROVAL` until a supervisor approves it
+    /// (`approveTask`); a rejection (`rejectTask`) fails the stage and the run.
+    #[graphql(default)]
+    pub requires_approval: bool,
 }
 
 /// A workflow template, at its newest version.
@@ -71,6 +75,8 @@ pub struct WorkflowStage {
     pub required_capabilities: Vec<String>,
     pub depends_on: Vec<String>,
     pub max_attempts: i32,
+    /// Its task waits for a supervisor's approval before any agent may claim it.
+    pub requires_approval: bool,
 }
 
 impl From<StageDefinition> for WorkflowStage {
@@ -83,6 +89,7 @@ impl From<StageDefinition> for WorkflowStage {
             required_capabilities: s.required_capabilities,
             depends_on: s.depends_on,
             max_attempts: s.max_attempts as i32,
+            requires_approval: s.requires_approval,
         }
     }
 }
@@ -430,7 +437,7 @@ impl WorkflowsMutation {
             .stages
             .into_iter()
             .map(|s| {
-                StageSpec::new(
+                let stage = StageSpec::new(
                     &s.key,
                     Title::parse(&s.title)?,
                     Description::parse(&s.description)?,
@@ -438,7 +445,8 @@ impl WorkflowsMutation {
                     Capabilities::parse(&s.required_capabilities)?,
                     s.depends_on,
                     MaxAttempts::parse(i64::from(s.max_attempts))?,
-                )
+                )?;
+                Ok(StageSpec { requires_approval: s.requires_approval, ..stage })
             })
             .collect::<Result<Vec<_>, _>>()
             .and_then(Stages::parse)
@@ -501,6 +509,7 @@ mod tests {
             required_capabilities: Vec::new(),
             depends_on: Vec::new(),
             max_attempts: 3,
+            requires_approval: false,
         };
         let progress = StageProgress {
             definition,

@@ -19,6 +19,7 @@ interface Stage {
   requiredCapabilities: string[];
   dependsOn: string[];
   maxAttempts: number;
+  requiresApproval: boolean;
 }
 
 interface Workflow {
@@ -60,7 +61,7 @@ interface Run {
 }
 
 const WORKFLOW_FIELDS = `id name description version createdAt updatedAt
-  stages { key title description priority requiredCapabilities dependsOn maxAttempts }`;
+  stages { key title description priority requiredCapabilities dependsOn maxAttempts requiresApproval }`;
 const RUN_FIELDS = `id workflowId workflowName workflowVersion status input failure createdBy createdAt updatedAt finishedAt
   stages { key title dependsOn requiredCapabilities status taskId attempt error startedAt finishedAt }`;
 
@@ -222,6 +223,7 @@ function Template({ workflow, canSupervise, onStart }: { workflow: Workflow; can
               <th scope="col">Capabilities</th>
               <th scope="col" class="num">Priority</th>
               <th scope="col" class="num">Attempts</th>
+              <th scope="col">Approval</th>
             </tr>
           </thead>
           <tbody>
@@ -235,6 +237,7 @@ function Template({ workflow, canSupervise, onStart }: { workflow: Workflow; can
                 <td>{s.requiredCapabilities.join(', ') || '—'}</td>
                 <td class="num">P{s.priority}</td>
                 <td class="num">{s.maxAttempts}</td>
+                <td>{s.requiresApproval ? 'required' : '—'}</td>
               </tr>
             ))}
           </tbody>
