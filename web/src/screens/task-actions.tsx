@@ -6,7 +6,7 @@
 import { useState } from 'preact/hooks';
 import { gql, useMutation } from '../api/live';
 import { PRIORITIES, TASK_FIELDS, type Task } from '../api/types';
-import { Dialog, ErrorNote, Field } from '../ui/parts';
+import { Confirm, Dialog, ErrorNote, Field } from '../ui/parts';
 
 export function reprioritize(id: string, priority: number): Promise<Task> {
   return gql<{ reprioritizeTask: Task }>(
@@ -204,54 +204,34 @@ export function actionsFor(task: Task): Action[] {
   return actions;
 }
 
-/// Asks before a cancel, retry or delete, then does it.
+/// What each action asks for beside the yes: a reason, a note, or nothing.
+const TEXT: Partial<Record<Action, { label: string; hint: string; required?: boolean }>> = {
+  approve: { label: 'Note (optional)', hint: 'Recorded with who and when.' },
+  reject: { label: 'Reason', hint: 'Recorded with who and when.', required: true },
+  cancel: { label: 'Reason (optional)', hint: 'Recorded with who and when.' },
+};
+
+/// Asks before an approval, a rejection, a cancel, retry or delete, then does it.
 export function ConfirmAction({ task, action, onDone }: { task: Task; action: Action; onDone: (done: boolean) => void }) {
-  const [reason, setReason] = useState('');
   const { label, confirm, mutation } = ACTIONS[action];
-  const variables: Record<Action, Record<string, unknown>> = {
-    approve: { id: task.id, note: reason.trim() || null },
-    reject: { id: task.id, reason: reason.trim() },
-    cancel: { id: task.id, reason: reason.trim() || null },
+  const variables = (text: string | null): Record<Action, Record<string, unknown>> => ({
+    approve: { id: task.id, note: text },
+    reject: { id: task.id, reason: text ?? '' },
+    cancel: { id: task.id, reason: text },
     retry: { id: task.id },
     delete: { id: task.id },
-  };
-  const act = useMutation(() => gql(mutation, variables[action]));
-  const submit = async (event: Event) => {
-    event.preventDefault();
-    const done = await act.run();
-    if (done) onDone(true);
-  };
+  });
   return (
-    <Dialog title={label} onClose={() => onDone(false)}>
-      <form class="form" onSubmit={submit}>
-        <p>
-          {confirm} <strong>{task.title}</strong>
-        </p>
-        {(action === 'cancel' || action === 'reject') && (
-          <Field label={action === 'reject' ? 'Reason' : 'Reason (optional)'} hint="Recorded with who and when.">
-            <input required={action === 'reject'} value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
-          </Field>
-        )}
-        {action === 'approve' && (
-          <Field label="Note (optional)" hint="Recorded with who and when.">
-            <input value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
-          </Field>
-        )}
-        <ErrorNote error={act.error} context="Not done" />
-        <div class="buttons">
-          <button
-            type="submit"
-            class={action === 'delete' || action === 'reject' ? 'danger' : 'primary'}
-            disabled={act.running || (action === 'reject' && !reason.trim())}
-          >
-            {label}
-          </button>
-          <button type="button" onClick={() => onDone(false)}>
-            Keep it
-          </button>
-        </div>
-      </form>
-    </Dialog>
+    <Confirm
+      title={label}
+      text={TEXT[action]}
+      confirm={label}
+      danger={action === 'delete' || action === 'reject'}
+      run={(text) => gql(mutation, variables(text)[action])}
+      onDone={onDone}
+    >
+      {confirm} <strong>{task.title}</strong>
+    </Confirm>
   );
 }
 

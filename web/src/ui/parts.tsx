@@ -1,9 +1,11 @@
 // Small parts every screen uses: times, statuses (always with a word and a sign, never colour
-// alone), loading, empty and error states, the viewer's notice, dialogs and secrets shown once.
+// alone), loading, empty and error states, the viewer's notice, dialogs (a confirmation among
+// them) and secrets shown once.
 
 import type { ComponentChildren } from 'preact';
 import { useEffect, useId, useRef, useState } from 'preact/hooks';
 import type { ApiError } from '../api/client';
+import { useMutation } from '../api/live';
 import { formatDateTime, formatUtc } from './format';
 
 /// A moment in the viewer's zone, UTC on hover.
@@ -127,6 +129,58 @@ export function Dialog({
       </div>
       {children}
     </dialog>
+  );
+}
+
+/// Asks before doing something: the question, a text to go with it if `text` says (a reason, a
+/// note; required or not), and the button that does it. `run` gets the trimmed text (`null` when
+/// empty); the dialog closes with `onDone(true)` once it succeeds and shows its error otherwise.
+export function Confirm({
+  title,
+  children,
+  text,
+  confirm,
+  danger = false,
+  run,
+  onDone,
+}: {
+  title: string;
+  children: ComponentChildren;
+  text?: { label: string; hint: string; required?: boolean };
+  confirm: string;
+  danger?: boolean;
+  run: (text: string | null) => Promise<unknown>;
+  onDone: (done: boolean) => void;
+}) {
+  const [value, setValue] = useState('');
+  const act = useMutation(() => run(value.trim() || null));
+  const missing = !!text?.required && !value.trim();
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    if (missing) return;
+    // `run` answers something on success (a mutation's data), `undefined` once it failed.
+    if ((await act.run()) !== undefined) onDone(true);
+  };
+  return (
+    <Dialog title={title} onClose={() => onDone(false)}>
+      <form class="form" onSubmit={submit}>
+        <p>{children}</p>
+        {text && (
+          <Field label={text.label} hint={text.hint}>
+            <input required={text.required} value={value} onInput={(e) => setValue(e.currentTarget.value)} />
+          </Field>
+        )}
+        <ErrorNote error={act.error} context="Not done" />
+        <div class="buttons">
+          <button type="submit" class={danger ? 'danger' : 'primary'} disabled={act.running || missing}>
+            {confirm}
+          </button>
+          <button type="button" onClick={() => onDone(false)}>
+            Keep it
+          </button>
+        </div>
+      </form>
+    </Dialog>
   );
 }
 
