@@ -52,6 +52,26 @@ export const TASK_FIELDS = `id title description status priority requiredCapabil
   lease { agentId attempt expiresAt } progress { message percent } workflowRunId stageKey
   costOutlier { cost acknowledged } maxCost`;
 
+export type ApprovalStatus = 'PENDING' | 'APPROVED' | 'DENIED';
+
+/// An agent's request for approval of a step in a task it holds, and its answer once given.
+export interface ApprovalRequest {
+  id: string;
+  taskId: string;
+  agentId: string;
+  attempt: number;
+  action: string;
+  details: unknown;
+  approveOnTimeout: boolean;
+  expiresAt: string;
+  status: ApprovalStatus;
+  timedOut: boolean;
+  note: string | null;
+}
+
+/// Every field of a request for approval (its task is asked for apart, where a list needs it).
+export const APPROVAL_FIELDS = `id taskId agentId attempt action details approveOnTimeout expiresAt status timedOut note`;
+
 export interface Agent {
   id: string;
   name: string;

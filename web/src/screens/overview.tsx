@@ -1,6 +1,7 @@
 // The overview: the queue, the agents at work, the spend today and this month, and what needs a
-// look (budgets past a threshold or suspended, tasks that failed for good, unacknowledged cost
-// outliers). Live: each figure is read again when a change that moves it arrives.
+// look (budgets past a threshold or suspended, agents' requests for approval, tasks waiting for
+// approval to start, tasks that failed for good, unacknowledged cost outliers). Live: each figure
+// is read again when a change that moves it arrives.
 
 import { useRef, useState } from 'preact/hooks';
 import { gql, useLive, useSoon, VersionedMap } from '../api/live';
@@ -17,6 +18,7 @@ import {
 } from '../api/types';
 import { addDecimals, formatMoney, formatNumber, formatSeconds } from '../ui/format';
 import { Empty, Loaded, PageHead, Status, Time } from '../ui/parts';
+import { ApprovalQueue } from './approvals';
 import { PauseBar } from './pauses';
 
 
@@ -142,6 +144,7 @@ export function Overview() {
 
   const allAgents = agents.values();
   const working = allAgents.filter((a) => a.active && a.currentTaskId);
+  const agentNames = new Map(allAgents.map((a) => [a.id, a.name]));
   const allServices = services.values().sort((a, b) => a.name.localeCompare(b.name));
   const alerts = allServices.filter((s) => s.status !== 'ACTIVE' || s.thresholdsCrossed.length > 0);
   const failed = failures
@@ -250,7 +253,8 @@ export function Overview() {
                 ))}
               </ul>
             )}
-            <h2>Awaiting approval</h2>
+            <ApprovalQueue agentNames={agentNames} />
+            <h2>Tasks awaiting approval to start</h2>
             {awaiting.length ? (
               <ul class="plain">
                 {awaiting.map((t) => (

@@ -1,14 +1,16 @@
 // A task's page: its state, its chain (parent and children), progress, each failed attempt's
-// error, and its history with what each event changed; live through `taskUpdates(id)`.
+// error, its agents' requests for approval, and its history with what each event changed; live
+// through `taskUpdates(id)`.
 
 import { useRef, useState } from 'preact/hooks';
 import { gql, useLive } from '../api/live';
-import { TASK_FIELDS, type Task } from '../api/types';
+import { APPROVAL_FIELDS, TASK_FIELDS, type ApprovalRequest, type Task } from '../api/types';
 import { useCanSupervise } from '../auth';
 import { navigate } from '../router';
 import type { ScreenProps } from '../routes';
 import { formatMoney } from '../ui/format';
 import { Empty, Loaded, PageHead, Status, Time } from '../ui/parts';
+import { TaskApprovals } from './approvals';
 import { TaskActionButtons } from './task-actions';
 
 interface TaskDetail extends Task {
@@ -19,6 +21,7 @@ interface TaskDetail extends Task {
   children: { id: string; title: string; status: string; priority: number }[];
   costOutlier: (Task['costOutlier'] & { why: string; zScore: number; median: string }) | null;
   spending: { settled: string; reserved: string; room: string | null };
+  approvals: ApprovalRequest[];
 }
 
 interface HistoryEntry {
@@ -28,7 +31,8 @@ interface HistoryEntry {
 
 const DETAIL = `${TASK_FIELDS} input result errors { attempt agentId error }
   parent { id title status } children { id title status priority }
-  costOutlier { cost acknowledged why zScore median } spending { settled reserved room }`;
+  costOutlier { cost acknowledged why zScore median } spending { settled reserved room }
+  approvals { ${APPROVAL_FIELDS} }`;
 
 const HISTORY = `event { id position type version occurredAt actor { kind id } } changes`;
 
@@ -227,6 +231,7 @@ export function TaskPage({ params }: ScreenProps) {
               )}
             </div>
           </div>
+          <TaskApprovals taskTitle={task.title} approvals={task.approvals} />
           <div class="grid two">
             <div class="card">
               <h2>Input</h2>

@@ -34,6 +34,8 @@ const STATUS: Record<string, { sign: string; tone: string }> = {
   SKIPPED: { sign: '↷', tone: 'muted' },
   INACTIVE: { sign: '⊘', tone: 'muted' },
   DELETED: { sign: '✕', tone: 'muted' },
+  APPROVED: { sign: '✓', tone: 'good' },
+  DENIED: { sign: '⊗', tone: 'bad' },
 };
 
 export function statusLabel(status: string): string {
@@ -182,6 +184,18 @@ export function Confirm({
       </form>
     </Dialog>
   );
+}
+
+/// The time now, again every `everyMs` while `ticking`: for a countdown.
+export function useNow(everyMs = 1000, ticking = true): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    if (!ticking) return;
+    setNow(Date.now());
+    const timer = window.setInterval(() => setNow(Date.now()), everyMs);
+    return () => window.clearInterval(timer);
+  }, [everyMs, ticking]);
+  return now;
 }
 
 /// A secret shown this once (an API key, a password), with a copy button.
