@@ -1,6 +1,7 @@
 //! Spending caps on work: 32 spenders on one capped task across two services never take settled
 //! plus reserved spend past the cap, at any point of the history; charges and expiries free what
 //! they release; the write side's figures equal the history's; the API shows and changes a cap.
+//! The same for an agent's daily cap.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -51,8 +52,9 @@ fn spender(n: usize) -> CommandContext {
 
 /// Settled and reserved spend for each task, event by event of the global order, from every
 /// service's events: what the cap is held to.
+/// (Tasks and agents have ids of their own, so one map holds both.)
 struct Ledger {
-    reservations: BTreeMap<Uuid, (Money, Option<Uuid>)>,
+    reservations: BTreeMap<Uuid, (Money, Option<Uuid>, Option<Uuid>)>,
     settled: BTreeMap<Uuid, Money>,
     reserved: BTreeMap<Uuid, Money>,
 }
@@ -70,20 +72,28 @@ impl Ledger {
             }
         };
         match event {
-            ServiceEvent::UsageAuthorized { reservation_id, amount, task_id, .. } => {
-                self.reservations.insert(*reservation_id, (*amount, *task_id));
-                add(&mut self.reserved, *task_id, *amount, true);
-            }
-            ServiceEvent::UsageCharged { reservation_id, amount, task_id, .. } => {
-                let held = reservation_id.and_then(|r| self.reservations.remove(&r));
-                if let Some((held, task)) = held {
-                    add(&mut self.reserved, task, held, false);
+            ServiceEvent::UsageAuthorized { reservation_id, amount, task_id, agent_id, .. } => {
+                self.reservations.insert(*reservation_id, (*amount, *task_id, *agent_id));
+                for subject in [*task_id, *agent_id] {
+                    add(&mut self.reserved, subject, *amount, true);
                 }
-                add(&mut self.settled, task_id.or(held.and_then(|h| h.1)), *amount, true);
+            }
+            ServiceEvent::UsageCharged { reservation_id, amount, task_id, agent_id, .. } => {
+                let held = reservation_id.and_then(|r| self.reservations.remove(&r));
+                if let Some((held, task, agent)) = held {
+                    for subject in [task, agent] {
+                        add(&mut self.reserved, subject, held, false);
+                    }
+                }
+                for subject in [task_id.or(held.and_then(|h| h.1)), agent_id.or(held.and_then(|h| h.2))] {
+                    add(&mut self.settled, subject, *amount, true);
+                }
             }
             ServiceEvent::ReservationExpired { reservation_id, .. } => {
-                if let Some((held, task)) = self.reservations.remove(reservation_id) {
-                    add(&mut self.reserved, task, held, false);
+                if let Some((held, task, agent)) = self.reservations.remove(reservation_id) {
+                    for subject in [task, agent] {
+                        add(&mut self.reserved, subject, held, false);
+                    }
                 }
             }
             _ => {}
@@ -301,6 +311,124 @@ async fn the_api_shows_a_task_s_cap_and_spending_and_a_supervisor_changes_it() {
             .await
             .unwrap();
     assert_eq!(events, ["TaskCreated", "TaskMaxCostSet", "TaskMaxCostSet"]);
+    running.stop().await;
+    env.cleanup().await;
+}
+
+/// 32 spenders authorize as one agent with a daily cap of 5.00, for tasks of no cap, over two
+/// services: walking the history, what the agent settled plus what it holds reserved never passes
+/// 5.00; the refusals name the agent's cap; its figures equal the history's; and the API sets,
+/// shows and lifts the cap (supervisors only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_spenders_never_take_an_agent_past_its_daily_cap() {
+    let env = TestEnv::new().await;
+    let running = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
+    let commands = env.commands();
+    let cap = money("5.00");
+    let services = [register(&commands, "llm", "1000.00").await, register(&commands, "ci", "1000.00").await];
+    let agent = crate::support::register_agent(&commands, "spender", &[]).await;
+    let set = "mutation($id: ID!, $cap: Decimal) { setAgentDailySpendingCap(id: $id, dailyCap: $cap) { id spending { dailyCap room } } }";
+    let viewer = env.token(devart_gateway::Role::Viewer);
+    let refused = running.graphql_as(&viewer, set, json!({ "id": agent, "cap": "5.00" })).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN", "{refused}");
+    let capped = running.graphql(set, json!({ "id": agent, "cap": "5.00" })).await;
+    assert_eq!(
+        capped["data"]["setAgentDailySpendingCap"]["spending"],
+        json!({ "dailyCap": "5.00", "room": "5.00" }),
+        "{capped}"
+    );
+    let workers: Vec<_> = (0..SPENDERS)
+        .map(|n| {
+            let commands = commands.clone();
+            tokio::spawn(async move {
+                let (mut approved, mut refused) = (0u32, 0u32);
+                for i in 0.. {
+                    if refused >= 3 {
+                        break;
+                    }
+                    let (service, estimate, used) = {
+                        let mut rng = rand::thread_rng();
+                        let estimate = rng.gen_range(1..=10i64) * 10_000; // 0.01 to 0.10
+                        let used = if rng.gen_bool(0.3) { rng.gen_range(0..=estimate) } else { estimate };
+                        (services[rng.gen_range(0..2)], Money::from_micros(estimate), Money::from_micros(used))
+                    };
+                    let request = UsageRequest {
+                        service_id: service,
+                        amount: estimate,
+                        task_id: Some(Uuid::from_u128(1_000 + n as u128)),
+                        agent_id: Some(agent),
+                        idempotency_key: format!("a{n}-{i}"),
+                    };
+                    let answer = commands.services().authorize_usage(&request, &spender(n)).await.unwrap();
+                    if !answer.approved {
+                        let reason = answer.reason.unwrap_or_default();
+                        assert!(reason.starts_with("the agent's daily spending cap of 5.00 has no room"), "{reason}");
+                        refused += 1;
+                        continue;
+                    }
+                    refused = 0;
+                    approved += 1;
+                    let charge = ChargeRequest {
+                        service_id: answer.service_id,
+                        amount: used,
+                        reservation_id: answer.reservation_id,
+                        units: None,
+                        task_id: request.task_id,
+                        agent_id: Some(agent),
+                        idempotency_key: format!("c{n}-{i}"),
+                    };
+                    commands.services().record_charge(&charge, &spender(n)).await.unwrap();
+                }
+                approved
+            })
+        })
+        .collect();
+    let mut approvals = 0;
+    for worker in workers {
+        approvals += worker.await.unwrap();
+    }
+    assert!(approvals > 50, "only {approvals} approvals");
+
+    let mut ledger = Ledger::new();
+    let mut at = Position(0);
+    env.sequence_all().await;
+    loop {
+        let page = env.store.read_all(at, None, 1_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        at = last.meta.position.expect("sequenced");
+        for recorded in &page {
+            let Event::Service(event) = &recorded.event else { continue };
+            ledger.apply(event);
+            assert!(ledger.used(agent) <= cap, "position {:?}: {}", recorded.meta.position, ledger.used(agent));
+        }
+    }
+    let today = Utc::now().date_naive();
+    let spend = devart_commands::spending::of_agent(&env.pool, agent, today).await.unwrap().unwrap();
+    let settled = ledger.settled.get(&agent).copied().unwrap_or_default();
+    assert_eq!((spend.settled_today, spend.reserved), (settled, Money::ZERO), "the table equals the history");
+    assert_eq!(env.out_of_stream_order().await, 0, "events placed before an earlier version of their own stream");
+
+    let shown = eventually(Duration::from_secs(10), || async {
+        let body =
+            running.graphql("{ agents { id spending { dailyCap settledToday reserved room } } }", json!({})).await;
+        let agents = body["data"]["agents"].as_array().cloned().unwrap_or_default();
+        agents.into_iter().find(|a| a["id"] == agent.to_string().as_str())
+    })
+    .await;
+    let shown = &shown["spending"];
+    assert_eq!((shown["dailyCap"].as_str(), shown["reserved"].as_str()), (Some("5.00"), Some("0.00")), "{shown}");
+    assert_eq!(shown["settledToday"], settled.to_string());
+    let lifted = running.graphql(set, json!({ "id": agent, "cap": null })).await;
+    assert_eq!(lifted["data"]["setAgentDailySpendingCap"]["spending"], json!({ "dailyCap": null, "room": null }));
+    let request = UsageRequest {
+        service_id: services[0],
+        amount: money("1.00"),
+        task_id: None,
+        agent_id: Some(agent),
+        idempotency_key: "after the lift".into(),
+    };
+    assert!(commands.services().authorize_usage(&request, &spender(0)).await.unwrap().approved);
+    eprintln!("{SPENDERS} spenders as one agent on a 5.00 daily cap: {approvals} approvals, settled {settled}");
     running.stop().await;
     env.cleanup().await;
 }

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use devart_domain::agent::{Agent, AgentCommand, AgentEvent, AgentName, AgentState};
 use devart_domain::task::Capabilities;
 use devart_domain::Event;
@@ -22,7 +23,7 @@ use uuid::Uuid;
 use crate::entry::Commands;
 use crate::handler::{Alongside, CommandError};
 use crate::hashing;
-use crate::store::{CommandContext, Folded, StoreError, Stored};
+use crate::store::{Beside, CommandContext, Folded, StoreError, Stored};
 
 const PREFIX: &str = "dva_";
 
@@ -37,6 +38,11 @@ impl Stored for Agent {
             Event::Agent(e) => Some(e),
             _ => None,
         }
+    }
+
+    /// The agent's daily spending cap, or none.
+    fn beside(state: &AgentState, _now: DateTime<Utc>) -> Option<Beside> {
+        Some(crate::spending::agent_cap(state.id, state.daily_spending_cap))
     }
 }
 

@@ -286,7 +286,8 @@ impl Services<'_> {
                 a.add(sqlx::types::Json(answer))
             });
         }
-        let beside = spending::and_moved(Some(beside), &spending::moved(&snapshot.state, &events));
+        let moves = spending::moved(&snapshot.state, &events);
+        let beside = spending::and_moved(Some(beside), &moves, command.now().date_naive());
         let wrapped: Vec<Event> = events.into_iter().map(Event::Service).collect();
         let stream = StreamId::new(Service::KIND, id);
         store::append_beside_with(&mut *conn, &stream, snapshot.version, &wrapped, context, beside).await?;
@@ -417,12 +418,9 @@ impl Services<'_> {
         for _ in 0..3 {
             let mut tx = conn.begin().await?;
             // The task's spend before any service: the order every command locks them in.
-            let held = spending::hold(&mut tx, request.task_id.as_slice()).await?;
+            let held = spending::hold(&mut tx, request.task_id.as_slice(), request.agent_id.as_slice()).await?;
             let locked = lock_chain(&mut tx, request.service_id).await?;
-            let task = match request.task_id {
-                Some(task_id) => held.read(&mut tx).await?.remove(&task_id),
-                None => None,
-            };
+            let spends = held.read(&mut tx, now.date_naive()).await?;
             if !locked.contains_key(&request.service_id) {
                 return Err(DomainError::NotFound(format!("service {}", request.service_id)).into());
             }
@@ -440,8 +438,15 @@ impl Services<'_> {
             }
             let original = locked[&request.service_id].state.at(now);
             let refusal = original.admits(request.amount).err();
-            // A capped task's spend has no room on any service.
-            let capped = task.and_then(|t| t.refusal(request.amount, Money::ZERO));
+            // A capped task's or agent's spend has no room on any service.
+            let capped = request
+                .task_id
+                .and_then(|t| spends.tasks.get(&t))
+                .and_then(|t| t.refusal(request.amount, Money::ZERO))
+                .or_else(|| {
+                    let agent = request.agent_id.and_then(|a| spends.agents.get(&a));
+                    agent.and_then(|a| a.refusal(request.amount, Money::ZERO))
+                });
             let chosen = match capped {
                 Some(_) => None,
                 None => walk.iter().copied().find(|id| locked[id].state.at(now).admits(request.amount).is_ok()),
@@ -524,20 +529,36 @@ impl Services<'_> {
         }
         let charge_id = Uuid::new_v5(&context.command_id, b"charge");
         let mut tx = conn.begin().await?;
-        let held =
-            spending::hold_for_charge(&mut tx, request.task_id, request.service_id, request.reservation_id).await?;
+        let now = Utc::now();
+        let held = spending::hold_for_charge(
+            &mut tx,
+            request.task_id,
+            request.agent_id,
+            request.service_id,
+            request.reservation_id,
+        )
+        .await?;
         let locked = lock(&mut tx, &[request.service_id]).await?;
-        let tasks = held.read(&mut tx).await?;
+        let spends = held.read(&mut tx, now.date_naive()).await?;
         let Some(snapshot) = locked.get(&request.service_id) else {
             return Err(DomainError::NotFound(format!("service {}", request.service_id)).into());
         };
         let reservation = request.reservation_id.and_then(|r| snapshot.state.reservations.get(&r));
-        // What the charge settles for its task beyond what its reservation holds for that task.
-        if let Some(task) = request.task_id.or(reservation.and_then(|r| r.task_id)).and_then(|t| tasks.get(&t)) {
-            let held = reservation.filter(|r| r.task_id == Some(task.task_id)).map_or(Money::ZERO, |r| r.amount);
-            if let Some(refusal) = task.refusal(request.amount, held) {
-                return Err(DomainError::Conflict(format!("a charge of {}: {refusal}", request.amount)).into());
-            }
+        // What the charge settles for its task and agent beyond what its reservation holds for them.
+        let task = request.task_id.or(reservation.and_then(|r| r.task_id)).and_then(|t| spends.tasks.get(&t));
+        let agent = request.agent_id.or(reservation.and_then(|r| r.agent_id)).and_then(|a| spends.agents.get(&a));
+        let held_for = |same: bool| reservation.filter(|_| same).map_or(Money::ZERO, |r| r.amount);
+        let refusal = task
+            .and_then(|t| {
+                t.refusal(request.amount, held_for(reservation.is_some_and(|r| r.task_id == Some(t.task_id))))
+            })
+            .or_else(|| {
+                agent.and_then(|a| {
+                    a.refusal(request.amount, held_for(reservation.is_some_and(|r| r.agent_id == Some(a.agent_id))))
+                })
+            });
+        if let Some(refusal) = refusal {
+            return Err(DomainError::Conflict(format!("a charge of {}: {refusal}", request.amount)).into());
         }
         let command = ServiceCommand::Charge {
             charge_id,
@@ -547,7 +568,7 @@ impl Services<'_> {
             task_id: request.task_id,
             agent_id: request.agent_id,
             thresholds: self.commands.settings().current().alert_thresholds(),
-            now: Utc::now(),
+            now,
         };
         let held =
             request.reservation_id.and_then(|r| snapshot.state.reservations.get(&r)).map_or(Money::ZERO, |r| r.amount);

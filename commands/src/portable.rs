@@ -125,8 +125,10 @@ impl Commands {
             });
             async move { Ok::<_, CommandError>(self.store().read_stream(&stream?, None).await?) }
         };
-        // Every task's spend is summed anew from the services' events below.
+        // Every task's and agent's spend is summed anew from the services' events below (the caps
+        // come back with the tasks' and agents' own events).
         sqlx::query("delete from task_spending").execute(pool).await?;
+        sqlx::query("delete from agent_spending").execute(pool).await?;
         let tasks = streams(Task::KIND).await?;
         for stream in &tasks {
             let recorded = folded(stream).await?;
@@ -138,16 +140,22 @@ impl Commands {
             let recorded = folded(stream).await?;
             let service = fold::<Service>(&recorded);
             crate::budgets::write_snapshot(pool, service.state.id, service.version, &service.state).await?;
-            let events: Vec<_> = recorded.iter().filter_map(|r| Service::unwrap(&r.event).cloned()).collect();
-            let moves = crate::spending::moved(&Default::default(), &events);
-            if let Some(change) = crate::spending::and_moved(None, &moves) {
-                change.execute(pool).await?;
+            // Day by day, so that each agent's row ends with what it settled on its last day.
+            let mut before = devart_domain::service::ServiceState::default();
+            for day in recorded.chunk_by(|a, b| a.meta.occurred_at.date_naive() == b.meta.occurred_at.date_naive()) {
+                let events: Vec<_> = day.iter().filter_map(|r| Service::unwrap(&r.event).cloned()).collect();
+                let moves = crate::spending::moved(&before, &events);
+                if let Some(change) = crate::spending::and_moved(None, &moves, day[0].meta.occurred_at.date_naive()) {
+                    change.execute(pool).await?;
+                }
+                before = events.iter().fold(before, Service::evolve);
             }
         }
         let agents = streams(Agent::KIND).await?;
         for stream in &agents {
             let recorded = folded(stream).await?;
             let agent = fold::<Agent>(&recorded).state;
+            crate::spending::agent_cap(agent.id, agent.daily_spending_cap).execute(pool).await?;
             sqlx::query(
                 "insert into agent_keys (key_id, agent_id, secret_hash, active, capabilities) \
                  values ($1, $2, $3, $4, $5) on conflict do nothing",

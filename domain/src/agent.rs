@@ -1,9 +1,11 @@
 //! The agent aggregate: a worker that registers, holds an API key, and can be switched off, by a
-//! supervisor or by quarantine after failing attempt after attempt.
+//! supervisor or by quarantine after failing attempt after attempt, and may have a daily cap on what
+//! it spends.
 
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, DomainError};
+use crate::money::Money;
 use crate::task::Capabilities;
 
 /// An agent's display name: trimmed, 1 to 100 characters, no control characters.
@@ -48,6 +50,9 @@ pub struct AgentState {
     pub key_id: String,
     /// Why the agent was quarantined, while it is (cleared when it is activated again).
     pub quarantined: Option<String>,
+    /// What it may settle and reserve in a day (UTC), across services; none: no cap of its own.
+    #[serde(serialize_with = "crate::money::optional_decimal")]
+    pub daily_spending_cap: Option<Money>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +73,8 @@ pub enum AgentCommand {
         failures: u32,
         reason: String,
     },
+    /// A supervisor caps what the agent may spend in a day, or lifts the cap (`None`).
+    SetDailySpendingCap(Option<Money>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +95,11 @@ pub enum AgentEvent {
         failures: u32,
         reason: String,
     },
+    /// From now on, authorizations by the agent that would take what it settled today (UTC) plus
+    /// what it holds reserved past `daily_cap` are refused; `None`: no cap of its own.
+    DailySpendingCapSet {
+        daily_cap: Option<Money>,
+    },
 }
 
 impl AgentEvent {
@@ -98,6 +110,7 @@ impl AgentEvent {
             AgentEvent::Activated => "AgentActivated",
             AgentEvent::Deactivated => "AgentDeactivated",
             AgentEvent::Quarantined { .. } => "AgentQuarantined",
+            AgentEvent::DailySpendingCapSet { .. } => "AgentDailySpendingCapSet",
         }
     }
 }
@@ -130,6 +143,8 @@ impl Aggregate for Agent {
             }
             // Switched off already (by a supervisor, or quarantined): nothing to add.
             (_, C::Quarantine { .. }) => Ok(vec![]),
+            (_, C::SetDailySpendingCap(cap)) if *cap == state.daily_spending_cap => Ok(vec![]),
+            (_, C::SetDailySpendingCap(cap)) => Ok(vec![AgentEvent::DailySpendingCapSet { daily_cap: *cap }]),
         }
     }
 
@@ -143,6 +158,7 @@ impl Aggregate for Agent {
                     capabilities: capabilities.clone(),
                     key_id: key_id.clone(),
                     quarantined: None,
+                    daily_spending_cap: None,
                 };
             }
             AgentEvent::KeyRotated { key_id } => state.key_id = key_id.clone(),
@@ -155,6 +171,7 @@ impl Aggregate for Agent {
                 state.status = AgentStatus::Inactive;
                 state.quarantined = Some(reason.clone());
             }
+            AgentEvent::DailySpendingCapSet { daily_cap } => state.daily_spending_cap = *daily_cap,
         }
         state
     }
@@ -211,6 +228,18 @@ mod tests {
         );
         let state = Agent::fold(&[registered(), quarantined, AgentEvent::Activated]);
         assert_eq!((state.status, state.quarantined), (AgentStatus::Active, None));
+    }
+
+    #[test]
+    fn a_daily_cap_is_set_changed_and_lifted_and_the_same_cap_again_is_nothing() {
+        let cap = Money::parse("dailyCap", "5.00").unwrap();
+        let set = AgentEvent::DailySpendingCapSet { daily_cap: Some(cap) };
+        given::<Agent>([registered()]).when(AgentCommand::SetDailySpendingCap(Some(cap))).then([set.clone()]);
+        given::<Agent>([registered(), set.clone()]).when(AgentCommand::SetDailySpendingCap(Some(cap))).then([]);
+        given::<Agent>([registered(), set.clone()])
+            .when(AgentCommand::SetDailySpendingCap(None))
+            .then([AgentEvent::DailySpendingCapSet { daily_cap: None }]);
+        assert_eq!(Agent::fold(&[registered(), set]).daily_spending_cap, Some(cap));
     }
 
     #[test]

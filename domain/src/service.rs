@@ -219,6 +219,23 @@ pub enum ServiceCommand {
     },
 }
 
+impl ServiceCommand {
+    /// When the write side decided on it.
+    pub fn now(&self) -> DateTime<Utc> {
+        use ServiceCommand as C;
+        match self {
+            C::Register { now, .. }
+            | C::Update { now, .. }
+            | C::ChangeBudget { now, .. }
+            | C::SetActive { now, .. }
+            | C::Authorize { now, .. }
+            | C::Refuse { now, .. }
+            | C::Charge { now, .. }
+            | C::Tick { now } => *now,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceEvent {
     Registered {
@@ -369,16 +386,7 @@ impl Aggregate for Service {
         if state.status == ServiceStatus::Absent {
             return Err(DomainError::NotFound(format!("service {}", state.id)));
         }
-        let now = match command {
-            C::Register { now, .. }
-            | C::Update { now, .. }
-            | C::ChangeBudget { now, .. }
-            | C::SetActive { now, .. }
-            | C::Authorize { now, .. }
-            | C::Refuse { now, .. }
-            | C::Charge { now, .. }
-            | C::Tick { now } => *now,
-        };
+        let now = command.now();
         let mut events = Service::rollover(state, now);
         let current = events.iter().fold(state.clone(), Service::evolve);
         let more = match command {

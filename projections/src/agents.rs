@@ -100,6 +100,8 @@ impl AggregateRows for AgentsProjection {
             capabilities: row.capabilities.clone(),
             key_id: row.key_id.clone(),
             quarantined: row.quarantined.clone(),
+            // Not kept here: `Agent.spending` reads it from the write side, beside the spend.
+            daily_spending_cap: None,
         };
         Ok((state, row))
     }

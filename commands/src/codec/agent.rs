@@ -4,6 +4,7 @@ use devart_domain::agent::AgentEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::service::Amount;
 use super::Wire;
 
 /// `keyId` is the public half of the agent's API key; the secret is never in an event.
@@ -35,6 +36,12 @@ pub struct AgentQuarantined {
     pub reason: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentDailySpendingCapSet {
+    pub daily_cap: Option<Amount>,
+}
+
 impl From<AgentEvent> for Wire {
     fn from(event: AgentEvent) -> Wire {
         match event {
@@ -45,6 +52,9 @@ impl From<AgentEvent> for Wire {
             AgentEvent::Activated => AgentActivated {}.into(),
             AgentEvent::Deactivated => AgentDeactivated {}.into(),
             AgentEvent::Quarantined { failures, reason } => AgentQuarantined { failures, reason }.into(),
+            AgentEvent::DailySpendingCapSet { daily_cap } => {
+                AgentDailySpendingCapSet { daily_cap: daily_cap.map(Amount) }.into()
+            }
         }
     }
 }
@@ -76,5 +86,11 @@ impl From<AgentQuarantined> for AgentEvent {
 impl From<AgentDeactivated> for AgentEvent {
     fn from(_: AgentDeactivated) -> Self {
         AgentEvent::Deactivated
+    }
+}
+
+impl From<AgentDailySpendingCapSet> for AgentEvent {
+    fn from(w: AgentDailySpendingCapSet) -> Self {
+        AgentEvent::DailySpendingCapSet { daily_cap: w.daily_cap.map(|a| a.0) }
     }
 }

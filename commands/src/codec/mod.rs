@@ -143,6 +143,7 @@ wire_events! {
     AgentActivated(1): agent::AgentActivated => AgentEvent,
     AgentDeactivated(1): agent::AgentDeactivated => AgentEvent,
     AgentQuarantined(1): agent::AgentQuarantined => AgentEvent,
+    AgentDailySpendingCapSet(1): agent::AgentDailySpendingCapSet => AgentEvent,
     WorkflowDefined(2, 1: workflow::v1::WorkflowDefined): workflow::WorkflowDefined => WorkflowEvent,
     WorkflowRunStarted(2, 1: workflow::v1::WorkflowRunStarted): workflow::WorkflowRunStarted => RunEvent,
     WorkflowStageStarted(1): workflow::WorkflowStageStarted => RunEvent,

@@ -272,6 +272,8 @@ fn sparse_samples() -> Vec<Event> {
             note: None,
             timed_out: true,
         }),
+        Event::Agent(AgentEvent::DailySpendingCapSet { daily_cap: Some(Money::parse("dailyCap", "25.50").unwrap()) }),
+        Event::Agent(AgentEvent::DailySpendingCapSet { daily_cap: None }),
     ]
 }
 
@@ -618,6 +620,7 @@ fn variant(event: &Event) -> &'static str {
             AgentEvent::Activated => "AgentActivated",
             AgentEvent::Deactivated => "AgentDeactivated",
             AgentEvent::Quarantined { .. } => "AgentQuarantined",
+            AgentEvent::DailySpendingCapSet { .. } => "AgentDailySpendingCapSet",
         },
         Event::Workflow(e) => match e {
             WorkflowEvent::Defined { .. } => "WorkflowDefined",

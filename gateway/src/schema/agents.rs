@@ -2,18 +2,22 @@
 
 use async_graphql::{Context, InputObject, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
+use devart_commands::spending::AgentSpend;
 use devart_commands::Folded;
-use devart_domain::agent::{AgentName, AgentState, AgentStatus};
+use devart_domain::agent::{Agent as AgentAggregate, AgentCommand, AgentName, AgentState, AgentStatus};
+use devart_domain::money::Money;
 use devart_domain::task::Capabilities;
 use devart_projections::agents::{AgentRow, COLUMNS as AGENT_COLUMNS};
 use futures::{Stream, StreamExt};
 
+use super::budgets::Decimal;
 use super::{caller, command_context, domain, parse_id, read, require, services};
 use crate::auth::Role;
 use crate::error::{bad_input, gql};
 
 /// A worker that claims and carries out tasks.
 #[derive(Debug, Clone, SimpleObject)]
+#[graphql(complex)]
 pub struct Agent {
     pub id: ID,
     pub name: String,
@@ -36,6 +40,43 @@ pub struct Agent {
     /// Why the agent was quarantined (deactivated after `agents.quarantineAfterFailures` failed
     /// attempts in a row), while it is; activating it lifts the quarantine.
     pub quarantined: Option<String>,
+}
+
+/// What an agent has spent today (UTC), across services, against its daily cap.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct AgentSpending {
+    /// None: no cap of its own (`setAgentDailySpendingCap`).
+    pub daily_cap: Option<Decimal>,
+    /// Settled by charges today (UTC).
+    pub settled_today: Decimal,
+    /// Held by its open reservations.
+    pub reserved: Decimal,
+    /// What the cap leaves to settle or reserve today; none without a cap.
+    pub room: Option<Decimal>,
+}
+
+#[async_graphql::ComplexObject]
+impl Agent {
+    /// What it has settled today and holds reserved, against its daily cap: the write side's own
+    /// figures, which its authorizations are decided on.
+    async fn spending(&self, ctx: &Context<'_>) -> async_graphql::Result<AgentSpending> {
+        let id = parse_id("id", &self.id)?;
+        let today = Utc::now().date_naive();
+        let pool = services(ctx).commands.store().pool();
+        let spend = devart_commands::spending::of_agent(pool, id, today).await.map_err(gql)?;
+        let spend = spend.unwrap_or(AgentSpend {
+            agent_id: id,
+            daily_cap: None,
+            settled_today: Money::ZERO,
+            reserved: Money::ZERO,
+        });
+        Ok(AgentSpending {
+            daily_cap: spend.daily_cap.map(Decimal),
+            settled_today: Decimal(spend.settled_today),
+            reserved: Decimal(spend.reserved),
+            room: spend.room().map(Decimal),
+        })
+    }
 }
 
 impl From<AgentRow> for Agent {
@@ -155,6 +196,22 @@ impl AgentsMutation {
         let id = parse_id("id", &id)?;
         let context = command_context(ctx, &caller);
         Ok(services(ctx).commands.agents().set_active(id, active, &context).await.map_err(gql)?.into())
+    }
+
+    /// Caps what an agent may settle and reserve in a day (UTC), across services, or lifts its cap
+    /// with `dailyCap: null` (supervisor). Its authorizations past it are refused, saying so.
+    async fn set_agent_daily_spending_cap(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        daily_cap: Option<Decimal>,
+    ) -> async_graphql::Result<Agent> {
+        let caller = require(ctx, Role::Supervisor)?;
+        let id = parse_id("id", &id)?;
+        let context = command_context(ctx, &caller);
+        let command = AgentCommand::SetDailySpendingCap(daily_cap.map(|c| c.0));
+        let folded = services(ctx).commands.execute::<AgentAggregate>(id, command, &context, None).await;
+        Ok(folded.map_err(gql)?.into())
     }
 }
 
