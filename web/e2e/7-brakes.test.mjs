@@ -3,7 +3,8 @@
 // why, and the resume button hands work out again. Approvals: a task that requires one waits on
 // the overview and in the board's own column until a supervisor approves or rejects it there.
 // Spending caps: a task created with one shows what is settled and reserved against it, refuses
-// what would pass it, and a supervisor raises it from the task's page. Every decision is in the
+// what would pass it, and a supervisor raises it from the task's page; an agent's daily cap is set
+// from the agents page, which shows what it spent today. Every decision is in the
 // audit trail with who made it.
 
 import assert from 'node:assert/strict';
@@ -160,5 +161,44 @@ test('a supervisor creates a capped task that waits for approval, sees its spend
   await screenshot(page, 'task-spending-cap');
   assert.equal((await spend('2.00', `c-${stamp}`)).authorizeUsage.approved, true, 'the raised cap makes room');
   await api('mutation($id: ID!) { cancelTask(id: $id) { id } }', { id });
+  await context.close();
+});
+
+test("a supervisor caps an agent's daily spending from the agents page and sees what it spent today", async () => {
+  const stamp = Date.now();
+  const agent = await registerAgent(`capped-${stamp}`, []);
+  const service = (await api(`mutation { registerService(input: {name: "daily-${stamp}", monthlyBudget: "100.00"}) { id } }`))
+    .registerService.id;
+  const context = await newContext(browser);
+  const page = await context.newPage();
+  await signIn(page, devart.admin);
+  await page.goto(`${devart.url}/agents`);
+  await ready(page);
+  const row = page.locator(`[data-agent-id="${agent.id}"]`);
+  await row.waitFor();
+  const spending = row.locator('[data-agent-spending]');
+  await eventually(async () => /0\.00 settled, 0\.00 reserved \(no daily cap\)/.test(await spending.innerText()), {
+    what: 'no spending yet',
+  });
+  await row.getByRole('button', { name: 'Daily cap' }).click();
+  const dialog = page.getByRole('dialog', { name: `Daily spending cap of ${agent.name}` });
+  await dialog.getByLabel('Cap per day').fill('2.00');
+  await dialog.getByRole('button', { name: 'Set cap' }).click();
+  await dialog.waitFor({ state: 'detached' });
+
+  const spend = (cost, key) =>
+    agent.call(
+      'mutation($s: ID!, $c: Decimal!, $k: String!) { authorizeUsage(serviceId: $s, estimatedCost: $c, idempotencyKey: $k) { approved reason } }',
+      { s: service, c: cost, k: key },
+    );
+  assert.equal((await spend('1.50', `a-${stamp}`)).authorizeUsage.approved, true);
+  assert.deepEqual((await spend('1.00', `b-${stamp}`)).authorizeUsage, {
+    approved: false,
+    reason: "the agent's daily spending cap of 2.00 has no room for 1.00: 0.00 settled today and 1.50 reserved",
+  });
+  await eventually(async () => /0\.00 settled, 1\.50 reserved of 2\.00 a day/.test(await spending.innerText()), {
+    what: "the agent's spending on its row",
+  });
+  await screenshot(page, 'agents-daily-cap');
   await context.close();
 });

@@ -1,17 +1,28 @@
-// Agents: who works, on what, how well; registering one (its API key shown once), rotating its key
-// (admin), activating and deactivating it (supervisor). Live through `agentUpdates`.
+// Agents: who works, on what, how well, what each spent today against its daily cap; registering
+// one (its API key shown once), rotating its key (admin), activating and deactivating it and
+// capping its daily spending (supervisor). Live through `agentUpdates`, spending through
+// `serviceUpdates`.
 
 import { useRef, useState } from 'preact/hooks';
 import { gql, useLive, useMutation, useSoon, VersionedMap } from '../api/live';
 import { AGENT_FIELDS, type Agent } from '../api/types';
 import { useCanSupervise, useIsAdmin } from '../auth';
-import { formatNumber, formatPercent } from '../ui/format';
+import { formatMoney, formatNumber, formatPercent, isAmount } from '../ui/format';
 import { Dialog, Empty, ErrorNote, Field, Loaded, PageHead, ShownOnce, Status, Time } from '../ui/parts';
 
 interface Registration {
   agent: Agent;
   apiKey: string;
 }
+
+/// What an agent spent today (UTC) against its daily cap, as the write side keeps it.
+interface Spending {
+  dailyCap: string | null;
+  settledToday: string;
+  reserved: string;
+  room: string | null;
+}
+
 
 function successRate(agent: Agent): number | null {
   const ended = agent.tasksCompleted + agent.tasksFailed;
@@ -33,6 +44,14 @@ export function Agents() {
     changed();
   };
   const readSoon = useSoon(readAll);
+  const [spending, setSpending] = useState<Record<string, Spending>>({});
+  const readSpending = async () => {
+    const data = await gql<{ agents: { id: string; spending: Spending }[] }>(
+      `{ agents { id spending { dailyCap settledToday reserved room } } }`,
+    );
+    setSpending(Object.fromEntries(data.agents.map((a) => [a.id, a.spending])));
+  };
+  const readSpendingSoon = useSoon(readSpending, 300);
 
   const live = useLive(
     [
@@ -53,8 +72,17 @@ export function Agents() {
           if (!agentsLive.current) readSoon();
         },
       },
+      {
+        // Agents' spend moves with the services' authorizations and charges.
+        query: `subscription AgentsSpend { serviceUpdates { id } }`,
+        next: () => readSpendingSoon(),
+        error: () => {},
+      },
     ],
-    readAll,
+    async () => {
+      await readAll();
+      await readSpending();
+    },
     [],
   );
 
@@ -90,6 +118,7 @@ export function Agents() {
                   <th scope="col" class="num">Completed</th>
                   <th scope="col" class="num">Failed attempts</th>
                   <th scope="col" class="num">Success rate</th>
+                  <th scope="col">Spent today</th>
                   <th scope="col">Key</th>
                   {canSupervise && <th scope="col">Actions</th>}
                 </tr>
@@ -102,6 +131,8 @@ export function Agents() {
                     canSupervise={canSupervise}
                     isAdmin={isAdmin}
                     onChanged={took}
+                    spending={spending[agent.id]}
+                    onSpendingChanged={() => void readSpending()}
                     onRotated={(registration) => {
                       took(registration.agent);
                       setShown({ title: `New key for ${registration.agent.name}`, registration });
@@ -144,14 +175,19 @@ function AgentRow({
   isAdmin,
   onChanged,
   onRotated,
+  spending,
+  onSpendingChanged,
 }: {
   agent: Agent;
   canSupervise: boolean;
   isAdmin: boolean;
   onChanged: (agent: Agent) => void;
   onRotated: (registration: Registration) => void;
+  spending: Spending | undefined;
+  onSpendingChanged: () => void;
 }) {
   const [confirmRotate, setConfirmRotate] = useState(false);
+  const [capping, setCapping] = useState(false);
   const toggle = useMutation(async () => {
     const data = await gql<{ setAgentActive: Agent }>(
       `mutation SetAgentActive($id: ID!, $active: Boolean!) { setAgentActive(id: $id, active: $active) { ${AGENT_FIELDS} } }`,
@@ -188,6 +224,23 @@ function AgentRow({
       <td class="num">{formatNumber(agent.tasksCompleted)}</td>
       <td class="num">{formatNumber(agent.tasksFailed)}</td>
       <td class="num">{formatPercent(successRate(agent))}</td>
+      <td data-agent-spending>
+        {spending ? (
+          <>
+            {formatMoney(spending.settledToday, '')} settled, {formatMoney(spending.reserved, '')} reserved
+            {spending.dailyCap ? (
+              <span class={spending.room === '0.00' ? 'tone-bad' : 'muted'}>
+                {' '}
+                of {formatMoney(spending.dailyCap, '')} a day
+              </span>
+            ) : (
+              <span class="muted"> (no daily cap)</span>
+            )}
+          </>
+        ) : (
+          '—'
+        )}
+      </td>
       <td>
         <code>{agent.keyId}</code>
       </td>
@@ -197,12 +250,25 @@ function AgentRow({
           <button type="button" class="compact" disabled={toggle.running} onClick={() => void toggle.run()}>
             {agent.active ? 'Deactivate' : 'Activate'}
           </button>
+          <button type="button" class="compact" onClick={() => setCapping(true)}>
+            Daily cap
+          </button>
           {isAdmin && (
             <button type="button" class="compact" onClick={() => setConfirmRotate(true)}>
               Rotate key
             </button>
           )}
           </div>
+          {capping && (
+            <DailyCapForm
+              agent={agent}
+              current={spending?.dailyCap ?? null}
+              onDone={(changed) => {
+                setCapping(false);
+                if (changed) onSpendingChanged();
+              }}
+            />
+          )}
           <ErrorNote error={toggle.error} />
           {confirmRotate && (
             <Dialog title={`Rotate the key of ${agent.name}?`} onClose={() => setConfirmRotate(false)}>
@@ -221,6 +287,42 @@ function AgentRow({
         </td>
       )}
     </tr>
+  );
+}
+
+/// Caps what an agent may settle and reserve in a day, or lifts its cap (left empty).
+function DailyCapForm({ agent, current, onDone }: { agent: Agent; current: string | null; onDone: (changed: boolean) => void }) {
+  const [cap, setCap] = useState(current ?? '');
+  const save = useMutation(() =>
+    gql(`mutation SetDailyCap($id: ID!, $cap: Decimal) { setAgentDailySpendingCap(id: $id, dailyCap: $cap) { id } }`, {
+      id: agent.id,
+      cap: cap.trim() || null,
+    }),
+  );
+  const error = cap.trim() && !isAmount(cap.trim()) ? 'An amount such as 25.00.' : null;
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    if (error) return;
+    if (await save.run()) onDone(true);
+  };
+  return (
+    <Dialog title={`Daily spending cap of ${agent.name}`} onClose={() => onDone(false)}>
+      <form class="form" onSubmit={submit}>
+        <p>What the agent may settle in a day (UTC) plus what it holds reserved, across every service. Authorizations past it are refused, and the agent reads why.</p>
+        <Field label="Cap per day" hint="empty: no daily cap" error={error}>
+          <input inputMode="decimal" placeholder="25.00" value={cap} onInput={(e) => setCap(e.currentTarget.value)} />
+        </Field>
+        <ErrorNote error={save.error} context="Not set" />
+        <div class="buttons">
+          <button type="submit" class="primary" disabled={save.running || !!error}>
+            {cap.trim() ? 'Set cap' : 'Lift cap'}
+          </button>
+          <button type="button" onClick={() => onDone(false)}>
+            Cancel
+          </button>
+        </div>
+      </form>
+    </Dialog>
   );
 }
 

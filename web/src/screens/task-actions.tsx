@@ -6,6 +6,7 @@
 import { useState } from 'preact/hooks';
 import { gql, useMutation } from '../api/live';
 import { PRIORITIES, TASK_FIELDS, type Task } from '../api/types';
+import { isAmount } from '../ui/format';
 import { Confirm, Dialog, ErrorNote, Field } from '../ui/parts';
 
 export function reprioritize(id: string, priority: number): Promise<Task> {
@@ -53,7 +54,7 @@ export function TaskForm({ task, onDone }: { task?: Task; onDone: (task?: Task) 
     return data.createTask;
   });
   const titleError = title.trim() === '' ? 'A title is needed.' : null;
-  const costError = maxCost.trim() && !AMOUNT.test(maxCost.trim()) ? 'An amount such as 12.50.' : null;
+  const costError = maxCost.trim() && !isAmount(maxCost.trim()) ? 'An amount such as 12.50.' : null;
   const submit = async (event: Event) => {
     event.preventDefault();
     if (titleError || costError) return;
@@ -117,8 +118,6 @@ export function TaskForm({ task, onDone }: { task?: Task; onDone: (task?: Task) 
   );
 }
 
-/// A decimal amount as the API takes it: digits, then at most six decimals.
-const AMOUNT = /^\d+(\.\d{1,6})?$/;
 
 /// Caps what may be settled and reserved for a task, or changes its cap.
 export function SpendingCapForm({ task, onDone }: { task: Task; onDone: () => void }) {
@@ -129,7 +128,7 @@ export function SpendingCapForm({ task, onDone }: { task: Task; onDone: () => vo
       cap: cap.trim(),
     }),
   );
-  const error = AMOUNT.test(cap.trim()) ? null : 'An amount such as 12.50.';
+  const error = isAmount(cap.trim()) ? null : 'An amount such as 12.50.';
   const submit = async (event: Event) => {
     event.preventDefault();
     if (error) return;

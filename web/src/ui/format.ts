@@ -62,3 +62,8 @@ export function fromMicros(micros: bigint): string {
   const fraction = (value % 1_000_000n).toString().padStart(6, '0').replace(/0+$/, '');
   return `${negative ? '-' : ''}${value / 1_000_000n}${fraction ? `.${fraction}` : ''}`;
 }
+
+/// A decimal amount as the API takes it: digits, then at most six decimals (`12.50`).
+export function isAmount(text: string): boolean {
+  return /^\d+(\.\d{1,6})?$/.test(text);
+}
