@@ -2,38 +2,20 @@
 //! cycles), idempotent usage requests, thresholds once per period, expiring reservations, and the
 //! month turning over (with an injected clock).
 
-use std::collections::BTreeMap;
-
 use chrono::{Datelike, TimeZone, Utc};
 use devart_commands::budgets::{ChargeRequest, UsageRequest};
-use devart_commands::{CommandContext, Commands};
+use devart_commands::CommandContext;
 use devart_domain::money::Money;
-use devart_domain::service::{
-    Currency, RegisterService, Service, ServiceEvent, ServiceName, ServiceState, ServiceStatus, UpdateService,
-};
+use devart_domain::service::{Service, ServiceEvent, ServiceState, ServiceStatus, UpdateService};
 use devart_domain::{Actor, Aggregate, Event};
 use rand::Rng;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::{TestEnv, WsClient};
+use crate::support::{register_service, TestEnv, WsClient};
 
 fn money(s: &str) -> Money {
     Money::parse("amount", s).unwrap()
-}
-
-async fn register(commands: &Commands, name: &str, budget: &str, fallback: Option<Uuid>) -> Uuid {
-    let id = Uuid::now_v7();
-    let service = RegisterService {
-        id,
-        name: ServiceName::parse(name).unwrap(),
-        currency: Currency::usd(),
-        monthly_budget: money(budget),
-        fallback_service_id: fallback,
-        unit_prices: BTreeMap::new(),
-    };
-    commands.services().register(service, &CommandContext::new(Actor::user("admin"))).await.unwrap();
-    id
 }
 
 fn agent(n: usize) -> CommandContext {
@@ -79,7 +61,7 @@ async fn history(env: &TestEnv, service: Uuid) -> Vec<ServiceEvent> {
 async fn sixty_four_agents_never_overspend_one_service() {
     let env = TestEnv::new().await;
     let commands = env.commands();
-    let service = register(&commands, "llm", "250.00", None).await;
+    let service = register_service(&commands, "llm", "250.00", None).await;
     let workers: Vec<_> = (0..64)
         .map(|n| {
             let commands = commands.clone();
@@ -192,9 +174,9 @@ async fn sixty_four_agents_never_overspend_one_service() {
 async fn a_full_service_delegates_along_its_fallback_chain_and_a_cycle_ends() {
     let env = TestEnv::new().await;
     let commands = env.commands();
-    let cheap = register(&commands, "cheap", "10.00", None).await;
-    let middle = register(&commands, "middle", "1.00", Some(cheap)).await;
-    let premium = register(&commands, "premium", "1.00", Some(middle)).await;
+    let cheap = register_service(&commands, "cheap", "10.00", None).await;
+    let middle = register_service(&commands, "middle", "1.00", Some(cheap)).await;
+    let premium = register_service(&commands, "premium", "1.00", Some(middle)).await;
 
     let answer =
         commands.services().authorize_usage(&usage(premium, money("5"), "k1".into()), &agent(1)).await.unwrap();
@@ -231,7 +213,7 @@ async fn a_full_service_delegates_along_its_fallback_chain_and_a_cycle_ends() {
 async fn a_repeated_idempotency_key_gets_the_first_answer_and_changes_nothing() {
     let env = TestEnv::new().await;
     let commands = env.commands();
-    let service = register(&commands, "llm", "10.00", None).await;
+    let service = register_service(&commands, "llm", "10.00", None).await;
     let first =
         commands.services().authorize_usage(&usage(service, money("4"), "same".into()), &agent(1)).await.unwrap();
     let again =
@@ -271,7 +253,7 @@ async fn a_repeated_idempotency_key_gets_the_first_answer_and_changes_nothing() 
 async fn reservations_expire_and_a_new_month_reactivates_and_restarts_thresholds() {
     let env = TestEnv::new().await;
     let commands = env.commands();
-    let service = register(&commands, "llm", "10.00", None).await;
+    let service = register_service(&commands, "llm", "10.00", None).await;
     let held = commands.services().authorize_usage(&usage(service, money("6"), "h".into()), &agent(1)).await.unwrap();
     assert!(held.approved);
     assert_eq!(commands.services().tick(Utc::now()).await.unwrap(), 0, "nothing due yet");

@@ -11,33 +11,19 @@ use devart::Role;
 use devart_commands::budgets::{ChargeRequest, UsageRequest};
 use devart_commands::{CommandContext, Commands};
 use devart_domain::money::Money;
-use devart_domain::service::{Currency, RegisterService, ServiceEvent, ServiceName};
+use devart_domain::service::ServiceEvent;
 use devart_domain::task::{CreateTask, Title};
 use devart_domain::{Actor, Event, Position};
 use rand::Rng;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::{eventually, TestEnv};
+use crate::support::{eventually, register_service, TestEnv};
 
 const SPENDERS: usize = 32;
 
 fn money(s: &str) -> Money {
     Money::parse("amount", s).unwrap()
-}
-
-async fn register(commands: &Commands, name: &str, budget: &str) -> Uuid {
-    let id = Uuid::now_v7();
-    let service = RegisterService {
-        id,
-        name: ServiceName::parse(name).unwrap(),
-        currency: Currency::usd(),
-        monthly_budget: money(budget),
-        fallback_service_id: None,
-        unit_prices: BTreeMap::new(),
-    };
-    commands.services().register(service, &CommandContext::new(Actor::user("admin"))).await.unwrap();
-    id
 }
 
 async fn capped_task(commands: &Commands, cap: &str) -> Uuid {
@@ -100,10 +86,29 @@ impl Ledger {
         }
     }
 
-    fn used(&self, task: Uuid) -> Money {
-        let of = |map: &BTreeMap<Uuid, Money>| map.get(&task).copied().unwrap_or_default();
+    fn used(&self, subject: Uuid) -> Money {
+        let of = |map: &BTreeMap<Uuid, Money>| map.get(&subject).copied().unwrap_or_default();
         of(&self.settled).saturating_add(of(&self.reserved))
     }
+}
+
+/// Every service event of the history in its global order, each seen by `each` after the ledger
+/// took it in; the ledger at the end.
+async fn walk(env: &TestEnv, mut each: impl FnMut(&Ledger, u64, &ServiceEvent)) -> Ledger {
+    env.sequence_all().await;
+    let mut ledger = Ledger::new();
+    let mut at = Position(0);
+    loop {
+        let page = env.store.read_all(at, None, 1_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        at = last.meta.position.expect("sequenced");
+        for recorded in &page {
+            let Event::Service(event) = &recorded.event else { continue };
+            ledger.apply(event);
+            each(&ledger, recorded.meta.position.map_or(0, |p| p.0), event);
+        }
+    }
+    ledger
 }
 
 /// 32 spenders authorize against two services for one task capped at 10.00, settle most of what
@@ -116,7 +121,10 @@ async fn thirty_two_spenders_never_take_a_task_past_its_cap() {
     let env = TestEnv::new().await;
     let commands = env.commands();
     let cap = money("10.00");
-    let services = [register(&commands, "llm", "1000.00").await, register(&commands, "ci", "1000.00").await];
+    let services = [
+        register_service(&commands, "llm", "1000.00", None).await,
+        register_service(&commands, "ci", "1000.00", None).await,
+    ];
     let task = capped_task(&commands, "10.00").await;
     let other = capped_task(&commands, "10.00").await;
     let workers: Vec<_> = (0..SPENDERS)
@@ -209,32 +217,18 @@ async fn thirty_two_spenders_never_take_a_task_past_its_cap() {
     assert_eq!((after.settled, after.reserved), (spend.settled, Money::ZERO));
 
     // The history, event by event, in its global order.
-    env.sequence_all().await;
-    let mut ledger = Ledger::new();
-    let mut at = Position(0);
     let (mut authorizations, mut refusals) = (0, 0);
-    loop {
-        let page = env.store.read_all(at, None, 1_000).await.unwrap();
-        let Some(last) = page.last() else { break };
-        at = last.meta.position.expect("sequenced");
-        for recorded in &page {
-            let Event::Service(event) = &recorded.event else { continue };
-            match event {
-                ServiceEvent::UsageAuthorized { task_id, .. } if *task_id == Some(task) => authorizations += 1,
-                ServiceEvent::UsageRefused { task_id, .. } if *task_id == Some(task) => refusals += 1,
-                _ => {}
-            }
-            ledger.apply(event);
-            for t in [task, other] {
-                assert!(
-                    ledger.used(t) <= cap,
-                    "position {}: {} for task {t}",
-                    recorded.meta.position.map_or(0, |p| p.0),
-                    ledger.used(t)
-                );
-            }
+    let ledger = walk(&env, |ledger, position, event| {
+        match event {
+            ServiceEvent::UsageAuthorized { task_id, .. } if *task_id == Some(task) => authorizations += 1,
+            ServiceEvent::UsageRefused { task_id, .. } if *task_id == Some(task) => refusals += 1,
+            _ => {}
         }
-    }
+        for t in [task, other] {
+            assert!(ledger.used(t) <= cap, "position {position}: {} for task {t}", ledger.used(t));
+        }
+    })
+    .await;
     assert!(authorizations > 20 && refusals >= 3, "{authorizations} authorizations, {refusals} refusals");
     // Each service's events are in the global order as in their stream: a command waiting for a
     // task's or a service's lock holds no transaction id that would place its events before those
@@ -260,7 +254,7 @@ async fn the_api_shows_a_task_s_cap_and_spending_and_a_supervisor_changes_it() {
     let env = TestEnv::new().await;
     let running = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
     let commands = env.commands();
-    let service = register(&commands, "llm", "100.00").await;
+    let service = register_service(&commands, "llm", "100.00", None).await;
     let created = running
         .graphql(
             "mutation { createTask(input: {title: \"capped\", maxCost: \"2.50\"}) { id maxCost spending { settled reserved room } } }",
@@ -325,7 +319,10 @@ async fn thirty_two_spenders_never_take_an_agent_past_its_daily_cap() {
     let running = env.start(&[Role::Gateway, Role::Relay, Role::Projections]).await;
     let commands = env.commands();
     let cap = money("5.00");
-    let services = [register(&commands, "llm", "1000.00").await, register(&commands, "ci", "1000.00").await];
+    let services = [
+        register_service(&commands, "llm", "1000.00", None).await,
+        register_service(&commands, "ci", "1000.00", None).await,
+    ];
     let agent = crate::support::register_agent(&commands, "spender", &[]).await;
     let set = "mutation($id: ID!, $cap: Decimal) { setAgentDailySpendingCap(id: $id, dailyCap: $cap) { id spending { dailyCap room } } }";
     let viewer = env.token(devart_gateway::Role::Viewer);
@@ -389,19 +386,10 @@ async fn thirty_two_spenders_never_take_an_agent_past_its_daily_cap() {
     }
     assert!(approvals > 50, "only {approvals} approvals");
 
-    let mut ledger = Ledger::new();
-    let mut at = Position(0);
-    env.sequence_all().await;
-    loop {
-        let page = env.store.read_all(at, None, 1_000).await.unwrap();
-        let Some(last) = page.last() else { break };
-        at = last.meta.position.expect("sequenced");
-        for recorded in &page {
-            let Event::Service(event) = &recorded.event else { continue };
-            ledger.apply(event);
-            assert!(ledger.used(agent) <= cap, "position {:?}: {}", recorded.meta.position, ledger.used(agent));
-        }
-    }
+    let ledger = walk(&env, |ledger, position, _| {
+        assert!(ledger.used(agent) <= cap, "position {position}: {}", ledger.used(agent));
+    })
+    .await;
     let today = Utc::now().date_naive();
     let spend = devart_commands::spending::of_agent(&env.pool, agent, today).await.unwrap().unwrap();
     let settled = ledger.settled.get(&agent).copied().unwrap_or_default();

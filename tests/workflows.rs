@@ -246,6 +246,19 @@ async fn a_stage_that_finally_fails_fails_the_run_and_stops_the_rest() {
     env.cleanup().await;
 }
 
+/// Completes run `run_id`'s build stage as the agent `key`, then waits for its deploy stage's task
+/// to await approval; that task's id.
+async fn built_and_waiting(running: &Running, key: &str, run_id: &str) -> Value {
+    let build = claim(running, key).await;
+    running.graphql_as(key, COMPLETE, json!({ "id": build["id"], "result": null })).await;
+    let awaiting = |r: &Value| {
+        let stages = r["stages"].as_array().cloned().unwrap_or_default();
+        stages.into_iter().find(|s| s["key"] == "deploy" && s["task"]["status"] == "AWAITING_APPROVAL")
+    };
+    let waiting = run_when(running, run_id, |r| awaiting(r).is_some()).await;
+    awaiting(&waiting).expect("waiting")["taskId"].clone()
+}
+
 /// A stage defined with `requiresApproval` starts as a task awaiting approval that no agent gets;
 /// approved, it is claimed and the run goes on. In a second run, rejecting it fails the stage and
 /// the run with the supervisor's reason.
@@ -271,17 +284,7 @@ async fn a_stage_that_requires_approval_waits_for_a_supervisor_and_a_rejection_f
     };
 
     let run_id = start().await;
-    let build = claim(&running, &ada).await;
-    running.graphql_as(&ada, COMPLETE, json!({ "id": build["id"], "result": null })).await;
-    let waiting = run_when(&running, &run_id, |r| {
-        r["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["key"] == "deploy" && s["task"]["status"] == "AWAITING_APPROVAL")
-    })
-    .await;
-    let deploy = waiting["stages"].as_array().unwrap().iter().find(|s| s["key"] == "deploy").unwrap()["taskId"].clone();
+    let deploy = built_and_waiting(&running, &ada, &run_id).await;
     assert!(running.graphql_as(&ada, CLAIM, json!({})).await["data"]["claimTask"].is_null(), "not before approval");
     let approve = "mutation($id: ID!) { approveTask(id: $id, note: \"go\") { status } }";
     assert_eq!(running.graphql(approve, json!({ "id": deploy })).await["data"]["approveTask"]["status"], "PENDING");
@@ -291,17 +294,7 @@ async fn a_stage_that_requires_approval_waits_for_a_supervisor_and_a_rejection_f
     run_when(&running, &run_id, |r| r["status"] == "COMPLETED").await;
 
     let second = start().await;
-    let build = claim(&running, &ada).await;
-    running.graphql_as(&ada, COMPLETE, json!({ "id": build["id"], "result": null })).await;
-    let waiting = run_when(&running, &second, |r| {
-        r["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["key"] == "deploy" && s["task"]["status"] == "AWAITING_APPROVAL")
-    })
-    .await;
-    let deploy = waiting["stages"].as_array().unwrap().iter().find(|s| s["key"] == "deploy").unwrap()["taskId"].clone();
+    let deploy = built_and_waiting(&running, &ada, &second).await;
     let reject = "mutation($id: ID!) { rejectTask(id: $id, reason: \"change freeze\") { status } }";
     assert_eq!(running.graphql(reject, json!({ "id": deploy })).await["data"]["rejectTask"]["status"], "REJECTED");
     let failed = run_when(&running, &second, |r| r["status"] == "FAILED").await;

@@ -308,18 +308,7 @@ impl Tasks<'_> {
         .bind(limit)
         .fetch_all(self.commands.store().pool())
         .await?;
-        let mut count = 0;
-        for task_id in expired {
-            let command = TaskCommand::ExpireLease { now, jitter: rand::thread_rng().gen() };
-            let context = CommandContext::new(Actor::system("leases"));
-            match self.commands.execute::<Task>(task_id, command, &context, None).await {
-                Ok(_) => count += 1,
-                // Another reaper, a heartbeat or an outcome got there first: nothing to do.
-                Err(CommandError::Domain(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(count)
+        self.on_each(expired, "leases", || TaskCommand::ExpireLease { now, jitter: rand::thread_rng().gen() }).await
     }
 
     /// Brings every pending request for approval that ran out by `now` to its default; returns
@@ -331,10 +320,22 @@ impl Tasks<'_> {
                 .bind(limit)
                 .fetch_all(self.commands.store().pool())
                 .await?;
+        self.on_each(due, "approvals", || TaskCommand::TimeOutApprovals { now }).await
+    }
+
+    /// Runs `command()` on each of `tasks` as the system actor `actor`; returns how many it
+    /// changed. A refusal means another process, a heartbeat or an outcome got there first:
+    /// nothing to do.
+    async fn on_each(
+        self,
+        tasks: Vec<Uuid>,
+        actor: &str,
+        command: impl Fn() -> TaskCommand,
+    ) -> Result<usize, CommandError> {
         let mut count = 0;
-        for task_id in due {
-            let context = CommandContext::new(Actor::system("approvals"));
-            match self.commands.execute::<Task>(task_id, TaskCommand::TimeOutApprovals { now }, &context, None).await {
+        for task_id in tasks {
+            let context = CommandContext::new(Actor::system(actor));
+            match self.commands.execute::<Task>(task_id, command(), &context, None).await {
                 Ok(_) => count += 1,
                 Err(CommandError::Domain(_)) => {}
                 Err(e) => return Err(e),

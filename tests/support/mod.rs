@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use devart::{Config, Role};
 use devart_commands::{Bus, CommandContext, Commands, Nudge};
 use devart_domain::agent::AgentName;
+use devart_domain::money::Money;
+use devart_domain::service::{Currency, RegisterService, ServiceName};
 use devart_domain::task::Capabilities;
 use devart_domain::Actor;
 use devart_testkit::{Server, Stack, StackOptions};
@@ -149,6 +151,22 @@ impl Running {
     pub async fn abort(self) {
         self.server.abort().await.expect("devart was running until aborted");
     }
+}
+
+/// Registers a service named `name` with a monthly budget of `budget` (and a fallback) through the
+/// command layer, as an admin; its id.
+pub async fn register_service(commands: &Commands, name: &str, budget: &str, fallback: Option<Uuid>) -> Uuid {
+    let id = Uuid::now_v7();
+    let service = RegisterService {
+        id,
+        name: ServiceName::parse(name).unwrap(),
+        currency: Currency::usd(),
+        monthly_budget: Money::parse("budget", budget).unwrap(),
+        fallback_service_id: fallback,
+        unit_prices: Default::default(),
+    };
+    commands.services().register(service, &CommandContext::new(Actor::user("admin"))).await.unwrap();
+    id
 }
 
 /// Registers an agent named `name` with `capabilities` through the command layer, as an admin;
