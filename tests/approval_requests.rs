@@ -108,6 +108,20 @@ async fn an_agent_asks_a_supervisor_answers_once_and_silence_comes_to_the_defaul
     let late = running.graphql(DECIDE, decide(false, None, silent_id.clone())).await;
     assert_eq!(code(&late), "CONFLICT", "{late}");
 
+    // The read model names who answered each, and when.
+    let answered = eventually(Duration::from_secs(10), || async {
+        let query = "{ denied: approvalRequests(status: DENIED) { id requestedAt decidedAt decidedBy } \
+                       approved: approvalRequests(status: APPROVED) { id decidedBy } }";
+        let body = running.graphql(query, json!({})).await;
+        (body["data"]["approved"][0]["decidedBy"].is_string()).then_some(body)
+    })
+    .await;
+    let denied = &answered["data"]["denied"][0];
+    assert_eq!(denied["id"], request_id.as_str(), "{answered}");
+    assert!(denied["decidedBy"].as_str().unwrap().starts_with("user:"), "{answered}");
+    assert!(denied["requestedAt"].as_str().unwrap() < denied["decidedAt"].as_str().unwrap(), "{answered}");
+    assert_eq!(answered["data"]["approved"][0]["decidedBy"], "system:approvals");
+
     // The history names who decided each.
     let history: Vec<(String, String)> = sqlx::query_as(
         "select event_type, actor_kind || ':' || actor_id from events where stream_id = 'task-' || $1 \

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use devart_commands::Recorded;
 use devart_domain::money::Money;
 use devart_domain::task::{
-    ApprovalDecision, ApprovalRequest, AttemptError, Lease, Progress, StageLink, Task, TaskState, TaskStatus,
+    ApprovalDecision, ApprovalRequest, AttemptError, Lease, Progress, StageLink, Task, TaskEvent, TaskState, TaskStatus,
 };
 use devart_domain::{Aggregate, Event};
 use serde::{Deserialize, Serialize};
@@ -77,6 +77,33 @@ pub struct ApprovalRow {
     pub status: String,
     pub timed_out: bool,
     pub note: Option<String>,
+    /// When it was asked, and when and by whom (`user:…`, `system:approvals`) it was answered: the
+    /// times and actors of its events, as far as this read model has seen them.
+    #[serde(default)]
+    pub requested_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub decided_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub decided_by: Option<String>,
+}
+
+/// The requests for approval of `state`, with the times and actors `previous` (the row's column
+/// before) knew for them.
+fn approvals_with_meta(state: &TaskState, previous: &serde_json::Value) -> Vec<ApprovalRow> {
+    let known: Vec<ApprovalRow> = approvals_of(previous).unwrap_or_default();
+    state
+        .approvals
+        .iter()
+        .map(|a| {
+            let mut row = ApprovalRow::of(a);
+            if let Some(before) = known.iter().find(|k| k.request_id == a.request_id) {
+                row.requested_at = before.requested_at;
+                row.decided_at = before.decided_at;
+                row.decided_by = before.decided_by.clone();
+            }
+            row
+        })
+        .collect()
 }
 
 impl ApprovalRow {
@@ -100,6 +127,9 @@ impl ApprovalRow {
             status: status.to_owned(),
             timed_out: a.decision.as_ref().is_some_and(|d| d.timed_out),
             note: a.decision.as_ref().and_then(|d| d.note.clone()),
+            requested_at: None,
+            decided_at: None,
+            decided_by: None,
         }
     }
 
@@ -237,6 +267,8 @@ impl TaskRow {
     }
 
     fn set_state(&mut self, state: TaskState) {
+        let approvals = approvals_with_meta(&state, &self.approvals);
+        self.approvals = serde_json::to_value(approvals).expect("requests for approval serialize");
         let json =
             |text: Option<String>| text.map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t)));
         self.status = state.status.as_str().to_owned();
@@ -264,8 +296,6 @@ impl TaskRow {
         self.workflow_run_id = state.stage.as_ref().map(|s| s.run_id);
         self.stage_key = state.stage.map(|s| s.stage_key);
         self.max_cost = state.max_cost.map(Money::micros);
-        let approvals: Vec<ApprovalRow> = state.approvals.iter().map(ApprovalRow::of).collect();
-        self.approvals = serde_json::to_value(approvals).expect("requests for approval serialize");
     }
 }
 
@@ -346,6 +376,18 @@ impl AggregateRows for TasksProjection {
         let Event::Task(event) = &recorded.event else { return false };
         let meta = &recorded.meta;
         *state = Task::evolve(std::mem::take(state), event);
+        if let TaskEvent::ApprovalRequested { request_id, .. } | TaskEvent::ApprovalDecided { request_id, .. } = event {
+            let mut approvals = approvals_with_meta(state, &row.approvals);
+            if let Some(approval) = approvals.iter_mut().find(|a| a.request_id == *request_id) {
+                if matches!(event, TaskEvent::ApprovalRequested { .. }) {
+                    approval.requested_at = Some(meta.occurred_at);
+                } else {
+                    approval.decided_at = Some(meta.occurred_at);
+                    approval.decided_by = Some(meta.actor.to_string());
+                }
+            }
+            row.approvals = serde_json::to_value(approvals).expect("requests for approval serialize");
+        }
         row.version = meta.stream_version as i64;
         row.position = meta.position.map_or(row.position, |p| p.0 as i64);
         row.updated_at = meta.occurred_at;

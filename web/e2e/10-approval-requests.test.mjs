@@ -140,7 +140,7 @@ test('a supervisor answers one request from the overview; the other comes to its
   await approved.waitFor();
   assert.equal(await approved.getAttribute('data-status'), 'APPROVED');
   assert.match(await approved.innerText(), /Approved\s+force-push to main/);
-  assert.match(await approved.innerText(), /Answered by a supervisor/);
+  await eventually(async () => /Answered by user:\S+/.test(await approved.innerText()), { what: 'who answered' });
   assert.match(await approved.innerText(), /Note: only after the freeze ends/);
   assert.match(await approved.locator('pre').innerText(), /"reason": "history rewrite"/);
   assert.equal(await denied.getAttribute('data-status'), 'DENIED');

@@ -51,6 +51,11 @@ pub struct ApprovalRequest {
     pub timed_out: bool,
     /// The supervisor's note with the answer.
     pub note: Option<String>,
+    /// When it was asked.
+    pub requested_at: Option<chrono::DateTime<Utc>>,
+    /// When it was answered, and by whom: `user:<id>`, or `system:approvals` when it ran out.
+    pub decided_at: Option<chrono::DateTime<Utc>>,
+    pub decided_by: Option<String>,
 }
 
 #[async_graphql::ComplexObject]
@@ -79,6 +84,9 @@ impl ApprovalRequest {
             },
             timed_out: row.timed_out,
             note: row.note,
+            requested_at: row.requested_at,
+            decided_at: row.decided_at,
+            decided_by: row.decided_by,
         }
     }
 }
@@ -171,7 +179,8 @@ impl ApprovalsMutation {
             expires_at: Utc::now() + TimeDelta::seconds(i64::from(timeout)),
         };
         let folded = services(ctx).commands.execute::<devart_domain::task::Task>(id, command, &context, None).await;
-        answer(id, request_id, folded.map_err(gql)?)
+        let asked = answer(id, request_id, folded.map_err(gql)?)?;
+        Ok(ApprovalRequest { requested_at: Some(Utc::now()), ..asked })
     }
 
     /// Answers a pending request for approval (supervisor), with an optional note. The decision
@@ -191,7 +200,8 @@ impl ApprovalsMutation {
         let command = TaskCommand::DecideApproval { request_id, approved: approve, note };
         let context = command_context(ctx, &caller);
         let folded = services(ctx).commands.execute::<devart_domain::task::Task>(id, command, &context, None).await;
-        answer(id, request_id, folded.map_err(gql)?)
+        let decided = answer(id, request_id, folded.map_err(gql)?)?;
+        Ok(ApprovalRequest { decided_at: Some(Utc::now()), decided_by: Some(context.actor.to_string()), ..decided })
     }
 }
 

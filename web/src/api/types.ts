@@ -67,10 +67,15 @@ export interface ApprovalRequest {
   status: ApprovalStatus;
   timedOut: boolean;
   note: string | null;
+  requestedAt: string | null;
+  decidedAt: string | null;
+  /// `user:<id>`, or `system:approvals` when it ran out.
+  decidedBy: string | null;
 }
 
 /// Every field of a request for approval (its task is asked for apart, where a list needs it).
-export const APPROVAL_FIELDS = `id taskId agentId attempt action details approveOnTimeout expiresAt status timedOut note`;
+export const APPROVAL_FIELDS = `id taskId agentId attempt action details approveOnTimeout expiresAt status timedOut note
+  requestedAt decidedAt decidedBy`;
 
 export interface Agent {
   id: string;

@@ -200,7 +200,15 @@ export function TaskApprovals({ taskTitle, approvals }: { taskTitle: string; app
                     {r.status === 'APPROVED' ? 'approved' : 'denied'} by default
                   </span>
                 ) : (
-                  <span>Answered by a supervisor (who and when: the history below)</span>
+                  <span>
+                    Answered by <code>{r.decidedBy ?? 'a supervisor'}</code>
+                    {r.decidedAt && (
+                      <>
+                        {' '}
+                        <Time at={r.decidedAt} />
+                      </>
+                    )}
+                  </span>
                 )}
               </div>
               {r.note && (
