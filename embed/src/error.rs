@@ -1,0 +1,42 @@
+//! The one error type of the crate.
+
+use std::path::PathBuf;
+
+/// What the command that installs the model is called, for every message that needs it.
+pub const INSTALL_HINT: &str = "install it with `scripts/models` (as root; it honours DEVART_MODEL_DIR)";
+
+/// Why an embedding could not be made. Cloneable so that one failed batch can answer every caller
+/// that shared it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EmbedError {
+    /// The model directory is not there at all.
+    #[error("embedding model directory {dir} does not exist: {INSTALL_HINT}")]
+    MissingDir { dir: PathBuf },
+    /// One of the files the model needs is not in the directory.
+    #[error("embedding model file {file} is missing in {dir}: {INSTALL_HINT}")]
+    MissingFile { dir: PathBuf, file: &'static str },
+    /// A file is there but cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    /// A file was read but does not describe the model this crate runs.
+    #[error("{path} does not hold all-MiniLM-L6-v2 as expected: {reason}; reinstall with `scripts/models`")]
+    BadModel { path: PathBuf, reason: String },
+    /// The tokenizer refused a text.
+    #[error("tokenizer failed: {0}")]
+    Tokenize(String),
+    /// The forward pass failed (a tensor shape or a kernel), which is a defect rather than bad input.
+    #[error("embedding inference failed: {0}")]
+    Inference(String),
+    /// A pool setting is outside its bounds.
+    #[error("invalid embedding pool setting: {0}")]
+    Config(String),
+    /// The pool's workers are gone (it was shut down or a worker died).
+    #[error("the embedding pool is not running")]
+    PoolClosed,
+}
+
+impl From<candle_core::Error> for EmbedError {
+    fn from(error: candle_core::Error) -> Self {
+        EmbedError::Inference(error.to_string())
+    }
+}
