@@ -129,7 +129,33 @@ pub async fn checks(config: &Config) -> Vec<Check> {
         },
     );
     push("dashboard", dashboard(config));
+    push(
+        "embedding model",
+        tokio::task::spawn_blocking(embedding_model)
+            .await
+            .unwrap_or_else(|e| Finding::fail(format!("the check did not finish: {e}"), "run `devart doctor` again")),
+    );
     checks
+}
+
+/// How to install the embedding model.
+const MODEL_FIX: &str = "run scripts/models (as root), or set DEVART_MODEL_DIR to where the model is";
+
+/// The knowledge base's embedding model: found, configured as expected, and its version (a hash of
+/// the 91 MB of weights, a fraction of a second; the model itself is not loaded).
+fn embedding_model() -> Finding {
+    use devart_embed::EmbedError;
+    let dir = devart_embed::ModelFiles::default_dir();
+    match devart_embed::ModelFiles::locate(&dir).and_then(|files| devart_embed::model_version(&files)) {
+        Ok(info) => Finding::Ok(format!("{} in {}", info.version, dir.display())),
+        Err(EmbedError::MissingDir { dir }) => {
+            Finding::fail(format!("no model directory {}", dir.display()), MODEL_FIX)
+        }
+        Err(EmbedError::MissingFile { dir, file }) => {
+            Finding::fail(format!("no {file} in {}", dir.display()), MODEL_FIX)
+        }
+        Err(e) => Finding::fail(e.to_string(), "reinstall it: remove the directory, then run scripts/models"),
+    }
 }
 
 async fn pgvector(conn: &mut sqlx::PgConnection) -> Finding {

@@ -107,6 +107,26 @@ async fn doctor_says_what_a_new_install_lacks_and_how_to_fix_it() {
         assert!(line(&report, name).starts_with("ok"), "{name}: {report}");
     }
     assert!(line(&report, "telegram alerts").starts_with("off"), "{report}");
+    // The embedding model (installed by scripts/services): found, with the version of its weights.
+    let model = line(&report, "embedding model");
+    assert!(model.starts_with("ok") && model.contains("all-MiniLM-L6-v2@"), "{report}");
+
+    // No model where DEVART_MODEL_DIR points: a failure that names scripts/models.
+    let output = Command::new(env!("CARGO_BIN_EXE_devart"))
+        .arg("doctor")
+        .env("DATABASE_URL", &fresh)
+        .env("NATS_URL", &env.config.nats_url)
+        .env("DEVART_NATS_PREFIX", &env.config.nats_prefix)
+        .env("DEVART_MODEL_DIR", "/nonexistent/devart-model")
+        .env_remove("DEVART_JWT_SECRET")
+        .env("DEVART_LOG", "warn")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    let model = line(&report, "embedding model");
+    assert!(model.starts_with("FAIL") && model.contains("/nonexistent/devart-model"), "{report}");
+    assert!(model.contains("fix: run scripts/models"), "{report}");
 
     // NATS away: said in one line, with the fix.
     let (report, status) = doctor(&env, &fresh, "nats://127.0.0.1:1");
