@@ -15,6 +15,7 @@
 mod api;
 mod appends;
 mod budgets;
+mod embed;
 mod latency;
 mod queue;
 mod rebuild;
@@ -63,6 +64,10 @@ struct Cli {
     #[command(flatten)]
     args: Args,
 }
+
+// The system allocator spends a quarter to a half of the embedding benchmark's time in the kernel.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -115,7 +120,7 @@ struct Args {
     /// benchmark's binary (`cargo build --release -p devart`).
     #[arg(long)]
     devart_bin: Option<PathBuf>,
-    /// Runs only these benchmarks (comma-separated); all but the soak by default.
+    /// Runs only these benchmarks (comma-separated); all but `embed` and `soak` by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Bench>,
 }
@@ -137,13 +142,17 @@ enum Bench {
     ClaimLatency,
     /// Authorizing and charging usage on one hot service and over 100, against a guarded SQL update.
     Budget,
+    /// The embedding pool's chunks per second and a query's latency, against a plain f32 matmul on
+    /// the same threads. Not part of the default run: it needs the model (`scripts/models`) and
+    /// keeps every core busy.
+    Embed,
     /// A whole `devart serve` worked by 64 agents for `--soak-secs`, its resident memory sampled;
     /// then a flood of wrong secrets. Not part of the default run (ten minutes).
     Soak,
 }
 
 impl Bench {
-    /// The default run: all but the soak.
+    /// The default run: all but the embeddings and the soak.
     const ALL: [Bench; 7] = [
         Bench::Appends,
         Bench::Latency,
@@ -163,6 +172,7 @@ impl Bench {
             Bench::Queue => "queue",
             Bench::ClaimLatency => "claim_latency",
             Bench::Budget => "budget",
+            Bench::Embed => "embed",
             Bench::Soak => "soak",
         }
     }
@@ -176,6 +186,7 @@ impl Bench {
             Bench::Queue => queue::queue(scratch, args).await,
             Bench::ClaimLatency => queue::claim_latency(scratch, args).await,
             Bench::Budget => budgets::budget(scratch, args).await,
+            Bench::Embed => embed::embed(args).await,
             Bench::Soak => soak::soak(scratch, args).await,
         }
     }
