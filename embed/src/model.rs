@@ -27,8 +27,9 @@ pub const MAX_TEXT_BYTES: usize = 32 * 1024;
 /// less.
 pub const BATCH_TEXTS_MAX: usize = 16;
 
-/// A loaded all-MiniLM-L6-v2, ready to embed on the calling thread. Not `Sync` by design of use: the
-/// [`crate::EmbedPool`] gives each worker its own.
+/// A loaded all-MiniLM-L6-v2, ready to embed on the calling thread (blocking: tens of milliseconds
+/// per text). Shared read-only by the threads of an [`crate::EmbedPool`], which is how async code
+/// should use it.
 pub struct Embedder {
     model: BertModel,
     tokenizer: Tokenizer,

@@ -219,33 +219,55 @@ fn work(embedder: &Embedder, receiver: &Mutex<mpsc::Receiver<Request>>, counters
             continue;
         }
         counters.merged_requests_total.fetch_add(batch.len() as u64 - 1, Ordering::Relaxed);
-        let texts: Vec<&str> = batch.iter().flat_map(|r| r.texts.iter().map(String::as_str)).collect();
+
+        // Tokenized request by request, so that a text the tokenizer refuses fails its own caller only.
+        let mut ready = Vec::with_capacity(batch.len());
+        let mut tokens = Vec::new();
+        for request in batch {
+            match guarded(|| request.texts.iter().map(|text| embedder.tokenize(text)).collect::<Result<Vec<_>, _>>()) {
+                Ok(mut tokenized) => {
+                    tokens.append(&mut tokenized);
+                    ready.push(request);
+                }
+                Err(error) => {
+                    let _ = request.reply.send(Err(error));
+                }
+            }
+        }
+        if ready.is_empty() {
+            continue;
+        }
 
         let running = counters.running.fetch_add(1, Ordering::SeqCst) + 1;
         counters.running_max.fetch_max(running, Ordering::SeqCst);
-        // A panic inside candle must not take the thread, and with it the pool, away.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| embedder.embed(&texts)))
-            .unwrap_or_else(|_| Err(EmbedError::Inference("the model panicked".into())));
+        let result = guarded(|| embedder.embed_tokens(&tokens));
         counters.running.fetch_sub(1, Ordering::SeqCst);
-        counters.batches_total.fetch_add(texts.len().div_ceil(BATCH_TEXTS_MAX) as u64, Ordering::Relaxed);
+        counters.batches_total.fetch_add(tokens.len().div_ceil(BATCH_TEXTS_MAX) as u64, Ordering::Relaxed);
 
         match result {
             Ok(vectors) => {
                 counters.texts_total.fetch_add(vectors.len() as u64, Ordering::Relaxed);
                 let mut vectors = vectors.into_iter();
-                for request in batch {
+                for request in ready {
                     let mine = vectors.by_ref().take(request.texts.len()).collect();
                     let _ = request.reply.send(Ok(mine));
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, texts = texts.len(), "embedding batch failed");
-                for request in batch {
+                tracing::warn!(%error, texts = tokens.len(), "embedding batch failed");
+                for request in ready {
                     let _ = request.reply.send(Err(error.clone()));
                 }
             }
         }
     }
+}
+
+/// Runs `f`, turning a panic into an error: a panic inside the tokenizer or candle must not take the
+/// thread, and with it the pool, away (rayon aborts the process on a panic in a spawned job).
+fn guarded<T>(f: impl FnOnce() -> Result<T, EmbedError>) -> Result<T, EmbedError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(EmbedError::Inference("the model panicked".into())))
 }
 
 #[cfg(test)]
