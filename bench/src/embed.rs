@@ -32,7 +32,7 @@ const WIDTH: f64 = 384.0;
 const FEED_FORWARD: f64 = 1536.0;
 /// Side of the baseline's square matrices.
 const MATMUL_SIDE: usize = 1024;
-/// Chunks per `embed` call in the throughput runs: several requests' worth, so every thread is fed.
+/// Chunks per `embed` call in the throughput runs: several batches' worth, so every thread is fed.
 const CHUNKS_PER_CALL: usize = 64;
 /// Queries timed one after the other.
 const QUERIES: usize = 300;
@@ -63,7 +63,8 @@ pub(crate) async fn embed(args: &Args) -> anyhow::Result<Vec<Row>> {
             baseline: None,
             target: Target::None,
         });
-        let pool = EmbedPool::start(embedder.clone(), PoolConfig { threads, ..PoolConfig::default() })?;
+        let config = PoolConfig { threads, batch_texts: args.embed_batch as usize, ..PoolConfig::default() };
+        let pool = EmbedPool::start(embedder.clone(), config)?;
         for tokens in [128, 256] {
             let chunks = chunks(&embedder, tokens, CHUNKS_PER_CALL)?;
             let rate = throughput(&pool, &chunks, duration).await?;
@@ -94,7 +95,24 @@ pub(crate) async fn embed(args: &Args) -> anyhow::Result<Vec<Row>> {
             rows.push(ms("p99", latency.p99));
         }
     }
+    if let Some(peak) = peak_resident_mib() {
+        rows.push(Row {
+            name: "peak resident memory of the benchmark (VmHWM), model loaded once".into(),
+            figure: peak,
+            unit: "MiB",
+            baseline: None,
+            target: Target::None,
+        });
+    }
     Ok(rows)
+}
+
+/// The process's peak resident set (`VmHWM`), in MiB, where `/proc` has it.
+fn peak_resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn plural(n: usize) -> &'static str {

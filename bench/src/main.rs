@@ -116,6 +116,10 @@ struct Args {
     /// Tasks created before the soak's agents start.
     #[arg(long, default_value_t = 10_000)]
     soak_tasks: u64,
+    /// Texts per forward pass in the embed benchmark.
+    #[arg(long, default_value_t = devart_embed::BATCH_TEXTS_DEFAULT as u64,
+          value_parser = clap::value_parser!(u64).range(1..=devart_embed::BATCH_TEXTS_MAX as u64))]
+    embed_batch: u64,
     /// The `devart` binary the soak starts as `devart serve`; by default the one next to this
     /// benchmark's binary (`cargo build --release -p devart`).
     #[arg(long)]

@@ -20,7 +20,8 @@ pub mod pool;
 pub use error::{EmbedError, INSTALL_HINT};
 pub use files::{ModelFiles, DEFAULT_MODEL_DIR, MODEL_DIR_ENV};
 pub use model::{
-    check_config, model_version, Embedder, ModelInfo, BATCH_TEXTS_MAX, MAX_TEXT_BYTES, MAX_TOKENS, MODEL_NAME,
+    check_config, model_version, Embedder, ModelInfo, BATCH_TEXTS_DEFAULT, BATCH_TEXTS_MAX, MAX_TEXT_BYTES, MAX_TOKENS,
+    MODEL_NAME,
 };
 pub use pool::{EmbedPool, PoolConfig, PoolStats, THREADS_ENV};
 

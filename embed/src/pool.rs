@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::model::BATCH_TEXTS_MAX;
+use crate::model::{BATCH_TEXTS_DEFAULT, BATCH_TEXTS_MAX};
 use crate::{EmbedError, Embedder, Embedding};
 
 /// The environment variable for the number of inference threads.
@@ -17,11 +17,11 @@ pub const THREADS_ENV: &str = "DEVART_EMBED_THREADS";
 pub const THREADS_DEFAULT: usize = 1;
 /// The most inference threads a pool may have.
 pub const THREADS_MAX: usize = 64;
-/// Requests (of at most [`BATCH_TEXTS_MAX`] texts each) that may wait in the queue by default.
+/// Requests (of at most one batch of texts each) that may wait in the queue by default.
 pub const QUEUE_REQUESTS_DEFAULT: usize = 32;
-/// The largest queue a pool may have: with texts cut at [`crate::MAX_TEXT_BYTES`], a full queue of
-/// this size holds at most a few hundred megabytes.
-pub const QUEUE_REQUESTS_MAX: usize = 1024;
+/// The largest queue a pool may have. With texts cut at [`crate::MAX_TEXT_BYTES`], the default queue
+/// holds at most 8 MiB of text and the largest (with [`BATCH_TEXTS_MAX`]) 512 MiB.
+pub const QUEUE_REQUESTS_MAX: usize = 256;
 
 /// How big a pool is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +30,18 @@ pub struct PoolConfig {
     pub threads: usize,
     /// Requests that may wait for a thread; a caller beyond that waits to enqueue (back-pressure).
     pub queue_requests: usize,
+    /// Texts per forward pass, and so per request: a caller's texts are split into requests of this
+    /// many, and a thread adds queued requests to its batch up to this many texts.
+    pub batch_texts: usize,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        PoolConfig { threads: THREADS_DEFAULT, queue_requests: QUEUE_REQUESTS_DEFAULT }
+        PoolConfig {
+            threads: THREADS_DEFAULT,
+            queue_requests: QUEUE_REQUESTS_DEFAULT,
+            batch_texts: BATCH_TEXTS_DEFAULT,
+        }
     }
 }
 
@@ -55,6 +62,12 @@ impl PoolConfig {
     fn validate(&self) -> Result<(), EmbedError> {
         if !(1..=THREADS_MAX).contains(&self.threads) {
             return Err(EmbedError::Config(format!("{} threads, expected 1..={THREADS_MAX}", self.threads)));
+        }
+        if !(1..=BATCH_TEXTS_MAX).contains(&self.batch_texts) {
+            return Err(EmbedError::Config(format!(
+                "{} texts per batch, expected 1..={BATCH_TEXTS_MAX}",
+                self.batch_texts
+            )));
         }
         if !(1..=QUEUE_REQUESTS_MAX).contains(&self.queue_requests) {
             return Err(EmbedError::Config(format!(
@@ -92,7 +105,7 @@ struct Counters {
 
 type Reply = Result<Vec<Embedding>, EmbedError>;
 
-/// One caller's texts, at most [`BATCH_TEXTS_MAX`] of them.
+/// One caller's texts, at most [`PoolConfig::batch_texts`] of them.
 struct Request {
     texts: Vec<String>,
     reply: oneshot::Sender<Reply>,
@@ -134,7 +147,8 @@ impl EmbedPool {
                 .build()
                 .map_err(|e| EmbedError::Config(format!("cannot start an inference thread: {e}")))?;
             let (embedder, receiver, counters) = (embedder.clone(), receiver.clone(), counters.clone());
-            pool.spawn(move || work(&embedder, &receiver, &counters));
+            let batch_texts = config.batch_texts;
+            pool.spawn(move || work(&embedder, &receiver, &counters, batch_texts));
             threads.push(pool);
         }
         Ok(EmbedPool { queue, counters, version, config, _threads: threads })
@@ -171,14 +185,15 @@ impl EmbedPool {
     }
 
     /// Embeds the texts, in order. Large inputs are split into requests of at most
-    /// [`BATCH_TEXTS_MAX`] texts that the threads share; when the queue is full this waits for room
+    /// [`PoolConfig::batch_texts`] texts that the threads share; when the queue is full this waits for room
     /// (back-pressure) rather than failing. Cancel-safe: dropping the future abandons the texts not yet
     /// embedded.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedding>, EmbedError> {
-        let mut pending = Vec::with_capacity(texts.len().div_ceil(BATCH_TEXTS_MAX));
+        let batch_texts = self.config.batch_texts;
+        let mut pending = Vec::with_capacity(texts.len().div_ceil(batch_texts));
         let mut texts = texts.into_iter().peekable();
         while texts.peek().is_some() {
-            let chunk: Vec<String> = texts.by_ref().take(BATCH_TEXTS_MAX).collect();
+            let chunk: Vec<String> = texts.by_ref().take(batch_texts).collect();
             let (reply, answer) = oneshot::channel();
             self.queue.send(Request { texts: chunk, reply }).await.map_err(|_| EmbedError::PoolClosed)?;
             pending.push(answer);
@@ -199,14 +214,14 @@ impl EmbedPool {
 
 /// One thread's life: take a request, add whatever else is already queued up to a batch, embed,
 /// answer; until the queue closes.
-fn work(embedder: &Embedder, receiver: &Mutex<mpsc::Receiver<Request>>, counters: &Counters) {
+fn work(embedder: &Embedder, receiver: &Mutex<mpsc::Receiver<Request>>, counters: &Counters, batch_texts: usize) {
     loop {
         let mut batch = {
             let mut receiver = receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let Some(first) = receiver.blocking_recv() else { return };
             let mut texts = first.texts.len();
             let mut batch = vec![first];
-            while texts < BATCH_TEXTS_MAX {
+            while texts < batch_texts {
                 let Ok(next) = receiver.try_recv() else { break };
                 texts += next.texts.len();
                 batch.push(next);
@@ -240,9 +255,9 @@ fn work(embedder: &Embedder, receiver: &Mutex<mpsc::Receiver<Request>>, counters
 
         let running = counters.running.fetch_add(1, Ordering::SeqCst) + 1;
         counters.running_max.fetch_max(running, Ordering::SeqCst);
-        let result = guarded(|| embedder.embed_tokens(&tokens));
+        let result = guarded(|| embedder.embed_tokens(&tokens, batch_texts));
         counters.running.fetch_sub(1, Ordering::SeqCst);
-        counters.batches_total.fetch_add(tokens.len().div_ceil(BATCH_TEXTS_MAX) as u64, Ordering::Relaxed);
+        counters.batches_total.fetch_add(tokens.len().div_ceil(batch_texts) as u64, Ordering::Relaxed);
 
         match result {
             Ok(vectors) => {
@@ -279,6 +294,8 @@ mod tests {
         assert!(PoolConfig { threads: 0, ..PoolConfig::default() }.validate().is_err());
         assert!(PoolConfig { threads: THREADS_MAX + 1, ..PoolConfig::default() }.validate().is_err());
         assert!(PoolConfig { queue_requests: 0, ..PoolConfig::default() }.validate().is_err());
+        assert!(PoolConfig { batch_texts: 0, ..PoolConfig::default() }.validate().is_err());
+        assert!(PoolConfig { batch_texts: BATCH_TEXTS_MAX + 1, ..PoolConfig::default() }.validate().is_err());
         assert!(PoolConfig::default().validate().is_ok());
     }
 }

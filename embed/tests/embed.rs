@@ -135,7 +135,9 @@ fn the_version_names_the_model_and_its_weights() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_callers_get_their_own_answers_and_the_pool_stays_bounded() {
     let threads = 2;
-    let pool = Arc::new(EmbedPool::start(embedder(), PoolConfig { threads, queue_requests: 4 }).unwrap());
+    let pool = Arc::new(
+        EmbedPool::start(embedder(), PoolConfig { threads, queue_requests: 4, ..PoolConfig::default() }).unwrap(),
+    );
     let (_, cases) = reference();
     let cases = Arc::new(cases);
     // A queue of 4 and 48 callers: most of them wait to enqueue, none fails.
