@@ -111,7 +111,7 @@ async fn doctor_says_what_a_new_install_lacks_and_how_to_fix_it() {
     let model = line(&report, "embedding model");
     assert!(model.starts_with("ok") && model.contains("all-MiniLM-L6-v2@"), "{report}");
 
-    // No model where DEVART_MODEL_DIR points: a failure that names scripts/models.
+    // No model where DEVART_MODEL_DIR points: off (the rest of devart works), naming scripts/models.
     let output = Command::new(env!("CARGO_BIN_EXE_devart"))
         .arg("doctor")
         .env("DATABASE_URL", &fresh)
@@ -123,10 +123,10 @@ async fn doctor_says_what_a_new_install_lacks_and_how_to_fix_it() {
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert_eq!(output.status.code(), Some(0), "{report}");
     let model = line(&report, "embedding model");
-    assert!(model.starts_with("FAIL") && model.contains("/nonexistent/devart-model"), "{report}");
-    assert!(model.contains("fix: run scripts/models"), "{report}");
+    assert!(model.starts_with("off") && model.contains("/nonexistent/devart-model"), "{report}");
+    assert!(model.contains("run scripts/models"), "{report}");
 
     // NATS away: said in one line, with the fix.
     let (report, status) = doctor(&env, &fresh, "nats://127.0.0.1:1");
