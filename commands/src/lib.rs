@@ -25,6 +25,7 @@
 //!   authorizations that reserve, charges that settle, fallbacks, the budget clock.
 //! - [`spending`]: what each task has settled and reserved across services, beside its cap; the
 //!   rows authorizations and charges naming a capped task lock and decide on.
+//! - [`documents`]: the knowledge base's documents ([`documents::Documents`]).
 //! - [`hashing`]: argon2id hashing of passwords and keys on a bounded pool of its own.
 //! - [`users`]: people ([`users::Users`]): accounts, password sign-in, roles; the security log of
 //!   refused attempts.
@@ -48,6 +49,7 @@ pub mod chain;
 pub mod claims;
 pub mod codec;
 pub mod db;
+pub mod documents;
 pub mod entry;
 pub mod feed;
 pub mod handler;

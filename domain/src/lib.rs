@@ -12,6 +12,7 @@
 //! - [`settings`]: live settings: typed keys, validated values, changes as events.
 //! - [`user`]: people: sign-in address, role, activation.
 //! - [`claims`]: the kill switch: pauses of the handing out of work, by scope.
+//! - [`document`]: the knowledge base's documents, and the chunker that splits them for search.
 //! - [`workflow`]: workflow templates (validated DAGs of stages, versioned) and their runs.
 //! - [`Event`]: every domain event of every aggregate, the unit the store, the bus and the
 //!   projections move around.
@@ -36,6 +37,7 @@ macro_rules! parsed_from {
 pub mod agent;
 pub mod aggregate;
 pub mod claims;
+pub mod document;
 pub mod envelope;
 pub mod money;
 pub mod outliers;
@@ -59,6 +61,7 @@ pub enum Event {
     Settings(settings::SettingsEvent),
     User(user::UserEvent),
     Claims(claims::ClaimsEvent),
+    Document(document::DocumentEvent),
 }
 
 impl Event {
@@ -73,6 +76,7 @@ impl Event {
             Event::Settings(e) => e.event_type(),
             Event::User(e) => e.event_type(),
             Event::Claims(e) => e.event_type(),
+            Event::Document(e) => e.event_type(),
         }
     }
 
@@ -87,6 +91,7 @@ impl Event {
             Event::Settings(_) => settings::Settings::KIND,
             Event::User(_) => user::User::KIND,
             Event::Claims(_) => claims::Claims::KIND,
+            Event::Document(_) => document::Document::KIND,
         }
     }
 }
@@ -130,6 +135,12 @@ impl From<user::UserEvent> for Event {
 impl From<claims::ClaimsEvent> for Event {
     fn from(e: claims::ClaimsEvent) -> Self {
         Event::Claims(e)
+    }
+}
+
+impl From<document::DocumentEvent> for Event {
+    fn from(e: document::DocumentEvent) -> Self {
+        Event::Document(e)
     }
 }
 

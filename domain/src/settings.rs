@@ -33,6 +33,8 @@ pub enum Key {
     DefaultMaxAttempts,
     /// Failed attempts in a row after which an agent is quarantined; 0 never.
     QuarantineAfterFailures,
+    /// Whether agents may add, change, tag and remove knowledge-base documents.
+    AgentsMayWriteKnowledge,
 }
 
 parsed_from!(Key, String, DomainError, |v| Key::parse(&v));
@@ -44,7 +46,7 @@ impl From<Key> for &'static str {
 }
 
 impl Key {
-    pub const ALL: [Key; 7] = [
+    pub const ALL: [Key; 8] = [
         Key::AlertThresholds,
         Key::ReservationTtlSeconds,
         Key::OutlierThreshold,
@@ -52,6 +54,7 @@ impl Key {
         Key::DefaultLeaseSeconds,
         Key::DefaultMaxAttempts,
         Key::QuarantineAfterFailures,
+        Key::AgentsMayWriteKnowledge,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +66,7 @@ impl Key {
             Key::DefaultLeaseSeconds => "queue.defaultLeaseSeconds",
             Key::DefaultMaxAttempts => "queue.defaultMaxAttempts",
             Key::QuarantineAfterFailures => "agents.quarantineAfterFailures",
+            Key::AgentsMayWriteKnowledge => "knowledge.agentsMayWrite",
         }
     }
 
@@ -89,6 +93,9 @@ impl Key {
                 "Failed attempts in a row (errors or expired leases) after which an agent is deactivated as \
                  quarantined and its tasks released; a completed task resets the count (0 to 1000, 0: never)."
             }
+            Key::AgentsMayWriteKnowledge => {
+                "Whether agents may add, update, tag and remove knowledge-base documents (true or false)."
+            }
         }
     }
 
@@ -101,6 +108,7 @@ impl Key {
             Key::DefaultLeaseSeconds => serde_json::json!(30),
             Key::DefaultMaxAttempts => serde_json::json!(3),
             Key::QuarantineAfterFailures => serde_json::json!(5),
+            Key::AgentsMayWriteKnowledge => serde_json::json!(false),
         }
     }
 
@@ -139,6 +147,10 @@ impl Key {
             Key::DefaultLeaseSeconds => integer(1, 3_600),
             Key::DefaultMaxAttempts => integer(1, 100),
             Key::QuarantineAfterFailures => integer(0, 1_000),
+            Key::AgentsMayWriteKnowledge => match value.as_bool() {
+                Some(b) => Ok(serde_json::json!(b)),
+                None => Err(DomainError::invalid("value", "knowledge.agentsMayWrite must be true or false")),
+            },
         }
     }
 }
@@ -186,6 +198,11 @@ impl SettingsState {
     /// Failed attempts in a row that quarantine an agent; `None` when quarantine is off.
     pub fn quarantine_after_failures(&self) -> Option<u32> {
         u32::try_from(self.integer(Key::QuarantineAfterFailures)).ok().filter(|n| *n > 0)
+    }
+
+    /// Whether agents may write knowledge-base documents.
+    pub fn agents_may_write_knowledge(&self) -> bool {
+        self.get(Key::AgentsMayWriteKnowledge).as_bool().unwrap_or(false)
     }
 
     pub fn default_max_attempts(&self) -> crate::task::MaxAttempts {

@@ -2,7 +2,7 @@
 //!
 //! Domain events are not the wire format. Each event type has versioned wire structs, one module
 //! per aggregate ([`task`], [`agent`], [`workflow`], [`service`], [`settings`], [`user`],
-//! [`claims`]), each
+//! [`claims`], [`document`]), each
 //! converted to and from its domain event by `From`/`TryFrom`. The store keeps the postcard
 //! encoding of the newest version, the bus and the audit trail carry its JSON. Reading an older
 //! version upcasts it, so replay never meets a layout it cannot read; a payload that does not
@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod claims;
+pub mod document;
 pub mod service;
 pub mod settings;
 pub mod task;
@@ -21,6 +22,7 @@ pub mod workflow;
 
 use devart_domain::agent::AgentEvent;
 use devart_domain::claims::ClaimsEvent;
+use devart_domain::document::DocumentEvent;
 use devart_domain::service::ServiceEvent;
 use devart_domain::settings::SettingsEvent;
 use devart_domain::task::TaskEvent;
@@ -172,6 +174,10 @@ wire_events! {
     UserPasswordChanged(1): user::UserPasswordChanged => UserEvent,
     ClaimsPaused(1): claims::ClaimsPaused => ClaimsEvent,
     ClaimsResumed(1): claims::ClaimsResumed => ClaimsEvent,
+    DocumentAdded(1): document::DocumentAdded => DocumentEvent,
+    DocumentUpdated(1): document::DocumentUpdated => DocumentEvent,
+    DocumentTagged(1): document::DocumentTagged => DocumentEvent,
+    DocumentRemoved(1): document::DocumentRemoved => DocumentEvent,
 }
 
 impl From<&Event> for Wire {
@@ -186,6 +192,7 @@ impl From<&Event> for Wire {
             Event::Settings(e) => e.into(),
             Event::User(e) => e.into(),
             Event::Claims(e) => e.into(),
+            Event::Document(e) => e.into(),
         }
     }
 }

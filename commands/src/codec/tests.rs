@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use devart_domain::claims::Scope as ClaimScope;
+use devart_domain::document::DocumentEvent;
 use devart_domain::money::Money;
 use devart_domain::outliers::{CostOutlier, Score};
 use devart_domain::task::{Capability, StageLink};
@@ -274,6 +275,22 @@ fn sparse_samples() -> Vec<Event> {
         }),
         Event::Agent(AgentEvent::DailySpendingCapSet { daily_cap: Some(Money::parse("dailyCap", "25.50").unwrap()) }),
         Event::Agent(AgentEvent::DailySpendingCapSet { daily_cap: None }),
+        Event::Document(DocumentEvent::Added {
+            id: Uuid::from_u128(40),
+            title: "Deploys".into(),
+            content: "# Deploys\n\nRoll back with `make rollback`.".into(),
+            tags: vec!["ops".into(), "runbook".into()],
+            source: "wiki/deploys".into(),
+            metadata: r#"{"owner":"ops"}"#.into(),
+        }),
+        Event::Document(DocumentEvent::Updated {
+            title: None,
+            content: Some("new text".into()),
+            source: Some(String::new()),
+            metadata: None,
+        }),
+        Event::Document(DocumentEvent::Tagged { tags: vec!["k8s".into()] }),
+        Event::Document(DocumentEvent::Removed),
     ]
 }
 
@@ -661,6 +678,12 @@ fn variant(event: &Event) -> &'static str {
         Event::Claims(e) => match e {
             ClaimsEvent::Paused { .. } => "ClaimsPaused",
             ClaimsEvent::Resumed { .. } => "ClaimsResumed",
+        },
+        Event::Document(e) => match e {
+            DocumentEvent::Added { .. } => "DocumentAdded",
+            DocumentEvent::Updated { .. } => "DocumentUpdated",
+            DocumentEvent::Tagged { .. } => "DocumentTagged",
+            DocumentEvent::Removed => "DocumentRemoved",
         },
     }
 }
