@@ -21,6 +21,7 @@ mod gateway;
 mod hardening;
 mod honest_failures;
 mod integrity;
+mod knowledge;
 mod live;
 mod operator;
 mod people;

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use devart_domain::agent::Agent;
+use devart_domain::document::Document;
 use devart_domain::service::Service;
 use devart_domain::settings::Settings;
 use devart_domain::task::Task;
@@ -65,6 +66,7 @@ impl Commands {
             k if k == WorkflowRun::KIND => changes::<WorkflowRun>(&events),
             k if k == Settings::KIND => changes::<Settings>(&events),
             k if k == User::KIND => changes::<User>(&events),
+            k if k == Document::KIND => changes::<Document>(&events),
             _ => vec![serde_json::Value::Null; events.len()],
         };
         Ok(events.into_iter().zip(changes).collect())

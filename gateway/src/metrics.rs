@@ -22,6 +22,12 @@ pub struct LimitLabel {
     pub limit: String,
 }
 
+/// A knowledge-base search's mode (`keyword`, `semantic`, `hybrid`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SearchModeLabel {
+    pub mode: String,
+}
+
 /// A WebSocket close frame's code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CloseLabel {
@@ -40,6 +46,8 @@ pub struct Metrics {
     pub websocket_connections: Gauge,
     /// WebSocket connections the server closed, by close code.
     pub websocket_closes: Family<CloseLabel, Counter>,
+    /// `searchKnowledge` requests, by mode, answered or not.
+    pub knowledge_searches: Family<SearchModeLabel, Counter>,
     projection_lag: Family<ProjectionLabel, Gauge>,
     projection_checkpoint: Family<ProjectionLabel, Gauge>,
     store_head: Gauge,
@@ -56,6 +64,7 @@ impl Default for Metrics {
             graphql_errors: Family::default(),
             websocket_connections: Gauge::default(),
             websocket_closes: Family::default(),
+            knowledge_searches: Family::default(),
             projection_lag: Family::default(),
             projection_checkpoint: Family::default(),
             store_head: Gauge::default(),
@@ -69,6 +78,11 @@ impl Default for Metrics {
             "websocket_closes",
             "WebSocket connections closed by the server, by close code",
             m.websocket_closes.clone(),
+        );
+        registry.register(
+            "knowledge_searches",
+            "Knowledge-base searches asked for, by mode",
+            m.knowledge_searches.clone(),
         );
         registry.register(
             "rate_limited",

@@ -70,7 +70,7 @@ pub(crate) async fn publish(bus: &Bus, name: &str, rows: Vec<serde_json::Value>)
 
 #[cfg(test)]
 mod tests {
-    use crate::{agents, all, analytics, claims, services, tasks, users, workflows};
+    use crate::{agents, all, analytics, claims, knowledge, services, tasks, users, workflows};
 
     #[test]
     fn each_announcement_names_a_registered_read_model() {
@@ -82,6 +82,7 @@ mod tests {
             workflows::ANNOUNCED.name(),
             analytics::ANNOUNCED.name(),
             claims::ANNOUNCED.name(),
+            knowledge::ANNOUNCED.name(),
         ];
         let registered: Vec<&str> = all().iter().map(|p| p.name()).collect();
         for name in names {

@@ -45,6 +45,7 @@ use uuid::Uuid;
 pub mod agents;
 pub mod analytics;
 pub mod claims;
+pub mod knowledge;
 pub mod services;
 pub mod tasks;
 pub mod users;
@@ -74,6 +75,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(analytics::AnalyticsProjection),
         Arc::new(users::UsersProjection),
         Arc::new(claims::ClaimPausesProjection),
+        Arc::new(knowledge::KnowledgeProjection),
     ]
 }
 

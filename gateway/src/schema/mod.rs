@@ -3,10 +3,10 @@
 //! One module per area, each with its types, queries, mutations and subscriptions, merged into the
 //! roots here: `tasks` (the task board), `work` (agents at work, the queue), `agents`, `events`
 //! (the audit trail and the read models' progress), `workflows`, `budgets`, `settings`, `audit`
-//! (integrity and time travel), `people`, `analytics` (charts and cost outliers). `reads` is how a
-//! request reads. This module keeps the roots, what a resolver asks of its request (the caller,
-//! the services, a command's context) and the parsers the areas share. `live` feeds the
-//! subscriptions.
+//! (integrity and time travel), `people`, `analytics` (charts and cost outliers), `knowledge`
+//! (the knowledge base's documents and their search). `reads` is how a request reads. This
+//! module keeps the roots, what a resolver asks of its request (the caller, the services, a
+//! command's context) and the parsers the areas share. `live` feeds the subscriptions.
 
 use async_graphql::{Context, Object, SimpleObject, ID};
 use devart_commands::CommandContext;
@@ -28,6 +28,7 @@ mod audit;
 mod budgets;
 mod claims;
 mod events;
+mod knowledge;
 pub mod live;
 mod people;
 mod reads;
@@ -54,6 +55,7 @@ pub struct QueryRoot(
     analytics::OutliersQuery,
     claims::ClaimsQuery,
     approvals::ApprovalsQuery,
+    knowledge::KnowledgeQuery,
 );
 
 #[derive(async_graphql::MergedObject, Default)]
@@ -69,6 +71,7 @@ pub struct MutationRoot(
     people::PeopleMutation,
     claims::ClaimsMutation,
     approvals::ApprovalsMutation,
+    knowledge::KnowledgeMutation,
 );
 
 #[derive(async_graphql::MergedSubscription, Default)]

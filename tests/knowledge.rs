@@ -1,0 +1,317 @@
+//! The knowledge base through the API: documents added, changed, tagged and removed, split into
+//! chunks, found by keyword search within a second of each change; who may write; time travel.
+
+use std::time::Duration;
+
+use devart::Role;
+use devart_projections::knowledge::KnowledgeProjection;
+use serde_json::{json, Value};
+
+use crate::support::{eventually, Running, TestEnv};
+
+const ALL: &[Role] = &[Role::Gateway, Role::Relay, Role::Projections];
+const ADD: &str =
+    "mutation($input: AddDocumentInput!) { addDocument(input: $input) { id version tags source chunkCount } }";
+const SEARCH: &str = "query($q: String!, $tags: [String!], $source: String, $mode: SearchMode = KEYWORD) { \
+    searchKnowledge(query: $q, tags: $tags, source: $source, mode: $mode) { \
+      document { id title tags source } chunk { ordinal heading text charStart charEnd } score excerpt } }";
+
+fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+async fn add(running: &Running, token: Option<&str>, input: Value) -> Value {
+    match token {
+        Some(token) => running.graphql_as(token, ADD, json!({ "input": input })).await,
+        None => running.graphql(ADD, json!({ "input": input })).await,
+    }
+}
+
+fn id_of(added: &Value) -> String {
+    added["data"]["addDocument"]["id"].as_str().unwrap_or_else(|| panic!("{added}")).to_owned()
+}
+
+/// The hits for `variables`, best first.
+async fn hits(running: &Running, variables: Value) -> Vec<Value> {
+    let body = running.graphql(SEARCH, variables).await;
+    body["data"]["searchKnowledge"].as_array().unwrap_or_else(|| panic!("{body}")).clone()
+}
+
+/// The documents of `hits`, each once, in the order of their best hit.
+fn ids(hits: &[Value]) -> Vec<&str> {
+    let mut ids: Vec<&str> = Vec::new();
+    for id in hits.iter().map(|h| h["document"]["id"].as_str().unwrap()) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+const DEPLOYS: &str = "# Deploys\n\nShips go out from the main branch.\n\n## Rollback\n\n\
+    If ERR_DEVART_4217 appears after a deploy, run `devart rollback --to previous` and page the on-call.\n";
+const ONBOARDING: &str = "# Onboarding\n\nNew people get an account, a laptop and a buddy. An error in the \
+    devart account setup (not 4217) goes to the helpdesk; no rollback is ever needed.\n";
+const BILLING: &str = "# Billing\n\nInvoices are sent on the first of the month. A failed deploy of the \
+    billing job is rolled back by finance.\n";
+
+#[tokio::test]
+async fn documents_are_searched_by_keyword_and_changes_show_within_a_second() {
+    let env = TestEnv::new().await;
+    let running = env.start(ALL).await;
+
+    let deploys = id_of(
+        &add(
+            &running,
+            None,
+            json!({ "title": "Deploys", "content": DEPLOYS, "tags": ["Ops", "runbook", "ops"], "source": "wiki/deploys",
+                    "metadata": { "owner": "ops" } }),
+        )
+        .await,
+    );
+    let added = add(
+        &running,
+        None,
+        json!({ "title": "Onboarding", "content": ONBOARDING, "tags": ["people"], "source": "wiki/onboarding" }),
+    )
+    .await;
+    assert_eq!(added["data"]["addDocument"]["tags"], json!(["people"]), "{added}");
+    let onboarding = id_of(&added);
+    let billing = id_of(
+        &add(
+            &running,
+            None,
+            json!({ "title": "Billing", "content": BILLING, "tags": ["finance", "ops"], "source": "drive/billing" }),
+        )
+        .await,
+    );
+
+    // A word in all three finds each, once the read model has them.
+    eventually(Duration::from_secs(5), || async {
+        let all = hits(&running, json!({ "q": "deploy OR rollback OR account" })).await;
+        let documents: std::collections::BTreeSet<&str> = ids(&all).into_iter().collect();
+        (documents.len() == 3).then_some(())
+    })
+    .await;
+
+    // The exact identifier finds its runbook first, marked, and the chunk points back into the content.
+    let found = hits(&running, json!({ "q": "ERR_DEVART_4217" })).await;
+    assert_eq!(ids(&found), [deploys.as_str()], "only the runbook holds the identifier as a phrase");
+    let hit = &found[0];
+    assert_eq!(hit["document"]["tags"], json!(["ops", "runbook"]));
+    assert_eq!(hit["chunk"]["heading"], "Deploys › Rollback");
+    let excerpt = hit["excerpt"].as_str().unwrap();
+    assert!(excerpt.contains("<mark>4217</mark>"), "{excerpt}");
+    assert!(hit["score"].as_f64().unwrap() > 0.0);
+    let (start, end) =
+        (hit["chunk"]["charStart"].as_u64().unwrap() as usize, hit["chunk"]["charEnd"].as_u64().unwrap() as usize);
+    let slice: String = DEPLOYS.chars().skip(start).take(end - start).collect();
+    assert_eq!(slice, hit["chunk"]["text"].as_str().unwrap());
+
+    // Filtered by tags (all of them) and by source.
+    let ops = hits(&running, json!({ "q": "deploy", "tags": ["ops"] })).await;
+    let mut ops_ids = ids(&ops);
+    ops_ids.sort();
+    let mut expected = vec![deploys.as_str(), billing.as_str()];
+    expected.sort();
+    assert_eq!(ops_ids, expected);
+    assert_eq!(ids(&hits(&running, json!({ "q": "deploy", "tags": ["ops", "runbook"] })).await), [deploys.as_str()]);
+    assert_eq!(ids(&hits(&running, json!({ "q": "deploy", "source": "drive/billing" })).await), [billing.as_str()]);
+    assert!(hits(&running, json!({ "q": "deploy", "tags": ["nothing"] })).await.is_empty());
+
+    // Changed content is what search finds within a second.
+    let updated = running
+        .graphql(
+            "mutation($id: ID!) { updateDocument(id: $id, expectedVersion: 1, input: { content: \"# Deploys\\n\\nUse the blue-green switchover.\" }) { version content } }",
+            json!({ "id": deploys }),
+        )
+        .await;
+    assert_eq!(updated["data"]["updateDocument"]["version"], 2, "{updated}");
+    eventually(Duration::from_secs(1), || async {
+        let old = hits(&running, json!({ "q": "ERR_DEVART_4217" })).await;
+        let new = hits(&running, json!({ "q": "switchover" })).await;
+        (old.is_empty() && ids(&new) == [deploys.as_str()]).then_some(())
+    })
+    .await;
+
+    // Tags replaced as a set.
+    let tagged = running
+        .graphql(
+            "mutation($id: ID!) { tagDocument(id: $id, tags: [\"K8s\"]) { tags version } }",
+            json!({ "id": onboarding }),
+        )
+        .await;
+    assert_eq!(tagged["data"]["tagDocument"]["tags"], json!(["k8s"]), "{tagged}");
+
+    // Removed, it is out of search within a second; its history stays.
+    let removed = running.graphql("mutation($id: ID!) { removeDocument(id: $id) }", json!({ "id": billing })).await;
+    assert_eq!(removed["data"]["removeDocument"], true, "{removed}");
+    eventually(Duration::from_secs(1), || async {
+        hits(&running, json!({ "q": "invoices" })).await.is_empty().then_some(())
+    })
+    .await;
+    let gone = running.graphql("query($id: ID!) { document(id: $id) { id } }", json!({ "id": billing })).await;
+    assert_eq!(gone["data"]["document"], Value::Null, "{gone}");
+    let again = running.graphql("mutation($id: ID!) { removeDocument(id: $id) }", json!({ "id": billing })).await;
+    assert_eq!(code(&again), "NOT_FOUND");
+
+    // Time travel: the document as it stood at version 1, and its history.
+    let history = running
+        .graphql(
+            "query($s: String!) { history(streamId: $s) { event { type position } changes } }",
+            json!({ "s": format!("document-{deploys}") }),
+        )
+        .await;
+    let entries = history["data"]["history"].as_array().unwrap_or_else(|| panic!("{history}"));
+    let types: Vec<&str> = entries.iter().map(|e| e["event"]["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["DocumentAdded", "DocumentUpdated"]);
+    let first = entries[0]["event"]["position"].as_str().unwrap().to_owned();
+    let then = running
+        .graphql(
+            "query($id: ID!, $at: String!) { documentAt(id: $id, at: $at) { version content tags } }",
+            json!({ "id": deploys, "at": first }),
+        )
+        .await;
+    assert_eq!(then["data"]["documentAt"]["version"], 1, "{then}");
+    assert_eq!(then["data"]["documentAt"]["content"], DEPLOYS);
+    let removed_then =
+        running.graphql("query($id: ID!) { documentAt(id: $id, at: \"1\") { title } }", json!({ "id": billing })).await;
+    assert_eq!(removed_then["data"]["documentAt"], Value::Null, "{removed_then}");
+
+    // Not yet: semantic and hybrid search.
+    for mode in ["SEMANTIC", "HYBRID"] {
+        let body = running.graphql(SEARCH, json!({ "q": "deploy", "mode": mode })).await;
+        assert_eq!(code(&body), "UNAVAILABLE", "{body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("embedding worker"));
+    }
+    let metrics = reqwest::get(running.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("devart_knowledge_searches_total{mode=\"keyword\"}"), "{metrics}");
+    assert!(metrics.contains("devart_knowledge_searches_total{mode=\"semantic\"} 1"), "{metrics}");
+
+    // The read model, documents and chunks, equals a rebuild from the store.
+    env.sequence_all().await;
+    let head = env.store.head().await.unwrap();
+    env.wait_projected("knowledge", head.0).await;
+    let live = (env.checksum("documents").await, env.checksum("knowledge_chunks").await);
+    devart_projections::rebuild::rebuild(&env.pool, &env.store, &KnowledgeProjection, |_, _| {}).await.unwrap();
+    assert_eq!((env.checksum("documents").await, env.checksum("knowledge_chunks").await), live);
+    assert_eq!(
+        ids(&hits(&running, json!({ "q": "switchover" })).await),
+        [deploys.as_str()],
+        "searchable after the swap"
+    );
+
+    running.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn who_may_write_and_what_is_refused() {
+    let env = TestEnv::new().await;
+    let running = env.start(ALL).await;
+    let viewer = env.token(devart_gateway::Role::Viewer);
+    let supervisor = env.token(devart_gateway::Role::Supervisor);
+    let registered = running
+        .graphql("mutation { registerAgent(input: { name: \"scribe\", capabilities: [] }) { apiKey } }", json!({}))
+        .await;
+    let agent =
+        registered["data"]["registerAgent"]["apiKey"].as_str().unwrap_or_else(|| panic!("{registered}")).to_owned();
+
+    let doc = json!({ "title": "Notes", "content": "Some notes about caching." });
+    assert_eq!(code(&add(&running, Some(&viewer), doc.clone()).await), "FORBIDDEN");
+    assert_eq!(code(&add(&running, Some(&agent), doc.clone()).await), "FORBIDDEN");
+    let id = id_of(&add(&running, Some(&supervisor), doc.clone()).await);
+
+    // A viewer and an agent search.
+    for token in [&viewer, &agent] {
+        let found = eventually(Duration::from_secs(5), || async {
+            let body = running.graphql_as(token, SEARCH, json!({ "q": "caching" })).await;
+            let hits = body["data"]["searchKnowledge"].as_array().unwrap_or_else(|| panic!("{body}")).clone();
+            (!hits.is_empty()).then_some(hits)
+        })
+        .await;
+        assert_eq!(found[0]["document"]["id"], id.as_str());
+    }
+
+    // Agents write once the setting says so.
+    let set = running
+        .graphql("mutation { updateSetting(key: \"knowledge.agentsMayWrite\", value: true) { key value } }", json!({}))
+        .await;
+    assert!(set["errors"].is_null(), "{set}");
+    let by_agent =
+        add(&running, Some(&agent), json!({ "title": "Agent notes", "content": "Learned: retry the flaky step." }))
+            .await;
+    assert!(by_agent["errors"].is_null(), "{by_agent}");
+    assert_eq!(code(&add(&running, Some(&viewer), doc.clone()).await), "FORBIDDEN");
+
+    // A stale expected version is a conflict; bad input names its field.
+    let update = "mutation($id: ID!, $v: Int, $input: UpdateDocumentInput!) { updateDocument(id: $id, expectedVersion: $v, input: $input) { version } }";
+    let stale = running.graphql(update, json!({ "id": id, "v": 7, "input": { "title": "New" } })).await;
+    assert_eq!(code(&stale), "CONFLICT", "{stale}");
+    for (input, field) in [
+        (json!({ "title": " ", "content": "x" }), "title"),
+        (json!({ "title": "t", "content": "" }), "content"),
+        (json!({ "title": "t", "content": "x", "tags": ["no spaces"] }), "tags"),
+        (json!({ "title": "t", "content": "x", "metadata": [1] }), "metadata"),
+    ] {
+        let body = add(&running, None, input).await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
+    }
+    let body = running.graphql(update, json!({ "id": id, "input": { "title": "" } })).await;
+    assert_eq!(body["errors"][0]["extensions"]["field"], "title", "{body}");
+
+    running.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_long_document_is_split_into_chunks_that_point_back_into_it() {
+    let env = TestEnv::new().await;
+    let running = env.start(ALL).await;
+    let paragraph = |topic: &str| (0..60).map(|i| format!("{topic}{i}")).collect::<Vec<_>>().join(" ");
+    let content = format!(
+        "# Guide\n\n{}\n\n## Setup\n\n{}\n\n{}\n\n{}\n\n## Teardown\n\n{}\n",
+        paragraph("intro"),
+        paragraph("alpha"),
+        paragraph("beta"),
+        paragraph("gamma"),
+        paragraph("omega"),
+    );
+    let added = add(&running, None, json!({ "title": "Guide", "content": content })).await;
+    let id = id_of(&added);
+    let count = added["data"]["addDocument"]["chunkCount"].as_i64().unwrap();
+    assert!(count >= 4, "{added}");
+    let chunks = eventually(Duration::from_secs(5), || async {
+        let body = running
+            .graphql(
+                "query($id: ID!) { document(id: $id) { chunkCount chunks { ordinal heading text charStart charEnd } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        body["data"]["document"]["chunks"].as_array().cloned()
+    })
+    .await;
+    assert_eq!(chunks.len() as i64, count);
+    let characters: Vec<char> = content.chars().collect();
+    for (n, chunk) in chunks.iter().enumerate() {
+        assert_eq!(chunk["ordinal"], n);
+        let (start, end) = (chunk["charStart"].as_u64().unwrap() as usize, chunk["charEnd"].as_u64().unwrap() as usize);
+        let slice: String = characters[start..end].iter().collect();
+        assert_eq!(slice, chunk["text"].as_str().unwrap(), "chunk {n}");
+        assert!(end - start <= 1_000, "chunk {n} has {} characters", end - start);
+    }
+    let headings: Vec<&str> = chunks.iter().map(|c| c["heading"].as_str().unwrap()).collect();
+    assert_eq!(headings.first(), Some(&"Guide"));
+    assert!(headings.iter().filter(|h| **h == "Guide › Setup").count() >= 2, "{headings:?}");
+    assert_eq!(headings.last(), Some(&"Guide › Teardown"));
+    // Consecutive chunks of Setup overlap.
+    let setup: Vec<&Value> = chunks.iter().filter(|c| c["heading"] == "Guide › Setup").collect();
+    assert!(setup[1]["charStart"].as_u64() < setup[0]["charEnd"].as_u64());
+    // And a word of the last paragraph finds the last chunk.
+    let found = hits(&running, json!({ "q": "omega59" })).await;
+    assert_eq!(found[0]["chunk"]["heading"], "Guide › Teardown");
+
+    running.stop().await;
+    env.cleanup().await;
+}
