@@ -184,6 +184,10 @@ async fn documents_are_searched_by_keyword_and_changes_show_within_a_second() {
         assert_eq!(code(&body), "UNAVAILABLE", "{body}");
         assert!(body["errors"][0]["message"].as_str().unwrap().contains("embedding worker"));
     }
+    // An explicit null where the argument has a default is bad input, not an internal error.
+    let null = "query($mode: SearchMode) { searchKnowledge(query: \"deploy\", mode: $mode) { score } }";
+    let body = running.graphql(null, json!({ "mode": null })).await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
     let metrics = reqwest::get(running.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("devart_knowledge_searches_total{mode=\"keyword\"}"), "{metrics}");
     assert!(metrics.contains("devart_knowledge_searches_total{mode=\"semantic\"} 1"), "{metrics}");
