@@ -547,15 +547,13 @@ impl Services<'_> {
         // What the charge settles for its task and agent beyond what its reservation holds for them.
         let task = request.task_id.or(reservation.and_then(|r| r.task_id)).and_then(|t| spends.tasks.get(&t));
         let agent = request.agent_id.or(reservation.and_then(|r| r.agent_id)).and_then(|a| spends.agents.get(&a));
-        let held_for = |same: bool| reservation.filter(|_| same).map_or(Money::ZERO, |r| r.amount);
+        // The reservation's amount, where it was made for `owner`: what the charge settles first.
+        let held_by =
+            |owner: Option<Uuid>, id: Uuid| reservation.filter(|_| owner == Some(id)).map_or(Money::ZERO, |r| r.amount);
         let refusal = task
-            .and_then(|t| {
-                t.refusal(request.amount, held_for(reservation.is_some_and(|r| r.task_id == Some(t.task_id))))
-            })
+            .and_then(|t| t.refusal(request.amount, held_by(reservation.and_then(|r| r.task_id), t.task_id)))
             .or_else(|| {
-                agent.and_then(|a| {
-                    a.refusal(request.amount, held_for(reservation.is_some_and(|r| r.agent_id == Some(a.agent_id))))
-                })
+                agent.and_then(|a| a.refusal(request.amount, held_by(reservation.and_then(|r| r.agent_id), a.agent_id)))
             });
         if let Some(refusal) = refusal {
             return Err(DomainError::Conflict(format!("a charge of {}: {refusal}", request.amount)).into());
@@ -570,8 +568,7 @@ impl Services<'_> {
             thresholds: self.commands.settings().current().alert_thresholds(),
             now,
         };
-        let held =
-            request.reservation_id.and_then(|r| snapshot.state.reservations.get(&r)).map_or(Money::ZERO, |r| r.amount);
+        let held = reservation.map_or(Money::ZERO, |r| r.amount);
         let receipt = |after: &ServiceState| {
             Some(Receipt {
                 charge_id,
