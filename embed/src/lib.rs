@@ -7,6 +7,7 @@
 //! - [`model`]: [`Embedder`], synchronous: tokenization (truncated at [`MAX_TOKENS`], padded per
 //!   batch), the BERT forward pass, attention-masked mean pooling and L2 normalisation, with a
 //!   [`Embedder::version`] to store next to every vector.
+//! - [`provider`]: [`Embeddings`], what callers hold: the local pool, or a remote API.
 //! - [`pool`]: [`EmbedPool`], asynchronous: a fixed number of threads fed by a bounded queue, so
 //!   that ingest and search never block the tokio runtime nor take more CPU than they were given.
 //!
@@ -16,6 +17,7 @@ pub mod error;
 pub mod files;
 pub mod model;
 pub mod pool;
+pub mod provider;
 
 pub use error::{EmbedError, INSTALL_HINT};
 pub use files::{ModelFiles, DEFAULT_MODEL_DIR, MODEL_DIR_ENV};
@@ -24,6 +26,7 @@ pub use model::{
     MODEL_NAME,
 };
 pub use pool::{EmbedPool, PoolConfig, PoolStats, THREADS_ENV};
+pub use provider::Embeddings;
 
 /// Width of every vector.
 pub const DIMENSIONS: usize = 384;

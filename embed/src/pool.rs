@@ -189,6 +189,23 @@ impl EmbedPool {
     /// (back-pressure) rather than failing. Cancel-safe: dropping the future abandons the texts not yet
     /// embedded.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedding>, EmbedError> {
+        // By length, so that a forward pass pads little; answered in the caller's order.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].len());
+        let mut slots: Vec<Option<String>> = texts.into_iter().map(Some).collect();
+        let sorted: Vec<String> = order.iter().map(|&i| slots[i].take().unwrap_or_default()).collect();
+        let vectors = self.embed_in_order(sorted).await?;
+        if vectors.len() != order.len() {
+            return Err(EmbedError::Inference(format!("{} vectors for {} texts", vectors.len(), order.len())));
+        }
+        let mut out = vec![[0.0; crate::DIMENSIONS]; vectors.len()];
+        for (vector, &i) in vectors.into_iter().zip(&order) {
+            out[i] = vector;
+        }
+        Ok(out)
+    }
+
+    async fn embed_in_order(&self, texts: Vec<String>) -> Result<Vec<Embedding>, EmbedError> {
         let batch_texts = self.config.batch_texts;
         let mut pending = Vec::with_capacity(texts.len().div_ceil(batch_texts));
         let mut texts = texts.into_iter().peekable();
