@@ -131,9 +131,12 @@ pub async fn checks(config: &Config) -> Vec<Check> {
     push("dashboard", dashboard(config));
     push(
         "embedding model",
-        tokio::task::spawn_blocking(embedding_model)
-            .await
-            .unwrap_or_else(|e| Finding::fail(format!("the check did not finish: {e}"), "run `devart doctor` again")),
+        tokio::task::spawn_blocking({
+            let dir = config.knowledge.model_dir.clone();
+            move || embedding_model(dir)
+        })
+        .await
+        .unwrap_or_else(|e| Finding::fail(format!("the check did not finish: {e}"), "run `devart doctor` again")),
     );
     checks
 }
@@ -143,9 +146,8 @@ const MODEL_FIX: &str = "run scripts/models (as root), or set DEVART_MODEL_DIR t
 
 /// The knowledge base's embedding model: found, configured as expected, and its version (a hash of
 /// the 91 MB of weights, a fraction of a second; the model itself is not loaded).
-fn embedding_model() -> Finding {
+fn embedding_model(dir: std::path::PathBuf) -> Finding {
     use devart_embed::EmbedError;
-    let dir = devart_embed::ModelFiles::default_dir();
     match devart_embed::ModelFiles::locate(&dir).and_then(|files| devart_embed::model_version(&files)) {
         Ok(info) => Finding::Ok(format!("{} in {}", info.version, dir.display())),
         // Nothing installed: the knowledge base's semantic search is off, the rest works.

@@ -6,11 +6,13 @@
 //! - `projections/` (`devart-projections`): read models and their workers.
 //! - `gateway/` (`devart-gateway`): GraphQL over HTTP and WebSocket.
 //! - here: [`Config`], [`Role`] and [`run`], which starts the chosen roles until shutdown;
-//!   [`alerts`], the channels budget alerts go to and the loop that delivers them.
+//!   [`alerts`], the channels budget alerts go to and the loop that delivers them; [`knowledge`],
+//!   the embedding provider of semantic search.
 
 pub mod agent;
 pub mod alerts;
 pub mod doctor;
+pub mod knowledge;
 pub mod portable;
 pub mod secrets;
 
@@ -56,6 +58,9 @@ pub struct Config {
     /// Where budget alerts go (Telegram, a webhook); off until configured.
     #[command(flatten)]
     pub alerts: alerts::AlertConfig,
+    /// The knowledge base's embedding provider.
+    #[command(flatten)]
+    pub knowledge: knowledge::KnowledgeConfig,
 }
 
 /// A value that is never printed.
@@ -158,6 +163,13 @@ pub async fn run(
     let store = EventStore::new(pool.clone());
     let appended = Nudge::default();
     let commands = Commands::new(store.clone(), appended.clone(), Some(bus.clone()));
+    // The embedding model, for the embedding worker and for search queries; off (with how to
+    // turn it on) where it is not installed.
+    let semantic = if roles.contains(&Role::Projections) || roles.contains(&Role::Gateway) {
+        config.knowledge.semantic().await?
+    } else {
+        knowledge::Semantic::Off("this process runs neither the gateway nor the projections".into())
+    };
     let mut tasks = Parts::default();
     // Every process reaps expired leases, so tasks come back while any part of devart is alive.
     tasks.spawn("lease reaper", devart_commands::queue::run_lease_reaper(commands.clone(), shutdown.clone()));
@@ -192,7 +204,8 @@ pub async fn run(
         // the global order even with no channel configured (their checkpoint keeps up, so a channel
         // added later starts from then), and delivered by a loop of their own, away from every
         // command.
-        for projection in devart_projections::all() {
+        let embedded = semantic.ingest().map(devart_projections::embedded).unwrap_or_default();
+        for projection in devart_projections::all().into_iter().chain(embedded) {
             tasks.spawn(
                 projection.name(),
                 devart_projections::worker::run(pool.clone(), store.clone(), bus.clone(), projection, shutdown.clone()),
@@ -218,7 +231,11 @@ pub async fn run(
     if roles.contains(&Role::Gateway) {
         let listener = listener.context("the gateway needs a listener")?;
         let services = Services::new(pool.clone(), commands, bus.clone(), config.signing_key(&pool).await?)
-            .with_limits(config.limits.clone());
+            .with_limits(config.limits.clone())
+            .with_semantic(match semantic {
+                knowledge::Semantic::On { query, .. } => devart_gateway::QueryEmbeddings::On(query),
+                knowledge::Semantic::Off(reason) => devart_gateway::QueryEmbeddings::Off(reason),
+            });
         let addr: SocketAddr = listener.local_addr()?;
         tracing::info!(%addr, "gateway listening");
         let shutdown = shutdown.clone();

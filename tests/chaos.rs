@@ -268,6 +268,7 @@ impl Lab {
             db_connections: 4,
             limits: devart_gateway::Limits::default(),
             alerts: devart::alerts::AlertConfig::default(),
+            knowledge: devart::knowledge::KnowledgeConfig::off(),
         };
         let admin = devart_gateway::SigningKey::new(JWT_SECRET.as_bytes().to_vec()).issue(
             "chaos",

@@ -279,6 +279,7 @@ async fn scratch(base: &Config, run_id: &str, label: &str) -> anyhow::Result<Sta
             requests_per_address: 0,
             ..base.limits.clone()
         },
+        knowledge: base.knowledge.clone(),
     };
     Stack::create(options).await.context("setting up a scratch database and NATS prefix")
 }

@@ -58,6 +58,16 @@ pub struct Services {
     pub websockets: Arc<ws::Connections>,
     /// People's open WebSockets, closed when their session ends or their account changes.
     pub sockets: Arc<ws::sockets::Sockets>,
+    /// What semantic search embeds queries with, or why it is off.
+    pub semantic: QueryEmbeddings,
+}
+
+/// What semantic search embeds queries with in this process, or why it is off (said to whoever
+/// asks for it: how to install the model, or which setting turned it off).
+#[derive(Clone, Debug)]
+pub enum QueryEmbeddings {
+    On(Arc<dyn devart_embed::Embeddings>),
+    Off(String),
 }
 
 impl Services {
@@ -75,7 +85,14 @@ impl Services {
             limits: Limits::default(),
             websockets: Arc::default(),
             sockets: Arc::default(),
+            semantic: QueryEmbeddings::Off("semantic search is not configured in this process".into()),
         }
+    }
+
+    /// These services with semantic search embedding queries through `semantic`.
+    pub fn with_semantic(mut self, semantic: QueryEmbeddings) -> Services {
+        self.semantic = semantic;
+        self
     }
 
     /// These services with `limits` in force instead of the defaults.

@@ -45,6 +45,7 @@ use uuid::Uuid;
 pub mod agents;
 pub mod analytics;
 pub mod claims;
+pub mod embeddings;
 pub mod knowledge;
 pub mod services;
 pub mod tasks;
@@ -77,6 +78,13 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(claims::ClaimPausesProjection),
         Arc::new(knowledge::KnowledgeProjection),
     ]
+}
+
+/// The read models that need an embedding provider (the knowledge base's vectors,
+/// [`embeddings::EmbeddingsProjection`]): run, rebuilt and listed beside [`all`] where a provider
+/// is configured, and left at their checkpoint where none is.
+pub fn embedded(provider: Arc<dyn devart_embed::Embeddings>) -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(embeddings::EmbeddingsProjection::new(provider))]
 }
 
 /// Every reactor devart runs, built from what they act through.
@@ -140,6 +148,11 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The tables it owns; a rebuild re-creates each aside and swaps it in.
     fn tables(&self) -> &'static [&'static str];
+    /// The most events one transaction applies (the worker splits what it is delivered, a rebuild
+    /// what it reads): a read model whose batches are slow keeps them short.
+    fn batch_max(&self) -> usize {
+        worker::BATCH_MAX
+    }
     /// Applies `events` (consecutive positions, in order) to `target`, in `conn`'s transaction;
     /// returns the changed rows as JSON, for live subscribers.
     fn apply<'a>(
@@ -172,6 +185,8 @@ pub enum ApplyError {
     Command(#[from] CommandError),
     #[error("encoding a row: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("embedding: {0}")]
+    Embed(#[from] devart_embed::EmbedError),
 }
 
 /// A stored read-model row with a column that does not hold a value of its kind: the read fails

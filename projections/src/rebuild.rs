@@ -49,10 +49,14 @@ pub async fn rebuild(
         let Some(last) = batch.last().and_then(|r| r.meta.position) else {
             break;
         };
-        apply_aside(&mut conn, projection, &batch).await?;
-        events += batch.len() as u64;
+        for part in batch.chunks(projection.batch_max().max(1)) {
+            apply_aside(&mut conn, projection, part).await?;
+            events += part.len() as u64;
+            if let Some(end) = part.last().and_then(|r| r.meta.position) {
+                progress(end.0, target.0);
+            }
+        }
         at = last;
-        progress(at.0, target.0);
     }
     drop(conn);
 

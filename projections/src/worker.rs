@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{announce, lock_key, ApplyError, Projection, Reactor, Target};
 
 /// At most this many messages are applied in one transaction.
-const BATCH_MAX: usize = 1_000;
+pub const BATCH_MAX: usize = 1_000;
 const RETRY_DELAY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,13 @@ impl Consumer<'_> {
         match self {
             Consumer::Projection(projection) => projection.name(),
             Consumer::Reactor(reactor) => reactor.name(),
+        }
+    }
+
+    fn batch_max(self) -> usize {
+        match self {
+            Consumer::Projection(projection) => projection.batch_max(),
+            Consumer::Reactor(_) => BATCH_MAX,
         }
     }
 
@@ -232,19 +239,21 @@ async fn consume(
                 }
             })
             .collect();
-        let applying = in_order(pool, store, consumer, &events);
-        let (changed, _) = match consumer {
-            // A reactor may wait long in a batch (the outlier detector, for the analytics read
-            // model): on shutdown it stops at once, its batch rolled back and delivered again, as
-            // after a crash, which its commands are made to survive.
-            Consumer::Reactor(_) => tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                applied = applying => applied?,
-            },
-            Consumer::Projection(_) => applying.await?,
-        };
-        // Only a read model has rows to announce.
-        announce::publish(bus, name, changed).await.map_err(ApplyError::from)?;
+        for part in events.chunks(consumer.batch_max().max(1)) {
+            let applying = in_order(pool, store, consumer, part);
+            let (changed, _) = match consumer {
+                // A reactor may wait long in a batch (the outlier detector, for the analytics read
+                // model): on shutdown it stops at once, its batch rolled back and delivered again,
+                // as after a crash, which its commands are made to survive.
+                Consumer::Reactor(_) => tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    applied = applying => applied?,
+                },
+                Consumer::Projection(_) => applying.await?,
+            };
+            // Only a read model has rows to announce.
+            announce::publish(bus, name, changed).await.map_err(ApplyError::from)?;
+        }
         // The consumer acknowledges everything up to the last message at once.
         if let Some(last) = messages.last() {
             last.ack().await.map_err(|e| nats(&*e))?;

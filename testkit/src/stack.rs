@@ -44,6 +44,9 @@ pub struct StackOptions {
     /// The connections of [`Stack::pool`], which the caller uses directly.
     pub pool_connections: u32,
     pub limits: devart_gateway::Limits,
+    /// The embedding provider; off unless a test asks for one, so that only the knowledge base's
+    /// tests load the model.
+    pub knowledge: devart::knowledge::KnowledgeConfig,
 }
 
 impl StackOptions {
@@ -61,6 +64,7 @@ impl StackOptions {
             db_connections: 16,
             pool_connections: 16,
             limits: devart_gateway::Limits::default(),
+            knowledge: devart::knowledge::KnowledgeConfig::off(),
         }
     }
 }
@@ -104,6 +108,7 @@ impl Stack {
             db_connections: options.db_connections,
             limits: options.limits,
             alerts: devart::alerts::AlertConfig::default(),
+            knowledge: options.knowledge,
         };
         let names = BusNames::new(&config.nats_prefix).map_err(|_| Error::InvalidName(config.nats_prefix.clone()))?;
         let pool = devart_commands::db::connect(&config.database_url, options.pool_connections)

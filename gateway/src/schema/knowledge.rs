@@ -1,10 +1,16 @@
 //! The knowledge base: documents written by supervisors and admins (and by agents while
 //! `knowledge.agentsMayWrite` is true), read and searched by everyone who reads tasks.
 //!
-//! Search is keyword search over the chunks' `tsvector` (`websearch_to_tsquery` syntax, ranked by
-//! `ts_rank`, the heading weighing more than the text), each hit with its document, chunk, score
-//! and a highlighted excerpt (`<mark>`…`</mark>`, the rest HTML-escaped). Semantic and hybrid
-//! search answer `UNAVAILABLE` until the embedding worker exists.
+//! Search has three modes. Keyword: the chunks' `tsvector` (`websearch_to_tsquery` syntax, ranked
+//! by `ts_rank`, the heading weighing more than the text). Semantic: the query embedded by the
+//! process's provider, the nearest chunk vectors by cosine distance through the HNSW index
+//! (`hnsw.ef_search` at least [`EF_SEARCH_MIN`], iterative scans for filters, so a filtered search
+//! returns as many hits as exist), only vectors of the provider's own model. Hybrid: semantic
+//! search and a keyword search for any of the query's words, [`HYBRID_DEPTH`] deep each, fused by
+//! reciprocal rank fusion ([`RRF_K`]). Each hit has its
+//! document, chunk, score and an excerpt with the query's words marked (`<mark>`…`</mark>`, the
+//! rest HTML-escaped). Without a provider, semantic and hybrid answer `UNAVAILABLE` with how to
+//! turn them on; a provider that fails (the model's pool, a remote API) is `UNAVAILABLE` too.
 
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Json, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
@@ -19,9 +25,17 @@ use super::{caller, command_context, domain, new_aggregate_id, parse_id, person,
 use crate::auth::{Caller, Role};
 use crate::error::{bad_input, error, gql, internal, Code};
 use crate::metrics::SearchModeLabel;
+use crate::QueryEmbeddings;
 
 /// What `searchKnowledge` and `documents` answer at most.
 const FIRST_MAX: i32 = 100;
+/// Candidates a semantic search examines at least (`hnsw.ef_search`): recall@10 above 0.98 at
+/// 100,000 chunks (BENCHMARKS.md).
+pub const EF_SEARCH_MIN: i64 = 100;
+/// Hits of each kind a hybrid search fuses.
+pub const HYBRID_DEPTH: i64 = 50;
+/// Reciprocal rank fusion's constant: a hit ranked `r` (from 1) by one kind adds `1 / (RRF_K + r)`.
+pub const RRF_K: f64 = 60.0;
 
 /// A document of the knowledge base.
 #[derive(Debug, Clone, SimpleObject)]
@@ -44,10 +58,39 @@ pub struct KnowledgeDocument {
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     pub updated_at: DateTime<Utc>,
+    /// The version and model the embedding worker last applied, if it has.
+    #[graphql(skip)]
+    pub embedded: Option<(i64, String)>,
+}
+
+/// Whether semantic search finds a document as it is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum DocumentSearchStatus {
+    /// Its chunks are embedded as of its current version: every mode finds it.
+    Searchable,
+    /// Keyword search finds it; the embedding worker has not reached this version yet.
+    Embedding,
+    /// Its vectors were made by another model than the one search uses now: semantic search finds
+    /// it again after `devart projections rebuild embeddings`.
+    OtherModel,
+    /// No embedding provider is configured here: keyword search only (`knowledgeStatus.reason`).
+    KeywordOnly,
 }
 
 #[ComplexObject]
 impl KnowledgeDocument {
+    /// Whether semantic search finds it as it is now.
+    async fn search_status(&self, ctx: &Context<'_>) -> DocumentSearchStatus {
+        let QueryEmbeddings::On(provider) = &services(ctx).semantic else {
+            return DocumentSearchStatus::KeywordOnly;
+        };
+        match &self.embedded {
+            Some((_, model)) if model != provider.model() => DocumentSearchStatus::OtherModel,
+            Some((version, _)) if *version == self.version => DocumentSearchStatus::Searchable,
+            _ => DocumentSearchStatus::Embedding,
+        }
+    }
+
     /// Its chunks as search holds them, in order (empty until the read model has the document).
     async fn chunks(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<KnowledgeChunk>> {
         let id = parse_id("id", &self.id)?;
@@ -119,12 +162,31 @@ pub struct KnowledgeHitDocument {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum SearchMode {
-    /// By meaning, over the chunks' embeddings: not yet available.
+    /// By meaning: the chunks nearest the query's embedding (cosine).
     Semantic,
     /// By words: Postgres full-text search.
     Keyword,
-    /// Both, fused: not yet available.
+    /// Both, fused by reciprocal rank.
     Hybrid,
+}
+
+/// Whether semantic search runs here, and how far the vectors are.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct KnowledgeStatus {
+    /// True when semantic and hybrid search work in this gateway.
+    pub semantic: bool,
+    /// The model queries are embedded with, when on.
+    pub model: Option<String>,
+    /// Why semantic search is off, and how to turn it on.
+    pub reason: Option<String>,
+    /// Live documents.
+    pub documents: i64,
+    /// Their chunks.
+    pub chunks: i64,
+    /// Chunks with a vector of the current model.
+    pub embedded_chunks: i64,
+    /// Documents whose current version semantic search does not reflect yet.
+    pub pending_documents: i64,
 }
 
 impl SearchMode {
@@ -174,10 +236,14 @@ struct DocumentRow {
     created_at: DateTime<Utc>,
     created_by: String,
     updated_at: DateTime<Utc>,
+    embedded_version: Option<i64>,
+    embedded_model: Option<String>,
 }
 
-const DOCUMENT_COLUMNS: &str =
-    "id, title, content, tags, source, metadata, version, chunk_count, created_at, created_by, updated_at";
+/// A document's columns, and what the embedding worker applied of it: `from {DOCUMENTS}`.
+const DOCUMENT_COLUMNS: &str = "d.id, d.title, d.content, d.tags, d.source, d.metadata, d.version, d.chunk_count, \
+     d.created_at, d.created_by, d.updated_at, e.version as embedded_version, e.model as embedded_model";
+const DOCUMENTS: &str = "documents d left join knowledge_embedded e on e.document_id = d.id";
 
 impl From<DocumentRow> for KnowledgeDocument {
     fn from(r: DocumentRow) -> Self {
@@ -193,6 +259,7 @@ impl From<DocumentRow> for KnowledgeDocument {
             created_at: r.created_at,
             created_by: r.created_by,
             updated_at: r.updated_at,
+            embedded: r.embedded_version.zip(r.embedded_model),
         }
     }
 }
@@ -214,6 +281,7 @@ fn of_folded(folded: Folded<DocumentState>) -> async_graphql::Result<KnowledgeDo
         created_at: folded.created_at.unwrap_or(now),
         created_by: folded.created_by.unwrap_or_default(),
         updated_at: folded.updated_at.unwrap_or(now),
+        embedded: None,
     })
 }
 
@@ -281,7 +349,7 @@ impl KnowledgeQuery {
         caller(ctx)?;
         let id = parse_id("id", &id)?;
         let row: Option<DocumentRow> =
-            sqlx::query_as(&format!("select {DOCUMENT_COLUMNS} from documents where id = $1"))
+            sqlx::query_as(&format!("select {DOCUMENT_COLUMNS} from {DOCUMENTS} where d.id = $1"))
                 .bind(id)
                 .fetch_optional(read(ctx).await?.conn())
                 .await
@@ -300,8 +368,8 @@ impl KnowledgeQuery {
         let first = first_of(first)?;
         let tag = tag.map(|t| domain(Tags::parse(&[t]))).transpose()?.map(|t| t.to_strings());
         let rows: Vec<DocumentRow> = sqlx::query_as(&format!(
-            "select {DOCUMENT_COLUMNS} from documents where ($1::text[] is null or tags @> $1) \
-             order by updated_at desc, id limit $2"
+            "select {DOCUMENT_COLUMNS} from {DOCUMENTS} where ($1::text[] is null or d.tags @> $1) \
+             order by d.updated_at desc, d.id limit $2"
         ))
         .bind(tag)
         .bind(first)
@@ -331,7 +399,9 @@ impl KnowledgeQuery {
 
     /// Searches the documents' chunks, best first. `tags`: only documents with all of them;
     /// `source`: only documents from it. Keyword mode reads `query` as web-search syntax
-    /// (`"exact phrase"`, `-excluded`, `or`).
+    /// (`"exact phrase"`, `-excluded`, `or`); semantic mode by meaning; hybrid fuses semantic
+    /// search with a keyword search for any of the query's words.
+    /// Semantic and hybrid search find a document once its status is `SEARCHABLE`.
     async fn search_knowledge(
         &self,
         ctx: &Context<'_>,
@@ -343,61 +413,230 @@ impl KnowledgeQuery {
     ) -> async_graphql::Result<Vec<KnowledgeHit>> {
         caller(ctx)?;
         services(ctx).metrics.knowledge_searches.get_or_create(&SearchModeLabel { mode: mode.label().into() }).inc();
-        if mode != SearchMode::Keyword {
-            return Err(error(Code::Unavailable, "semantic search needs the embedding worker, not yet available"));
-        }
         let first = first_of(first)?;
         if query.trim().is_empty() || query.chars().count() > 1_000 {
             return Err(bad_input("query", "must be 1 to 1000 characters"));
         }
-        let tags = tags.map(|t| domain(Tags::parse(&t))).transpose()?.map(|t| t.to_strings());
-        let source = source.map(|s| domain(Source::parse(&s))).transpose()?.map(|s| s.as_str().to_owned());
-        let rows: Vec<HitRow> = sqlx::query_as(
-            "with q as (select websearch_to_tsquery('english', $1) as query), \
-             best as ( \
-                 select c.document_id, c.ordinal, c.heading, c.text, c.char_start, c.char_end, \
-                        ts_rank(c.tsv, q.query)::float8 as score, q.query \
-                 from knowledge_chunks c join documents d on d.id = c.document_id, q \
-                 where c.tsv @@ q.query \
-                   and ($2::text[] is null or d.tags @> $2) \
-                   and ($3::text is null or d.source = $3) \
-                 order by score desc, c.document_id, c.ordinal \
-                 limit $4) \
-             select b.document_id, d.title, d.tags, d.source, b.ordinal, b.heading, b.text, b.char_start, \
-                    b.char_end, b.score, \
-                    ts_headline('english', translate(b.text, chr(2) || chr(3), ''), b.query, \
-                        'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', MaxWords=35, MinWords=15, MaxFragments=2') \
-                        as excerpt \
-             from best b join documents d on d.id = b.document_id \
-             order by b.score desc, b.document_id, b.ordinal",
+        let filter = Filter {
+            tags: tags.map(|t| domain(Tags::parse(&t))).transpose()?.map(|t| t.to_strings()),
+            source: source.map(|s| domain(Source::parse(&s))).transpose()?.map(|s| s.as_str().to_owned()),
+        };
+        match mode {
+            SearchMode::Keyword => keyword(ctx, &query, Words::Syntax, &filter, first).await,
+            SearchMode::Semantic => {
+                let near = embed_query(ctx, &query).await?;
+                semantic(ctx, &near, &query, &filter, first).await
+            }
+            SearchMode::Hybrid => {
+                let near = embed_query(ctx, &query).await?;
+                let depth = HYBRID_DEPTH.max(first);
+                let by_words = keyword(ctx, &query, Words::Any, &filter, depth).await?;
+                let by_meaning = semantic(ctx, &near, &query, &filter, depth).await?;
+                Ok(fuse(by_words, by_meaning, first as usize))
+            }
+        }
+    }
+
+    /// Whether semantic search runs here, with the model, and how far the embedding worker is.
+    async fn knowledge_status(&self, ctx: &Context<'_>) -> async_graphql::Result<KnowledgeStatus> {
+        caller(ctx)?;
+        let (model, reason) = match &services(ctx).semantic {
+            QueryEmbeddings::On(provider) => (Some(provider.model().to_owned()), None),
+            QueryEmbeddings::Off(reason) => (None, Some(reason.clone())),
+        };
+        let (documents, chunks, embedded_chunks, pending_documents): (i64, i64, i64, i64) = sqlx::query_as(
+            "select (select count(*) from documents), \
+                    (select count(*) from knowledge_chunks), \
+                    (select count(*) from knowledge_vectors where model = $1), \
+                    (select count(*) from documents d left join knowledge_embedded e on e.document_id = d.id \
+                     where e.version is distinct from d.version or e.model is distinct from $1)",
         )
-        .bind(&query)
-        .bind(tags)
-        .bind(source)
-        .bind(first)
-        .fetch_all(read(ctx).await?.conn())
+        .bind(&model)
+        .fetch_one(read(ctx).await?.conn())
         .await
         .map_err(gql)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| KnowledgeHit {
-                document: KnowledgeHitDocument {
-                    id: ID(r.document_id.to_string()),
-                    title: r.title,
-                    tags: r.tags,
-                    source: r.source,
-                },
-                chunk: KnowledgeChunk {
-                    ordinal: r.ordinal,
-                    heading: r.heading,
-                    text: r.text,
-                    char_start: r.char_start,
-                    char_end: r.char_end,
-                },
-                score: r.score,
-                excerpt: excerpt_html(&r.excerpt),
-            })
-            .collect())
+        Ok(KnowledgeStatus {
+            semantic: model.is_some(),
+            model,
+            reason,
+            documents,
+            chunks,
+            embedded_chunks,
+            pending_documents,
+        })
+    }
+}
+
+/// What a search is narrowed to.
+struct Filter {
+    tags: Option<Vec<String>>,
+    source: Option<String>,
+}
+
+/// A query's embedding, and the model that made it (the only one whose vectors it is compared with).
+struct Near {
+    model: String,
+    literal: String,
+}
+
+async fn embed_query(ctx: &Context<'_>, query: &str) -> async_graphql::Result<Near> {
+    let provider = match &services(ctx).semantic {
+        QueryEmbeddings::On(provider) => provider,
+        QueryEmbeddings::Off(reason) => return Err(error(Code::Unavailable, reason.clone())),
+    };
+    let mut vectors = provider
+        .embed(vec![query.to_owned()])
+        .await
+        .map_err(|e| error(Code::Unavailable, format!("embedding the query: {e}")))?;
+    let vector = vectors.pop().ok_or_else(|| error(Code::Unavailable, "embedding the query: no vector"))?;
+    Ok(Near { model: provider.model().to_owned(), literal: devart_projections::embeddings::vector_literal(&vector) })
+}
+
+/// The excerpt: the chunk's text with the query's words marked (`\u{2}` … `\u{3}`, as
+/// [`excerpt_html`] reads them); `$q` is the `tsquery`.
+const EXCERPT: &str = "ts_headline('english', translate(c.text, chr(2) || chr(3), ''), q.query, \
+     'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', MaxWords=35, MinWords=15, MaxFragments=2')";
+
+/// How a keyword search reads its query.
+#[derive(Clone, Copy)]
+enum Words {
+    /// Web-search syntax: every word, `"a phrase"`, `-not`, `or`.
+    Syntax,
+    /// Any of the query's words: the chunks that match the query as web-search syntax first,
+    /// then the others by how well they match. Hybrid search's keyword half, for questions in
+    /// plain language.
+    Any,
+}
+
+async fn keyword(
+    ctx: &Context<'_>,
+    query: &str,
+    words: Words,
+    filter: &Filter,
+    first: i64,
+) -> async_graphql::Result<Vec<KnowledgeHit>> {
+    let rows: Vec<HitRow> = sqlx::query_as(&format!(
+        "with w as (select websearch_to_tsquery('english', $1) as every), \
+         q as (select case when $5 then replace(plainto_tsquery('english', $1)::text, ' & ', ' | ')::tsquery \
+                      else w.every end as query, w.every from w), \
+         best as ( \
+             select c.document_id, c.ordinal, ts_rank(c.tsv, q.query)::float8 as score, \
+                    c.tsv @@ q.every as exact \
+             from knowledge_chunks c join documents d on d.id = c.document_id, q \
+             where c.tsv @@ q.query \
+               and ($2::text[] is null or d.tags @> $2) \
+               and ($3::text is null or d.source = $3) \
+             order by exact desc, score desc, c.document_id, c.ordinal \
+             limit $4) \
+         select b.document_id, d.title, d.tags, d.source, c.ordinal, c.heading, c.text, c.char_start, \
+                c.char_end, b.score, {EXCERPT} as excerpt \
+         from best b join knowledge_chunks c on c.document_id = b.document_id and c.ordinal = b.ordinal \
+              join documents d on d.id = b.document_id, q \
+         order by b.exact desc, b.score desc, b.document_id, b.ordinal"
+    ))
+    .bind(query)
+    .bind(&filter.tags)
+    .bind(&filter.source)
+    .bind(first)
+    .bind(matches!(words, Words::Any))
+    .fetch_all(read(ctx).await?.conn())
+    .await
+    .map_err(gql)?;
+    Ok(rows.into_iter().map(KnowledgeHit::from).collect())
+}
+
+/// The chunks nearest `near`, as `1 - cosine distance`. The vectors are read in a materialized
+/// subquery and ordered again outside, as pgvector's relaxed iterative scans need; a vector whose
+/// chunk text is not the one `knowledge_chunks` holds now (the two read models at different
+/// versions of a document) is left out rather than shown with another chunk's text.
+async fn semantic(
+    ctx: &Context<'_>,
+    near: &Near,
+    query: &str,
+    filter: &Filter,
+    first: i64,
+) -> async_graphql::Result<Vec<KnowledgeHit>> {
+    let mut guard = read(ctx).await?;
+    let conn = guard.conn();
+    let ef_search = (2 * first).clamp(EF_SEARCH_MIN, 1_000);
+    sqlx::query(
+        "select set_config('hnsw.ef_search', $1, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+    )
+    .bind(ef_search.to_string())
+    .execute(&mut *conn)
+    .await
+    .map_err(gql)?;
+    let rows: Vec<HitRow> = sqlx::query_as(&format!(
+        "with near as materialized ( \
+             select v.document_id, v.ordinal, v.text_md5, v.embedding <=> $1::vector as distance \
+             from knowledge_vectors v \
+             where v.model = $2 \
+               and ($3::text[] is null or v.tags @> $3) \
+               and ($4::text is null or v.source = $4) \
+             order by v.embedding <=> $1::vector \
+             limit $5), \
+         q as (select websearch_to_tsquery('english', $6) as query) \
+         select n.document_id, d.title, d.tags, d.source, c.ordinal, c.heading, c.text, c.char_start, \
+                c.char_end, (1 - n.distance)::float8 as score, {EXCERPT} as excerpt \
+         from near n join knowledge_chunks c \
+                  on c.document_id = n.document_id and c.ordinal = n.ordinal and md5(c.text) = n.text_md5 \
+              join documents d on d.id = n.document_id, q \
+         order by n.distance, n.document_id, n.ordinal"
+    ))
+    .bind(&near.literal)
+    .bind(&near.model)
+    .bind(&filter.tags)
+    .bind(&filter.source)
+    .bind(first)
+    .bind(query)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(gql)?;
+    Ok(rows.into_iter().map(KnowledgeHit::from).collect())
+}
+
+/// Reciprocal rank fusion: each hit scores `1 / (RRF_K + rank)` in each list it is in, summed; a
+/// hit in both lists keeps the keyword search's excerpt (it marks the words that matched).
+fn fuse(by_words: Vec<KnowledgeHit>, by_meaning: Vec<KnowledgeHit>, first: usize) -> Vec<KnowledgeHit> {
+    let mut fused: Vec<KnowledgeHit> = Vec::with_capacity(by_words.len() + by_meaning.len());
+    for list in [by_words, by_meaning] {
+        for (rank, hit) in list.into_iter().enumerate() {
+            let score = 1.0 / (RRF_K + rank as f64 + 1.0);
+            match fused.iter_mut().find(|h| h.document.id == hit.document.id && h.chunk.ordinal == hit.chunk.ordinal) {
+                Some(seen) => seen.score += score,
+                None => fused.push(KnowledgeHit { score, ..hit }),
+            }
+        }
+    }
+    fused.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.document.id.cmp(&b.document.id))
+            .then_with(|| a.chunk.ordinal.cmp(&b.chunk.ordinal))
+    });
+    fused.truncate(first);
+    fused
+}
+
+impl From<HitRow> for KnowledgeHit {
+    fn from(r: HitRow) -> Self {
+        KnowledgeHit {
+            document: KnowledgeHitDocument {
+                id: ID(r.document_id.to_string()),
+                title: r.title,
+                tags: r.tags,
+                source: r.source,
+            },
+            chunk: KnowledgeChunk {
+                ordinal: r.ordinal,
+                heading: r.heading,
+                text: r.text,
+                char_start: r.char_start,
+                char_end: r.char_end,
+            },
+            score: r.score,
+            excerpt: excerpt_html(&r.excerpt),
+        }
     }
 }
 
