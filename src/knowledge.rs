@@ -105,3 +105,196 @@ impl KnowledgeConfig {
         }
     }
 }
+
+/// What `devart knowledge import` does with a folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub added: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    /// Files that were not imported, each with why (too large, not UTF-8, removed before…).
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// A Markdown file read as a document: its title, content and tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkdownFile {
+    pub title: String,
+    pub content: String,
+    pub tags: Vec<String>,
+}
+
+/// Reads a Markdown file's optional front matter (between `---` lines at the very top; `title:` and
+/// `tags:` as `a, b` or `[a, b]`; other keys are ignored) and its title: the front matter's, else
+/// the first `# ` heading's, else `stem`. The content is the text after the front matter.
+pub fn read_markdown(text: &str, stem: &str) -> MarkdownFile {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let (mut title, mut tags, mut content) = (None, Vec::new(), text);
+    if let Some(rest) = text.strip_prefix("---\n").or_else(|| text.strip_prefix("---\r\n")) {
+        if let Some(end) = rest.find("\n---").filter(|&end| {
+            let after = &rest[end + 4..];
+            after.is_empty() || after.starts_with('\n') || after.starts_with("\r\n")
+        }) {
+            for line in rest[..end].lines() {
+                let Some((key, value)) = line.split_once(':') else { continue };
+                let value = value.trim();
+                match key.trim() {
+                    "title" => title = Some(value.trim_matches(['"', '\'']).to_owned()),
+                    "tags" => {
+                        tags = value
+                            .trim_matches(['[', ']'])
+                            .split(',')
+                            .map(|t| t.trim().trim_matches(['"', '\'']).to_owned())
+                            .filter(|t| !t.is_empty())
+                            .collect()
+                    }
+                    _ => {}
+                }
+            }
+            content = rest[end + 4..].trim_start_matches(['\r', '\n']);
+        }
+    }
+    let title = title.filter(|t| !t.is_empty()).unwrap_or_else(|| {
+        content
+            .lines()
+            .find_map(|l| l.strip_prefix("# ").map(|h| h.trim().to_owned()))
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| stem.to_owned())
+    });
+    MarkdownFile { title, content: content.to_owned(), tags }
+}
+
+/// The Markdown files under `folder` (`.md`, `.markdown`), recursively, hidden ones left out, in
+/// path order.
+pub fn markdown_files(folder: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut dirs = vec![folder.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md" || e == "markdown") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The id of the document imported from `source`: the same on every import, so importing a
+/// folder again updates its documents instead of adding copies.
+pub fn imported_id(source: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, format!("devart:knowledge:{source}").as_bytes())
+}
+
+/// Imports every Markdown file under `folder` as a document whose source is `prefix` joined with
+/// the file's path in the folder, tagged with `tags` and its front matter's: added when new,
+/// updated (content, title, tags) when changed, left alone when not. A file that is not a valid
+/// document (not UTF-8, over 1 MiB, bad tags) is skipped with the reason; a database that fails
+/// stops the import (what was imported stays, and importing again continues). `progress(done,
+/// total, path)` is called after each file.
+pub async fn import_folder(
+    commands: &devart_commands::Commands,
+    folder: &std::path::Path,
+    prefix: &str,
+    tags: &[String],
+    mut progress: impl FnMut(usize, usize, &std::path::Path),
+) -> anyhow::Result<ImportReport> {
+    use anyhow::Context as _;
+    use devart_commands::documents::NewDocument;
+    use devart_domain::document::{Content, Document, DocumentStatus, Metadata, Source, Tags, Title, UpdateDocument};
+
+    let files = markdown_files(folder).with_context(|| format!("reading {}", folder.display()))?;
+    // A command id of its own for each command, one correlation for the whole import.
+    let first = devart_commands::CommandContext::new(devart_domain::Actor::system("knowledge-import"));
+    let context = || devart_commands::CommandContext {
+        correlation_id: first.correlation_id,
+        ..devart_commands::CommandContext::new(first.actor.clone())
+    };
+    let mut report = ImportReport::default();
+    for (n, path) in files.iter().enumerate() {
+        let relative = path.strip_prefix(folder).unwrap_or(path).to_string_lossy().replace('\\', "/");
+        let source = if prefix.is_empty() { relative } else { format!("{}/{relative}", prefix.trim_end_matches('/')) };
+        let outcome: Result<Option<bool>, String> = async {
+            let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+            let text = String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let file = read_markdown(&text, &stem);
+            let all_tags: Vec<String> = tags.iter().cloned().chain(file.tags).collect();
+            let title: String = file.title.chars().take(Title::LEN_MAX).collect();
+            let (title, content, tags, source) = (
+                Title::parse(&title).map_err(|e| e.to_string())?,
+                Content::parse(&file.content).map_err(|e| e.to_string())?,
+                Tags::parse(&all_tags).map_err(|e| e.to_string())?,
+                Source::parse(&source).map_err(|e| e.to_string())?,
+            );
+            let id = imported_id(source.as_str());
+            let existing = commands.load::<Document>(id).await.map_err(|e| format!("database: {e}"))?;
+            match existing.state.status {
+                DocumentStatus::Absent => {
+                    let document = NewDocument { title, content, tags, source, metadata: Metadata::default() };
+                    commands.documents().add(id, document, &context()).await.map_err(|e| e.to_string())?;
+                    Ok(Some(true))
+                }
+                DocumentStatus::Live => {
+                    let update =
+                        UpdateDocument { title: Some(title), content: Some(content), source: None, metadata: None };
+                    let updated =
+                        commands.documents().update(id, update, None, &context()).await.map_err(|e| e.to_string())?;
+                    let tagged = commands.documents().tag(id, tags, &context()).await.map_err(|e| e.to_string())?;
+                    Ok((tagged.version > existing.version || updated.version > existing.version).then_some(false))
+                }
+                DocumentStatus::Removed => {
+                    Err(format!("document {id} from {} was removed; not added again", source.as_str()))
+                }
+            }
+        }
+        .await;
+        match outcome {
+            Ok(Some(true)) => report.added += 1,
+            Ok(Some(false)) => report.updated += 1,
+            Ok(None) => report.unchanged += 1,
+            Err(reason) if reason.starts_with("database: ") => anyhow::bail!("{}: {reason}", path.display()),
+            Err(reason) => report.skipped.push((path.clone(), reason)),
+        }
+        progress(n + 1, files.len(), path);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn front_matter_gives_the_title_and_tags_and_is_not_content() {
+        let file = read_markdown(
+            "---\ntitle: \"Use Postgres\"\ntags: [adr, storage]\nstatus: accepted\n---\n# ADR 1\n\nWe use it.\n",
+            "0001",
+        );
+        assert_eq!(file.title, "Use Postgres");
+        assert_eq!(file.tags, ["adr", "storage"]);
+        assert_eq!(file.content, "# ADR 1\n\nWe use it.\n");
+    }
+
+    #[test]
+    fn without_front_matter_the_first_heading_or_the_file_name_is_the_title() {
+        assert_eq!(read_markdown("intro\n# Deploys\n\ntext", "deploys").title, "Deploys");
+        assert_eq!(read_markdown("no heading here", "notes").title, "notes");
+        // A rule further down is not front matter.
+        let file = read_markdown("# A\n\n---\n\nb", "a");
+        assert_eq!((file.title.as_str(), file.content.as_str()), ("A", "# A\n\n---\n\nb"));
+    }
+
+    #[test]
+    fn an_imported_documents_id_follows_its_source() {
+        assert_eq!(imported_id("adr/0001.md"), imported_id("adr/0001.md"));
+        assert_ne!(imported_id("adr/0001.md"), imported_id("adr/0002.md"));
+    }
+}

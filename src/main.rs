@@ -103,6 +103,11 @@ enum Command {
         #[arg(long)]
         schema: Option<String>,
     },
+    /// The knowledge base.
+    Knowledge {
+        #[command(subcommand)]
+        command: KnowledgeCommand,
+    },
     /// Prints the GraphQL schema (SDL).
     Schema,
     /// Works tasks as an agent: claims them over the GraphQL API and runs a command for each.
@@ -134,6 +139,24 @@ enum UserCommand {
 const USER_EXISTS: i32 = 3;
 /// The exit status of a usage error, as for a bad argument.
 const USAGE: i32 = 2;
+
+#[derive(Subcommand)]
+enum KnowledgeCommand {
+    /// Loads a folder of Markdown files (`.md`, `.markdown`, recursively; ADRs, runbooks) as
+    /// documents, with a progress bar. Each file's source is `--source` joined with its path in
+    /// the folder, its title its front matter's `title:`, else its first `# ` heading, else its
+    /// name; its tags `--tag`s and its front matter's `tags:`. Importing again updates changed
+    /// files and leaves the others alone.
+    Import {
+        folder: std::path::PathBuf,
+        /// The sources' prefix (default: the folder's name).
+        #[arg(long)]
+        source: Option<String>,
+        /// A tag for every document (repeat it for more).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+}
 
 #[derive(Subcommand)]
 enum EventsCommand {
@@ -331,6 +354,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", devart_gateway::schema::build(None).sdl());
             Ok(())
         }
+        Command::Knowledge { command: KnowledgeCommand::Import { folder, source, tags } } => {
+            import_knowledge(&config, &folder, source, &tags).await
+        }
         Command::User { command: UserCommand::Add { email, role, generate } } => {
             add_user(&config, &email, role, generate).await
         }
@@ -344,6 +370,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `devart knowledge import`: the folder's Markdown files as documents, through the commands.
+async fn import_knowledge(
+    config: &Config,
+    folder: &std::path::Path,
+    source: Option<String>,
+    tags: &[String],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(folder.is_dir(), "{} is not a folder", folder.display());
+    let prefix = source.unwrap_or_else(|| {
+        let name = folder.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        name.unwrap_or_default()
+    });
+    let pool = config.pool().await?;
+    // The relay sequences the events within its idle poll: nothing needs to be nudged over NATS.
+    let commands = Commands::new(EventStore::new(pool), Nudge::default(), None);
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("import [{bar:40}] {pos}/{len} files ({per_sec}, eta {eta}) {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let report = devart::knowledge::import_folder(&commands, folder, &prefix, tags, |done, total, path| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    })
+    .await;
+    bar.finish_and_clear();
+    let report = report?;
+    for (path, reason) in &report.skipped {
+        eprintln!("skipped {}: {reason}", path.display());
+    }
+    eprintln!(
+        "imported {}: {} added, {} updated, {} unchanged, {} skipped",
+        folder.display(),
+        report.added,
+        report.updated,
+        report.unchanged,
+        report.skipped.len()
+    );
+    Ok(())
 }
 
 /// Creates a user through the commands, as an admin's `createUser` would.
@@ -459,8 +529,23 @@ async fn tail(config: &Config, from: Option<u64>, json: bool) -> anyhow::Result<
 }
 
 async fn rebuild(config: &Config, name: Option<String>, all: bool) -> anyhow::Result<()> {
+    // The knowledge base's vectors need the embedding provider: rebuilt with `--all` where one is
+    // configured, by name only then.
+    let wants_vectors = all || name.as_deref() == Some(devart_projections::embeddings::NAME);
+    let embedded = match wants_vectors {
+        true => match config.knowledge.semantic().await? {
+            devart::knowledge::Semantic::On { ingest, .. } => devart_projections::embedded(ingest),
+            devart::knowledge::Semantic::Off(reason) if all => {
+                eprintln!("{}: skipped ({reason})", devart_projections::embeddings::NAME);
+                Vec::new()
+            }
+            devart::knowledge::Semantic::Off(reason) => anyhow::bail!("cannot rebuild the vectors: {reason}"),
+        },
+        false => Vec::new(),
+    };
     let projections = match (name, all) {
-        (_, true) => devart_projections::all(),
+        (_, true) => devart_projections::all().into_iter().chain(embedded).collect(),
+        (Some(name), false) if name == devart_projections::embeddings::NAME => embedded,
         (Some(name), false) => vec![devart_projections::by_name(&name)
             .with_context(|| format!("no projection named `{name}`; `devart projections status` lists them"))?],
         (None, false) => anyhow::bail!("name a projection, or pass --all"),

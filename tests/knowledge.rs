@@ -539,3 +539,80 @@ async fn without_the_model_keyword_search_works_and_semantic_search_says_how_to_
     running.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_folder_of_markdown_is_imported_once_and_documents_travel_in_export_and_import() {
+    let env = TestEnv::new().await;
+    let folder = std::env::temp_dir().join(format!("devart-kb-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(folder.join("adr")).unwrap();
+    std::fs::create_dir_all(folder.join("runbooks")).unwrap();
+    let adr = folder.join("adr/0001-use-postgres.md");
+    std::fs::write(&adr, "---\ntitle: Use Postgres for the event store\ntags: [adr, storage]\n---\n# ADR 1\n\nWe keep every event in Postgres.\n").unwrap();
+    std::fs::write(folder.join("runbooks/deploys.md"), DEPLOYS).unwrap();
+    std::fs::write(folder.join("runbooks/notes.txt"), "not markdown").unwrap();
+    std::fs::write(folder.join(".draft.md"), "# hidden").unwrap();
+    std::fs::write(folder.join("broken.md"), [0xff, 0xfe, 0x00, 0x41]).unwrap();
+
+    let commands = env.commands();
+    let import = |tags: &'static [&'static str]| {
+        let (commands, folder) = (commands.clone(), folder.clone());
+        async move {
+            let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+            let mut calls = 0;
+            let report = devart::knowledge::import_folder(&commands, &folder, "docs", &tags, |done, total, _| {
+                calls += 1;
+                assert!(done <= total && total == 3);
+            })
+            .await
+            .unwrap();
+            assert_eq!(calls, 3);
+            report
+        }
+    };
+    let first = import(&["imported"]).await;
+    assert_eq!((first.added, first.updated, first.unchanged), (2, 0, 0), "{first:?}");
+    assert_eq!(first.skipped.len(), 1);
+    assert!(first.skipped[0].0.ends_with("broken.md") && first.skipped[0].1.contains("UTF-8"), "{first:?}");
+    // Again: nothing changes. Then one file changes: only it is updated.
+    let again = import(&["imported"]).await;
+    assert_eq!((again.added, again.updated, again.unchanged), (0, 0, 2), "{again:?}");
+    std::fs::write(&adr, "---\ntitle: Use Postgres for the event store\ntags: [adr]\n---\n# ADR 1\n\nWe keep every event in Postgres 15.\n").unwrap();
+    let changed = import(&["imported"]).await;
+    assert_eq!((changed.added, changed.updated, changed.unchanged), (0, 1, 1), "{changed:?}");
+
+    let running = env.start_with(&with_model(&env), ALL).await;
+    let id = devart::knowledge::imported_id("docs/adr/0001-use-postgres.md").to_string();
+    searchable(&running, &id).await;
+    let body = running
+        .graphql("query($id: ID!) { document(id: $id) { title tags source version content } }", json!({ "id": id }))
+        .await;
+    let document = &body["data"]["document"];
+    assert_eq!(document["title"], "Use Postgres for the event store", "{body}");
+    assert_eq!(document["tags"], json!(["adr", "imported"]), "{body}");
+    assert_eq!(document["source"], "docs/adr/0001-use-postgres.md", "{body}");
+    assert!(document["content"].as_str().unwrap().starts_with("# ADR 1"), "{body}");
+    let found = by_mode(&running, "which database holds our history of changes", "SEMANTIC").await;
+    assert_eq!(found.first(), Some(&id), "{found:?}");
+    running.stop().await;
+
+    // Exported and imported elsewhere: the same documents, and vectors made again there.
+    env.sequence_all().await;
+    let mut exported = Vec::new();
+    devart::portable::export(&env.config, 1, None, &mut exported).await.unwrap();
+    let target = TestEnv::new().await;
+    devart::portable::import(&target.config, &exported[..]).await.unwrap();
+    assert_eq!(target.checksum("documents").await, env.checksum("documents").await);
+    assert_eq!(target.checksum("knowledge_chunks").await, env.checksum("knowledge_chunks").await);
+    let vectors: i64 =
+        sqlx::query_scalar("select count(*) from knowledge_vectors").fetch_one(&target.pool).await.unwrap();
+    assert_eq!(vectors, 0, "vectors are not exported");
+    let elsewhere = target.start_with(&with_model(&target), ALL).await;
+    searchable(&elsewhere, &id).await;
+    let found = by_mode(&elsewhere, "which database holds our history of changes", "SEMANTIC").await;
+    assert_eq!(found.first(), Some(&id), "{found:?}");
+
+    elsewhere.stop().await;
+    target.cleanup().await;
+    env.cleanup().await;
+    std::fs::remove_dir_all(&folder).unwrap();
+}
