@@ -16,6 +16,7 @@ mod api;
 mod appends;
 mod budgets;
 mod embed;
+mod knowledge;
 mod latency;
 mod queue;
 mod rebuild;
@@ -120,11 +121,15 @@ struct Args {
     #[arg(long, default_value_t = devart_embed::BATCH_TEXTS_DEFAULT as u64,
           value_parser = clap::value_parser!(u64).range(1..=devart_embed::BATCH_TEXTS_MAX as u64))]
     embed_batch: u64,
+    /// Chunks the knowledge-base benchmark ingests and searches (one-sentence documents).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1_000..))]
+    knowledge_chunks: u64,
     /// The `devart` binary the soak starts as `devart serve`; by default the one next to this
     /// benchmark's binary (`cargo build --release -p devart`).
     #[arg(long)]
     devart_bin: Option<PathBuf>,
-    /// Runs only these benchmarks (comma-separated); all but `embed` and `soak` by default.
+    /// Runs only these benchmarks (comma-separated); all but `embed`, `knowledge` and `soak` by
+    /// default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Bench>,
 }
@@ -150,6 +155,10 @@ enum Bench {
     /// the same threads. Not part of the default run: it needs the model (`scripts/models`) and
     /// keeps every core busy.
     Embed,
+    /// The knowledge base in a whole devart serve: ingest of `--knowledge-chunks` chunks until
+    /// embedded, search latency in each mode, the index's recall, a tag filter. Not part of the
+    /// default run: it needs the model, and embeds for minutes.
+    Knowledge,
     /// A whole `devart serve` worked by 64 agents for `--soak-secs`, its resident memory sampled;
     /// then a flood of wrong secrets. Not part of the default run (ten minutes).
     Soak,
@@ -177,6 +186,7 @@ impl Bench {
             Bench::ClaimLatency => "claim_latency",
             Bench::Budget => "budget",
             Bench::Embed => "embed",
+            Bench::Knowledge => "knowledge",
             Bench::Soak => "soak",
         }
     }
@@ -191,6 +201,7 @@ impl Bench {
             Bench::ClaimLatency => queue::claim_latency(scratch, args).await,
             Bench::Budget => budgets::budget(scratch, args).await,
             Bench::Embed => embed::embed(args).await,
+            Bench::Knowledge => knowledge::knowledge(scratch, args).await,
             Bench::Soak => soak::soak(scratch, args).await,
         }
     }

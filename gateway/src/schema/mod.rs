@@ -28,7 +28,7 @@ mod audit;
 mod budgets;
 mod claims;
 mod events;
-mod knowledge;
+pub mod knowledge;
 pub mod live;
 mod people;
 mod reads;
