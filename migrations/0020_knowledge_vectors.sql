@@ -27,6 +27,9 @@ create table knowledge_vectors (
     document_id     uuid not null,
     ordinal         integer not null check (ordinal >= 0),
     text_md5        text not null,
+    -- The md5 of the text the model embedded (the chunk's headings and its text): when its document
+    -- changes, a chunk whose embedded text did not keeps its vector instead of being embedded again.
+    embedded_md5    text not null,
     -- The document's tags and source, repeated here so that a filtered search is one index scan
     -- with pgvector's iterative scans (`hnsw.iterative_scan`) rather than a join after a limit.
     tags            text[] not null,

@@ -616,3 +616,82 @@ async fn a_folder_of_markdown_is_imported_once_and_documents_travel_in_export_an
     env.cleanup().await;
     std::fs::remove_dir_all(&folder).unwrap();
 }
+
+/// The local model, counting the texts it is given.
+#[derive(Debug)]
+struct Counting {
+    pool: devart_embed::EmbedPool,
+    texts: std::sync::atomic::AtomicUsize,
+}
+
+impl devart_embed::Embeddings for Counting {
+    fn model(&self) -> &str {
+        self.pool.version()
+    }
+
+    fn embed(
+        &self,
+        texts: Vec<String>,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<devart_embed::Embedding>, devart_embed::EmbedError>> {
+        self.texts.fetch_add(texts.len(), std::sync::atomic::Ordering::SeqCst);
+        devart_embed::Embeddings::embed(&self.pool, texts)
+    }
+}
+
+#[tokio::test]
+async fn an_edit_embeds_again_only_the_chunks_it_changed() {
+    let env = TestEnv::new().await;
+    let counting = std::sync::Arc::new(Counting {
+        pool: devart_embed::EmbedPool::start(
+            devart_embed::Embedder::load_default().unwrap(),
+            devart_embed::PoolConfig::default(),
+        )
+        .unwrap(),
+        texts: Default::default(),
+    });
+    let projection = devart_projections::embeddings::EmbeddingsProjection::new(counting.clone());
+    let sections: Vec<String> =
+        (0..6).map(|i| format!("## Part {i}\n\nThe {i}th part says something of its own.\n")).collect();
+    let content = format!("# Guide\n\n{}", sections.concat());
+    let id = uuid::Uuid::now_v7();
+    let commands = env.commands();
+    let document = devart_commands::documents::NewDocument {
+        title: devart_domain::document::Title::parse("Guide").unwrap(),
+        content: devart_domain::document::Content::parse(&content).unwrap(),
+        tags: devart_domain::document::Tags::parse::<&str>(&[]).unwrap(),
+        source: devart_domain::document::Source::parse("").unwrap(),
+        metadata: Default::default(),
+    };
+    commands.documents().add(id, document, &env.context()).await.unwrap();
+    let apply_new = || async {
+        env.sequence_all().await;
+        let at = devart_projections::worker::checkpoint(&env.pool, "embeddings").await.unwrap();
+        let events = env.store.read_all(at, None, 100).await.unwrap();
+        devart_projections::worker::apply_in_order(&env.pool, &env.store, &projection, &events).await.unwrap();
+    };
+    apply_new().await;
+    let chunks = devart_domain::document::chunks::split(&content).len();
+    assert_eq!(counting.texts.load(std::sync::atomic::Ordering::SeqCst), chunks);
+
+    // One part changes: only its chunk is embedded again; the others keep their vectors.
+    let edited = content.replace("The 3th part says something of its own.", "The third part was rewritten.");
+    let update = devart_domain::document::UpdateDocument {
+        title: None,
+        content: Some(devart_domain::document::Content::parse(&edited).unwrap()),
+        source: None,
+        metadata: None,
+    };
+    commands.documents().update(id, update, None, &env.context()).await.unwrap();
+    apply_new().await;
+    assert_eq!(counting.texts.load(std::sync::atomic::Ordering::SeqCst), chunks + 1);
+    let (vectors, version): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from knowledge_vectors where document_id = $1), \
+                (select version from knowledge_embedded where document_id = $1)",
+    )
+    .bind(id)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!((vectors, version), (chunks as i64, 2));
+    env.cleanup().await;
+}

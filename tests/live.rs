@@ -259,6 +259,9 @@ async fn outlier_updates_deliver_a_flag_raised_then_acknowledged() {
     assert_eq!(commands.tasks().claim(&claim, &as_agent()).await.unwrap().map(|t| t.state.id), Some(task));
     let complete = TaskCommand::Complete { agent_id: agent, result: None };
     commands.execute::<Task>(task, complete, &as_agent(), None).await.unwrap();
+    // The flag's `task` is read from the task board: it has the task before the flag is raised.
+    env.sequence_all().await;
+    env.wait_projected("tasks", env.store.head().await.unwrap().0).await;
     let flag = CostOutlier {
         cost: Money::from_micros(90_000_000),
         median: Money::from_micros(1_000_000),

@@ -144,20 +144,54 @@ impl Projection for EmbeddingsProjection {
                 return Ok(Vec::new());
             }
 
-            // Embedded before anything is written: the transaction writes for a moment only.
-            let mut split: HashMap<Uuid, Vec<chunks::Chunk>> = HashMap::new();
-            let mut texts = Vec::new();
-            for id in &order {
-                if let Some(content) = &pending[id].content {
-                    let pieces = chunks::split(content);
-                    texts.extend(pieces.iter().map(embedded_text));
-                    split.insert(*id, pieces);
-                }
-            }
-            let mut vectors = if texts.is_empty() { Vec::new() } else { self.provider.embed(texts).await? }.into_iter();
-
+            // Embedded before anything is written: the transaction writes for a moment only. A
+            // chunk whose embedded text is unchanged keeps its vector: an edit re-embeds only the
+            // chunks it changed.
             let (embedded, table) = (target.table(EMBEDDED), target.table(VECTORS));
             let model = self.provider.model();
+            let mut split: HashMap<Uuid, Vec<(chunks::Chunk, String)>> = HashMap::new();
+            for id in &order {
+                if let Some(content) = &pending[id].content {
+                    let pieces = chunks::split(content).into_iter().map(|c| {
+                        let hash = md5_hex(&embedded_text(&c));
+                        (c, hash)
+                    });
+                    split.insert(*id, pieces.collect());
+                }
+            }
+            let mut known: HashMap<String, String> = HashMap::new();
+            if !split.is_empty() {
+                let ids: Vec<Uuid> = split.keys().copied().collect();
+                let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+                    "select embedded_md5, embedding::text from {table} where document_id = any($1) and model = $2"
+                ))
+                .bind(&ids)
+                .bind(model)
+                .fetch_all(&mut *conn)
+                .await?;
+                known.extend(rows);
+            }
+            let mut missing: Vec<(String, String)> = Vec::new();
+            for (chunk, hash) in split.values().flatten() {
+                if !known.contains_key(hash) && !missing.iter().any(|(h, _)| h == hash) {
+                    missing.push((hash.clone(), embedded_text(chunk)));
+                }
+            }
+            if !missing.is_empty() {
+                let texts = missing.iter().map(|(_, text)| text.clone()).collect();
+                let vectors = self.provider.embed(texts).await?;
+                if vectors.len() != missing.len() {
+                    return Err(ApplyError::Embed(devart_embed::EmbedError::Inference(format!(
+                        "{} vectors for {} chunks",
+                        vectors.len(),
+                        missing.len()
+                    ))));
+                }
+                for ((hash, _), vector) in missing.into_iter().zip(vectors) {
+                    known.insert(hash, vector_literal(&vector));
+                }
+            }
+
             let mut changed = Vec::with_capacity(order.len());
             for id in order {
                 let change = &pending[&id];
@@ -191,10 +225,7 @@ impl Projection for EmbeddingsProjection {
                     .execute(&mut *conn)
                     .await?;
                     match pieces {
-                        Some(pieces) => {
-                            let mine: Vec<devart_embed::Embedding> = vectors.by_ref().take(pieces.len()).collect();
-                            write_vectors(conn, &table, &embedded, id, model, pieces, &mine).await?;
-                        }
+                        Some(pieces) => write_vectors(conn, &table, &embedded, id, model, pieces, &known).await?,
                         None if change.tags.is_some() || change.source.is_some() => {
                             sqlx::query(&format!(
                                 "update {table} v set tags = e.tags, source = e.source from {embedded} e \
@@ -215,41 +246,49 @@ impl Projection for EmbeddingsProjection {
     }
 }
 
-/// Replaces document `id`'s vectors with one per chunk, in one statement after the delete.
+/// Replaces document `id`'s vectors with one per chunk, in one statement after the delete; each
+/// chunk's vector is in `vectors` by the md5 of its embedded text.
 async fn write_vectors(
     conn: &mut PgConnection,
     table: &str,
     embedded: &str,
     id: Uuid,
     model: &str,
-    pieces: &[chunks::Chunk],
-    vectors: &[devart_embed::Embedding],
+    pieces: &[(chunks::Chunk, String)],
+    vectors: &HashMap<String, String>,
 ) -> Result<(), ApplyError> {
-    if vectors.len() != pieces.len() {
-        return Err(ApplyError::Embed(devart_embed::EmbedError::Inference(format!(
-            "{} vectors for {} chunks",
-            vectors.len(),
-            pieces.len()
-        ))));
+    let mut literals = Vec::with_capacity(pieces.len());
+    for (chunk, hash) in pieces {
+        let vector = vectors.get(hash).ok_or_else(|| {
+            devart_embed::EmbedError::Inference(format!("no vector for chunk {} of document {id}", chunk.ordinal))
+        })?;
+        literals.push(vector.as_str());
     }
     sqlx::query(&format!("delete from {table} where document_id = $1")).bind(id).execute(&mut *conn).await?;
-    let ordinals: Vec<i32> = pieces.iter().map(|c| i32::try_from(c.ordinal).unwrap_or(i32::MAX)).collect();
-    let texts: Vec<&str> = pieces.iter().map(|c| c.text.as_str()).collect();
-    let literals: Vec<String> = vectors.iter().map(|v| vector_literal(v)).collect();
+    let ordinals: Vec<i32> = pieces.iter().map(|(c, _)| i32::try_from(c.ordinal).unwrap_or(i32::MAX)).collect();
+    let texts: Vec<&str> = pieces.iter().map(|(c, _)| c.text.as_str()).collect();
+    let hashes: Vec<&str> = pieces.iter().map(|(_, h)| h.as_str()).collect();
     sqlx::query(&format!(
-        "insert into {table} (document_id, ordinal, text_md5, tags, source, model, embedding) \
-         select $1, u.ordinal, md5(u.text), e.tags, e.source, $2, u.embedding::vector \
-         from unnest($3::int[], $4::text[], $5::text[]) as u(ordinal, text, embedding), {embedded} e \
+        "insert into {table} (document_id, ordinal, text_md5, embedded_md5, tags, source, model, embedding) \
+         select $1, u.ordinal, md5(u.text), u.hash, e.tags, e.source, $2, u.embedding::vector \
+         from unnest($3::int[], $4::text[], $5::text[], $6::text[]) as u(ordinal, text, hash, embedding), {embedded} e \
          where e.document_id = $1"
     ))
     .bind(id)
     .bind(model)
     .bind(&ordinals)
     .bind(&texts)
+    .bind(&hashes)
     .bind(&literals)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The md5 of `text`, in hex, as Postgres' `md5()` writes it.
+fn md5_hex(text: &str) -> String {
+    use md5::Digest as _;
+    md5::Md5::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// pgvector's text form of a vector, `[x,y,…]`, each float written so that it reads back exactly.
