@@ -695,3 +695,41 @@ async fn an_edit_embeds_again_only_the_chunks_it_changed() {
     assert_eq!((vectors, version), (chunks as i64, 2));
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn document_updates_say_when_keyword_and_then_semantic_search_have_a_change() {
+    let env = TestEnv::new().await;
+    let running = env.start_with(&with_model(&env), ALL).await;
+    let mut socket = crate::support::WsClient::connect(&running, &env.token(devart_gateway::Role::Viewer)).await;
+    socket.subscribe("docs", "subscription { documentUpdates { id version removed embedded } }", json!({})).await;
+    let id = id_of(&add(&running, None, json!({ "title": "Cache", "content": CACHE })).await);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let data = socket.next_data(Duration::from_secs(20)).await;
+        let change = &data["documentUpdates"];
+        assert_eq!(change["id"], id.as_str(), "{data}");
+        seen.push((change["version"].as_i64(), change["removed"].as_bool(), change["embedded"].as_bool()));
+    }
+    seen.sort();
+    assert_eq!(seen, [(Some(1), Some(false), Some(false)), (Some(1), Some(false), Some(true))]);
+
+    // As it stood before an edit: its content then, its chunks then, who changed it, no status.
+    let update = "mutation($id: ID!) { updateDocument(id: $id, input: { content: \"# Other\\n\\nNew text.\" }) { version updatedBy } }";
+    let body = running.graphql(update, json!({ "id": id })).await;
+    assert_eq!(body["data"]["updateDocument"]["version"], 2, "{body}");
+    let at = "query($id: ID!) { documentAt(id: $id, at: \"1\") { version updatedBy searchStatus chunks { text } } }";
+    let position: i64 = sqlx::query_scalar("select min(position) from events where stream_id = $1")
+        .bind(format!("document-{id}"))
+        .fetch_one(&env.pool)
+        .await
+        .unwrap_or(1);
+    let body = running.graphql(&at.replace("\"1\"", &format!("\"{position}\"")), json!({ "id": id })).await;
+    let past = &body["data"]["documentAt"];
+    assert_eq!(past["version"], 1, "{body}");
+    assert_eq!(past["searchStatus"], Value::Null, "{body}");
+    assert!(past["chunks"][0]["text"].as_str().unwrap().contains("ERR_DEVART_4217"), "{body}");
+    assert!(!past["updatedBy"].as_str().unwrap().is_empty(), "{body}");
+
+    running.stop().await;
+    env.cleanup().await;
+}

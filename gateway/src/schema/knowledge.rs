@@ -12,13 +12,14 @@
 //! rest HTML-escaped). Without a provider, semantic and hybrid answer `UNAVAILABLE` with how to
 //! turn them on; a provider that fails (the model's pool, a remote API) is `UNAVAILABLE` too.
 
-use async_graphql::{ComplexObject, Context, Enum, InputObject, Json, Object, SimpleObject, ID};
+use async_graphql::{ComplexObject, Context, Enum, InputObject, Json, Object, SimpleObject, Subscription, ID};
 use chrono::{DateTime, Utc};
 use devart_commands::documents::NewDocument;
 use devart_commands::Folded;
 use devart_domain::document::{
     chunks, Content, Document as DocumentAggregate, DocumentState, Metadata, Source, Tags, Title, UpdateDocument,
 };
+use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::{caller, command_context, domain, new_aggregate_id, parse_id, person, read, require, services};
@@ -58,9 +59,14 @@ pub struct KnowledgeDocument {
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     pub updated_at: DateTime<Utc>,
+    /// Who changed it last.
+    pub updated_by: String,
     /// The version and model the embedding worker last applied, if it has.
     #[graphql(skip)]
     pub embedded: Option<(i64, String)>,
+    /// As it stood in the past (`documentAt`), not as the read models hold it now.
+    #[graphql(skip)]
+    pub past: bool,
 }
 
 /// Whether semantic search finds a document as it is now.
@@ -79,20 +85,27 @@ pub enum DocumentSearchStatus {
 
 #[ComplexObject]
 impl KnowledgeDocument {
-    /// Whether semantic search finds it as it is now.
-    async fn search_status(&self, ctx: &Context<'_>) -> DocumentSearchStatus {
+    /// Whether semantic search finds it as it is now; null for a document as it stood in the past.
+    async fn search_status(&self, ctx: &Context<'_>) -> Option<DocumentSearchStatus> {
+        if self.past {
+            return None;
+        }
         let QueryEmbeddings::On(provider) = &services(ctx).semantic else {
-            return DocumentSearchStatus::KeywordOnly;
+            return Some(DocumentSearchStatus::KeywordOnly);
         };
-        match &self.embedded {
+        Some(match &self.embedded {
             Some((_, model)) if model != provider.model() => DocumentSearchStatus::OtherModel,
             Some((version, _)) if *version == self.version => DocumentSearchStatus::Searchable,
             _ => DocumentSearchStatus::Embedding,
-        }
+        })
     }
 
-    /// Its chunks as search holds them, in order (empty until the read model has the document).
+    /// Its chunks, in order: as search holds them (empty until the read model has the document),
+    /// or, for a document as it stood in the past, as its content then splits.
     async fn chunks(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<KnowledgeChunk>> {
+        if self.past {
+            return Ok(chunks::split(&self.content).into_iter().map(KnowledgeChunk::from).collect());
+        }
         let id = parse_id("id", &self.id)?;
         let rows: Vec<ChunkRow> = sqlx::query_as(
             "select ordinal, heading, text, char_start, char_end from knowledge_chunks \
@@ -126,6 +139,19 @@ struct ChunkRow {
     text: String,
     char_start: i32,
     char_end: i32,
+}
+
+impl From<chunks::Chunk> for KnowledgeChunk {
+    fn from(c: chunks::Chunk) -> Self {
+        let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        KnowledgeChunk {
+            ordinal: as_i32(c.ordinal as usize),
+            heading: c.heading,
+            text: c.text,
+            char_start: as_i32(c.char_start),
+            char_end: as_i32(c.char_end),
+        }
+    }
 }
 
 impl From<ChunkRow> for KnowledgeChunk {
@@ -236,13 +262,14 @@ struct DocumentRow {
     created_at: DateTime<Utc>,
     created_by: String,
     updated_at: DateTime<Utc>,
+    updated_by: String,
     embedded_version: Option<i64>,
     embedded_model: Option<String>,
 }
 
 /// A document's columns, and what the embedding worker applied of it: `from {DOCUMENTS}`.
 const DOCUMENT_COLUMNS: &str = "d.id, d.title, d.content, d.tags, d.source, d.metadata, d.version, d.chunk_count, \
-     d.created_at, d.created_by, d.updated_at, e.version as embedded_version, e.model as embedded_model";
+     d.created_at, d.created_by, d.updated_at, d.updated_by, e.version as embedded_version, e.model as embedded_model";
 const DOCUMENTS: &str = "documents d left join knowledge_embedded e on e.document_id = d.id";
 
 impl From<DocumentRow> for KnowledgeDocument {
@@ -259,13 +286,20 @@ impl From<DocumentRow> for KnowledgeDocument {
             created_at: r.created_at,
             created_by: r.created_by,
             updated_at: r.updated_at,
+            updated_by: r.updated_by,
             embedded: r.embedded_version.zip(r.embedded_model),
+            past: false,
         }
     }
 }
 
 /// The document as a command or a moment in its history left it.
-fn of_folded(folded: Folded<DocumentState>) -> async_graphql::Result<KnowledgeDocument> {
+/// `updated_by` changed it last; `past`: it is as it stood then, not as the read models hold it.
+fn of_folded(
+    folded: Folded<DocumentState>,
+    updated_by: String,
+    past: bool,
+) -> async_graphql::Result<KnowledgeDocument> {
     let state = folded.state;
     let metadata = serde_json::from_str(&state.metadata).map_err(internal)?;
     let now = Utc::now();
@@ -281,7 +315,9 @@ fn of_folded(folded: Folded<DocumentState>) -> async_graphql::Result<KnowledgeDo
         created_at: folded.created_at.unwrap_or(now),
         created_by: folded.created_by.unwrap_or_default(),
         updated_at: folded.updated_at.unwrap_or(now),
+        updated_by,
         embedded: None,
+        past,
     })
 }
 
@@ -394,7 +430,10 @@ impl KnowledgeQuery {
         if folded.version == 0 {
             return Ok(None);
         }
-        of_folded(folded).map(Some)
+        let stream = devart_domain::StreamId::new(<DocumentAggregate as devart_domain::Aggregate>::KIND, id);
+        let events = services(ctx).store.read_stream(&stream, Some(folded.version)).await.map_err(gql)?;
+        let updated_by = events.last().map(|e| e.meta.actor.to_string()).unwrap_or_default();
+        of_folded(folded, updated_by, true).map(Some)
     }
 
     /// Searches the documents' chunks, best first. `tags`: only documents with all of them;
@@ -640,6 +679,42 @@ impl From<HitRow> for KnowledgeHit {
     }
 }
 
+/// A change to a document, as soon as a read model has it.
+#[derive(Debug, Clone, SimpleObject)]
+pub struct KnowledgeDocumentChange {
+    pub id: ID,
+    /// The document's version the read model now reflects.
+    pub version: i64,
+    pub removed: bool,
+    /// False: the document and keyword search have this version. True: its vectors have it too,
+    /// so semantic search finds it as it now is.
+    pub embedded: bool,
+}
+
+#[derive(Default)]
+pub struct KnowledgeSubscription;
+
+#[Subscription]
+impl KnowledgeSubscription {
+    /// Each change to a document (to `id`'s only, if given): once when the document and keyword
+    /// search have it, once more when its vectors do. Read the document again for the rest.
+    async fn document_updates(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = KnowledgeDocumentChange>> {
+        caller(ctx)?;
+        let only = id.map(|id| parse_id("id", &id)).transpose()?;
+        let live = &services(ctx).live;
+        let documents = live.documents.subscribe().map(|c| (c.id, c.version, c.removed, false));
+        let embedded = live.embedded.subscribe().map(|c| (c.id, c.version, c.removed, true));
+        Ok(futures::stream::select(documents, embedded).filter_map(move |(id, version, removed, embedded)| {
+            let wanted = only.is_none_or(|only| only == id);
+            async move { wanted.then(|| KnowledgeDocumentChange { id: ID(id.to_string()), version, removed, embedded }) }
+        }))
+    }
+}
+
 #[derive(Default)]
 pub struct KnowledgeMutation;
 
@@ -662,7 +737,11 @@ impl KnowledgeMutation {
         };
         let context = command_context(ctx, &caller);
         let id = new_aggregate_id(ctx, &context);
-        of_folded(services(ctx).commands.documents().add(id, document, &context).await.map_err(gql)?)
+        of_folded(
+            services(ctx).commands.documents().add(id, document, &context).await.map_err(gql)?,
+            context.actor.to_string(),
+            false,
+        )
     }
 
     /// Changes the fields given; with `expectedVersion`, only if the document is still at that
@@ -687,7 +766,11 @@ impl KnowledgeMutation {
             metadata: input.metadata.map(|m| Metadata::from_value(&m.0)).transpose().map_err(gql)?,
         };
         let context = command_context(ctx, &caller);
-        of_folded(services(ctx).commands.documents().update(id, update, expected, &context).await.map_err(gql)?)
+        of_folded(
+            services(ctx).commands.documents().update(id, update, expected, &context).await.map_err(gql)?,
+            context.actor.to_string(),
+            false,
+        )
     }
 
     /// Replaces a document's tags with `tags`.
@@ -701,7 +784,11 @@ impl KnowledgeMutation {
         let id = parse_id("id", &id)?;
         let tags = domain(Tags::parse(&tags))?;
         let context = command_context(ctx, &caller);
-        of_folded(services(ctx).commands.documents().tag(id, tags, &context).await.map_err(gql)?)
+        of_folded(
+            services(ctx).commands.documents().tag(id, tags, &context).await.map_err(gql)?,
+            context.actor.to_string(),
+            false,
+        )
     }
 
     /// Removes a document from the knowledge base and from search; its history stays

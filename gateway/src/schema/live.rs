@@ -4,7 +4,7 @@
 //! - **Announced rows** ([`Fanout`]): what a read model announces after a batch committed
 //!   (`devart_projections::announce`), forwarded from the bus by one task per read model and fanned
 //!   out to every subscriber: tasks, agents, users, services, workflow runs, cost-outlier flags,
-//!   the kill switch's pauses.
+//!   the kill switch's pauses, the knowledge base's documents and their vectors.
 //! - **Derived values** ([`Latest`]): a value computed once per change for all subscribers and
 //!   kept as the latest: the queue's statistics (read again after the task board announced a
 //!   change, at most every [`QUEUE_INTERVAL`], and handed on only when they differ), and the
@@ -19,11 +19,13 @@ use devart_projections::agents::AgentRow;
 use devart_projections::analytics::TaskFacts;
 use devart_projections::announce::Announced;
 use devart_projections::claims::ClaimPausesRow;
+use devart_projections::embeddings::EmbeddedChange;
+use devart_projections::knowledge::DocumentChange;
 use devart_projections::services::ServiceRow;
 use devart_projections::tasks::TaskRow;
 use devart_projections::users::UserRow;
 use devart_projections::workflows::WorkflowRunRow;
-use devart_projections::{agents, analytics, claims, services, tasks, users, workflows};
+use devart_projections::{agents, analytics, claims, embeddings, knowledge, services, tasks, users, workflows};
 use futures::{Stream, StreamExt};
 use tokio::sync::{broadcast, watch, Notify};
 use tokio::time::Instant;
@@ -54,6 +56,9 @@ pub struct Live {
     pub outliers: Fanout<TaskFacts>,
     /// The pauses in effect, whenever one begins or ends.
     pub claims: Fanout<ClaimPausesRow>,
+    /// Documents changed in the knowledge base, and documents whose vectors caught up.
+    pub documents: Fanout<DocumentChange>,
+    pub embedded: Fanout<EmbeddedChange>,
     pub queue: Latest<QueueSnapshot>,
     pub settings: Latest<Vec<Setting>>,
 }
@@ -68,6 +73,8 @@ impl Default for Live {
             runs: Fanout::new(workflows::ANNOUNCED),
             outliers: Fanout::new(analytics::ANNOUNCED),
             claims: Fanout::new(claims::ANNOUNCED),
+            documents: Fanout::new(knowledge::ANNOUNCED),
+            embedded: Fanout::new(embeddings::ANNOUNCED),
             queue: Latest::default(),
             settings: Latest::default(),
         }
@@ -86,6 +93,8 @@ pub async fn run(services: Services, shutdown: CancellationToken) {
     parts.spawn(forward(services.clone(), live.clone(), |l| &l.runs, shutdown.clone()));
     parts.spawn(forward(services.clone(), live.clone(), |l| &l.outliers, shutdown.clone()));
     parts.spawn(forward(services.clone(), live.clone(), |l| &l.claims, shutdown.clone()));
+    parts.spawn(forward(services.clone(), live.clone(), |l| &l.documents, shutdown.clone()));
+    parts.spawn(forward(services.clone(), live.clone(), |l| &l.embedded, shutdown.clone()));
     parts.spawn(follow_queue(services.clone(), shutdown.clone()));
     parts.spawn(follow_settings(services, shutdown));
     while let Some(ended) = parts.join_next().await {

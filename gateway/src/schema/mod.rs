@@ -77,6 +77,7 @@ pub struct MutationRoot(
 #[derive(async_graphql::MergedSubscription, Default)]
 pub struct SubscriptionRoot(
     events::EventsSubscription,
+    knowledge::KnowledgeSubscription,
     tasks::TasksSubscription,
     workflows::WorkflowsSubscription,
     budgets::BudgetsSubscription,
