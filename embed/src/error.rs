@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::DIMENSIONS;
+
 /// What the command that installs the model is called, for every message that needs it.
 pub const INSTALL_HINT: &str = "install it with `scripts/models` (as root; it honours DEVART_MODEL_DIR)";
 
@@ -33,6 +35,23 @@ pub enum EmbedError {
     /// The pool's workers are gone (it was shut down or a worker died).
     #[error("the embedding pool is not running")]
     PoolClosed,
+    /// A remote embeddings API refused the key (401 or 403), or wants one and none is configured.
+    /// What the API said is left out: such a message may quote the key.
+    #[error("the embeddings API at {endpoint} refused {}: {status}", if *.keyed { "the API key" } else { "a request without an API key" })]
+    KeyRefused { endpoint: String, status: u16, keyed: bool },
+    /// A remote embeddings API answered an error (a final one, or a passing one that lasted through
+    /// every retry): its status and what it said.
+    #[error("the embeddings API at {endpoint} answered {status}: {message}")]
+    Remote { endpoint: String, status: u16, message: String },
+    /// A remote embeddings API could not be reached or did not answer in time, through every retry.
+    #[error("the embeddings API at {endpoint} is unreachable: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    /// A remote model answered vectors of another width than [`DIMENSIONS`].
+    #[error("the embeddings model {model} answered vectors of {width} dimensions, expected {DIMENSIONS}")]
+    WrongWidth { model: String, width: usize },
+    /// A remote embeddings API answered 2xx with something that is not the vectors asked for.
+    #[error("the embeddings API at {endpoint} answered unusable vectors: {reason}")]
+    BadAnswer { endpoint: String, reason: String },
 }
 
 impl From<candle_core::Error> for EmbedError {

@@ -1,5 +1,5 @@
-//! Local sentence embeddings for the knowledge base: all-MiniLM-L6-v2 (384 dimensions) run on the CPU
-//! with candle, behind a bounded pool of inference threads.
+//! Sentence embeddings for the knowledge base: all-MiniLM-L6-v2 (384 dimensions) run on the CPU
+//! with candle, behind a bounded pool of inference threads; or, instead, an OpenAI-compatible API.
 //!
 //! # Layout
 //! - [`files`]: where the model is ([`ModelFiles::locate`], `DEVART_MODEL_DIR`, [`DEFAULT_MODEL_DIR`])
@@ -10,14 +10,18 @@
 //! - [`provider`]: [`Embeddings`], what callers hold: the local pool, or a remote API.
 //! - [`pool`]: [`EmbedPool`], asynchronous: a fixed number of threads fed by a bounded queue, so
 //!   that ingest and search never block the tokio runtime nor take more CPU than they were given.
+//! - [`remote`]: [`RemoteEmbeddings`], an OpenAI-compatible `/v1/embeddings` API instead of the
+//!   local model: batched, bounded, retried with backoff, its vectors checked and normalised.
 //!
-//! **Invariant:** no network access, ever; the model is installed beforehand, never fetched here.
+//! **Invariant:** only [`remote`] talks to the network, and only to the endpoint it is configured
+//! with; the local model is installed beforehand, never fetched here.
 
 pub mod error;
 pub mod files;
 pub mod model;
 pub mod pool;
 pub mod provider;
+pub mod remote;
 
 pub use error::{EmbedError, INSTALL_HINT};
 pub use files::{ModelFiles, DEFAULT_MODEL_DIR, MODEL_DIR_ENV};
@@ -27,6 +31,7 @@ pub use model::{
 };
 pub use pool::{EmbedPool, PoolConfig, PoolStats, THREADS_ENV};
 pub use provider::Embeddings;
+pub use remote::{RemoteConfig, RemoteEmbeddings, RemoteKey};
 
 /// Width of every vector.
 pub const DIMENSIONS: usize = 384;

@@ -233,7 +233,7 @@ impl Embedder {
 }
 
 /// The first [`MAX_TEXT_BYTES`] of a text, cut at a character boundary.
-fn clip(text: &str) -> &str {
+pub(crate) fn clip(text: &str) -> &str {
     if text.len() <= MAX_TEXT_BYTES {
         return text;
     }

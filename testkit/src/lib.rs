@@ -7,16 +7,20 @@
 //!   `devart serve` runs them, its gateway on a free port.
 //! - [`graphql`]: [`Client`], GraphQL over HTTP, and [`Subscriptions`], `graphql-transport-ws`
 //!   over a WebSocket.
+//! - [`fake_openai`]: [`FakeEmbeddingsApi`], a local OpenAI-compatible embeddings API that records
+//!   its requests and fails when told to, for the remote embeddings provider.
 //!
 //! Every call returns an [`Error`] rather than panicking: a benchmark reports a failure and still
 //! removes what it made; a test turns it into its own panic with `expect`.
 
+pub mod fake_openai;
 pub mod graphql;
 pub mod server;
 pub mod stack;
 
 use std::time::Duration;
 
+pub use fake_openai::{fake_vector, FakeEmbeddingsApi, FakeFailure, SeenRequest};
 pub use graphql::{Client, Subscriptions};
 pub use server::{token, Server};
 pub use stack::{Stack, StackOptions};
