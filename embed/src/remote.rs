@@ -693,6 +693,38 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_placed_by_index_and_checked() {
+        let remote = RemoteEmbeddings::new(RemoteConfig::new("http://127.0.0.1:1", "m")).unwrap();
+        let unit = |place: usize| {
+            let mut vector = vec![0.0; DIMENSIONS];
+            vector[place] = 2.0;
+            vector
+        };
+        let answer = |data: Vec<(usize, Vec<f32>)>| {
+            let data: Vec<_> = data
+                .into_iter()
+                .map(|(index, embedding)| serde_json::json!({ "index": index, "embedding": embedding }))
+                .collect();
+            serde_json::to_vec(&serde_json::json!({ "object": "list", "data": data })).unwrap()
+        };
+        let vectors = remote.vectors(&answer(vec![(1, unit(1)), (0, unit(0))]), 2).unwrap();
+        assert_eq!((vectors[0][0], vectors[1][1]), (1.0, 1.0), "placed by index, normalised");
+        for (bad, texts) in [
+            (answer(vec![(0, unit(0))]), 2),
+            (answer(vec![(0, unit(0)), (0, unit(1))]), 2),
+            (answer(vec![(0, unit(0)), (2, unit(1))]), 2),
+            (b"{\"data\": \"nope\"}".to_vec(), 1),
+            (b"<html>".to_vec(), 1),
+        ] {
+            let error = remote.vectors(&bad, texts).unwrap_err();
+            assert!(matches!(error, EmbedError::BadAnswer { .. }), "{error:?}");
+        }
+        let error = remote.vectors(&answer(vec![(0, vec![0.5; 1536])]), 1).unwrap_err();
+        assert!(matches!(error, EmbedError::WrongWidth { width: 1536, .. }), "{error:?}");
+        assert_eq!(remote.model(), "m@127.0.0.1:1");
+    }
+
+    #[test]
     fn vectors_are_normalised_or_refused() {
         let mut vector = [0.0; DIMENSIONS];
         vector[0] = 3.0;
