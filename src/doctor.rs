@@ -129,16 +129,50 @@ pub async fn checks(config: &Config) -> Vec<Check> {
         },
     );
     push("dashboard", dashboard(config));
-    push(
-        "embedding model",
-        tokio::task::spawn_blocking({
-            let dir = config.knowledge.model_dir.clone();
-            move || embedding_model(dir)
-        })
-        .await
-        .unwrap_or_else(|e| Finding::fail(format!("the check did not finish: {e}"), "run `devart doctor` again")),
-    );
+    if config.knowledge.embeddings == crate::knowledge::Provider::Openai {
+        push("embeddings API", embeddings_api(&config.knowledge).await);
+    } else {
+        push(
+            "embedding model",
+            tokio::task::spawn_blocking({
+                let dir = config.knowledge.model_dir.clone();
+                move || embedding_model(dir)
+            })
+            .await
+            .unwrap_or_else(|e| Finding::fail(format!("the check did not finish: {e}"), "run `devart doctor` again")),
+        );
+    }
     checks
+}
+
+/// The remote embeddings API (`DEVART_EMBEDDINGS=openai`): one short text embedded, once, within
+/// the checks' wait.
+async fn embeddings_api(knowledge: &crate::knowledge::KnowledgeConfig) -> Finding {
+    use devart_embed::{EmbedError, Embeddings as _, RemoteConfig, RemoteEmbeddings};
+    let fix_settings = "check DEVART_EMBEDDINGS_URL, DEVART_EMBEDDINGS_MODEL and DEVART_EMBEDDINGS_API_KEY";
+    let config = match knowledge.remote() {
+        Ok(config) => RemoteConfig { max_retries: 0, timeout: WAIT, ..config },
+        Err(e) => return Finding::fail(format!("{e:#}"), fix_settings),
+    };
+    let remote = match RemoteEmbeddings::new(config) {
+        Ok(remote) => remote,
+        Err(e) => return Finding::fail(e.to_string(), fix_settings),
+    };
+    match remote.embed(vec!["devart doctor".into()]).await {
+        Ok(_) => Finding::Ok(format!("{} answers {}-wide vectors", remote.model(), devart_embed::DIMENSIONS)),
+        Err(e @ EmbedError::KeyRefused { .. }) => Finding::fail(
+            e.to_string(),
+            "set DEVART_EMBEDDINGS_API_KEY (or DEVART_EMBEDDINGS_API_KEY_FILE) to a key the API accepts",
+        ),
+        Err(e @ EmbedError::Unreachable { .. }) => {
+            Finding::fail(e.to_string(), "check DEVART_EMBEDDINGS_URL and that the API is up")
+        }
+        Err(e @ EmbedError::WrongWidth { .. }) => Finding::fail(
+            e.to_string(),
+            "set DEVART_EMBEDDINGS_MODEL to a model that answers 384 dimensions when asked for them",
+        ),
+        Err(e) => Finding::fail(e.to_string(), fix_settings),
+    }
 }
 
 /// How to install the embedding model.

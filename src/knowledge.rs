@@ -1,10 +1,24 @@
 //! The knowledge base's side of the binary: which embedding provider semantic search uses
-//! (`DEVART_EMBEDDINGS`), and the pools it runs on.
+//! (`DEVART_EMBEDDINGS`: the local model's pools, or an OpenAI-compatible API), and `devart
+//! knowledge import`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use devart_embed::{EmbedPool, Embedder, Embeddings, ModelFiles, PoolConfig, DEFAULT_MODEL_DIR};
+use anyhow::Context as _;
+use devart_embed::{
+    EmbedPool, Embedder, Embeddings, ModelFiles, PoolConfig, RemoteConfig, RemoteEmbeddings, RemoteKey,
+    DEFAULT_MODEL_DIR,
+};
+
+use crate::Secret;
+
+/// The OpenAI API's base URL, unless configured otherwise.
+pub const EMBEDDINGS_URL_DEFAULT: &str = "https://api.openai.com";
+/// The remote model asked for unless configured otherwise: one that answers 384 dimensions when
+/// asked (`dimensions`).
+pub const EMBEDDINGS_MODEL_DEFAULT: &str = "text-embedding-3-small";
 
 /// Where vectors come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,12 +40,33 @@ pub struct KnowledgeConfig {
     /// Where the local model's files are (`scripts/models` installs them there).
     #[arg(long, env = "DEVART_MODEL_DIR", default_value = DEFAULT_MODEL_DIR, global = true)]
     pub model_dir: PathBuf,
+    /// The OpenAI-compatible API's base URL (`DEVART_EMBEDDINGS=openai`); requests go to
+    /// `<url>/v1/embeddings`.
+    #[arg(long, env = "DEVART_EMBEDDINGS_URL", default_value = EMBEDDINGS_URL_DEFAULT, global = true)]
+    pub embeddings_url: String,
+    /// The remote model; it must answer 384-wide vectors when asked for `dimensions: 384`.
+    #[arg(long, env = "DEVART_EMBEDDINGS_MODEL", default_value = EMBEDDINGS_MODEL_DEFAULT, global = true)]
+    pub embeddings_model: String,
+    /// The remote API's key, sent as a bearer token; none for an API that wants none.
+    #[arg(long, env = "DEVART_EMBEDDINGS_API_KEY", hide_env_values = true, value_parser = any_secret, global = true)]
+    pub embeddings_api_key: Option<Secret>,
 }
 
 impl Default for KnowledgeConfig {
     fn default() -> Self {
-        KnowledgeConfig { embeddings: Provider::Local, model_dir: PathBuf::from(DEFAULT_MODEL_DIR) }
+        KnowledgeConfig {
+            embeddings: Provider::Local,
+            model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
+            embeddings_url: EMBEDDINGS_URL_DEFAULT.to_owned(),
+            embeddings_model: EMBEDDINGS_MODEL_DEFAULT.to_owned(),
+            embeddings_api_key: None,
+        }
     }
+}
+
+/// Takes any text: a refused value would be echoed in clap's error message.
+fn any_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret(s.to_owned()))
 }
 
 impl KnowledgeConfig {
@@ -39,7 +74,39 @@ impl KnowledgeConfig {
     pub fn off() -> Self {
         KnowledgeConfig { embeddings: Provider::Off, ..KnowledgeConfig::default() }
     }
+
+    /// The remote API at `url`, asking for `model` with `key`.
+    pub fn openai(url: &str, model: &str, key: Option<&str>) -> Self {
+        KnowledgeConfig {
+            embeddings: Provider::Openai,
+            embeddings_url: url.to_owned(),
+            embeddings_model: model.to_owned(),
+            embeddings_api_key: key.map(|key| Secret(key.to_owned())),
+            ..KnowledgeConfig::default()
+        }
+    }
+
+    /// The remote provider's configuration, checked. Errors name the settings, never the key.
+    pub fn remote(&self) -> anyhow::Result<RemoteConfig> {
+        let key = match &self.embeddings_api_key {
+            Some(key) => Some(RemoteKey::new(key.0.clone()).context("DEVART_EMBEDDINGS_API_KEY")?),
+            None => None,
+        };
+        let config = RemoteConfig { api_key: key, ..RemoteConfig::new(&self.embeddings_url, &self.embeddings_model) };
+        // Checked now, so that a bad setting stops devart at startup rather than at the first search.
+        RemoteEmbeddings::new(config.clone()).context("DEVART_EMBEDDINGS_URL or DEVART_EMBEDDINGS_MODEL")?;
+        Ok(config)
+    }
 }
+
+/// Retries of a search query's embedding: a search waits some 20 s at most (within the gateway's
+/// request timeout), then answers `UNAVAILABLE`; documents' chunks are given the provider's defaults, and the embedding worker
+/// tries their batch again after that.
+const QUERY_RETRIES: u32 = 2;
+/// The longest a search query's embedding waits before a retry, whatever the API asks.
+const QUERY_RETRY_WAIT_MAX: Duration = Duration::from_secs(2);
+/// How long one attempt at a search query's embedding may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Threads of the pool that embeds search queries, apart from the one that embeds documents, so
 /// that a bulk import never makes a search wait behind it.
@@ -74,7 +141,22 @@ impl KnowledgeConfig {
         match self.embeddings {
             Provider::Off => Ok(Semantic::Off("semantic search is turned off (DEVART_EMBEDDINGS=off)".into())),
             Provider::Openai => {
-                anyhow::bail!("DEVART_EMBEDDINGS=openai: the remote embeddings provider is not yet available")
+                let config = self.remote()?;
+                let query = RemoteConfig {
+                    max_retries: QUERY_RETRIES,
+                    retry_wait_max: QUERY_RETRY_WAIT_MAX,
+                    retry_wait_first: config.retry_wait_first.min(QUERY_RETRY_WAIT_MAX),
+                    timeout: QUERY_TIMEOUT,
+                    ..config.clone()
+                };
+                // Two providers, so that a bulk import holds none of the requests searches make.
+                let ingest = RemoteEmbeddings::new(config)?;
+                let query = RemoteEmbeddings::new(query)?;
+                if self.embeddings_api_key.is_none() {
+                    tracing::info!("DEVART_EMBEDDINGS_API_KEY is not set: the embeddings API is called without a key");
+                }
+                tracing::info!(model = ingest.model(), "semantic search on, through a remote embeddings API");
+                Ok(Semantic::On { ingest: Arc::new(ingest), query: Arc::new(query) })
             }
             Provider::Local => {
                 let dir = self.model_dir.clone();
@@ -290,6 +372,24 @@ mod tests {
         // A rule further down is not front matter.
         let file = read_markdown("# A\n\n---\n\nb", "a");
         assert_eq!((file.title.as_str(), file.content.as_str()), ("A", "# A\n\n---\n\nb"));
+    }
+
+    #[test]
+    fn remote_settings_are_checked_without_showing_the_key() {
+        let good = KnowledgeConfig::openai("http://127.0.0.1:9/openai", "text-embedding-3-small", Some("sk-hunter2"));
+        let remote = good.remote().unwrap();
+        assert_eq!(remote.base_url, "http://127.0.0.1:9/openai");
+        assert!(!format!("{good:?} {remote:?}").contains("hunter2"));
+        for bad in [
+            KnowledgeConfig::openai("not a url", "m", None),
+            KnowledgeConfig::openai("http://127.0.0.1:9", "", None),
+            KnowledgeConfig::openai("http://127.0.0.1:9", "m", Some("sk-hunter2 with a space")),
+            KnowledgeConfig::openai("http://127.0.0.1:9", "m", Some("")),
+        ] {
+            let error = format!("{:#}", bad.remote().unwrap_err());
+            assert!(error.contains("DEVART_EMBEDDINGS_"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub const SECRET_VARIABLES: &[&str] = &[
     "DEVART_AGENT_KEY",
     "DEVART_TELEGRAM_BOT_TOKEN",
     "DEVART_WEBHOOK_SECRET",
+    "DEVART_EMBEDDINGS_API_KEY",
 ];
 
 /// The flags that take a secret, by argument id, with the variable to use instead.
@@ -26,6 +27,7 @@ const SECRET_FLAGS: &[(&str, &str, &str)] = &[
     ("telegram_bot_token", "--telegram-bot-token", "DEVART_TELEGRAM_BOT_TOKEN"),
     ("webhook_secret", "--webhook-secret", "DEVART_WEBHOOK_SECRET"),
     ("key", "--key", "DEVART_AGENT_KEY"),
+    ("embeddings_api_key", "--embeddings-api-key", "DEVART_EMBEDDINGS_API_KEY"),
 ];
 
 /// Sets each `X` given as `X_FILE` from its file. To be called before any thread starts (it sets

@@ -57,6 +57,7 @@ fn help_never_shows_a_password_from_the_environment() {
             .env("NATS_URL", "nats://devart:hunter2-nats@nats.internal:4222")
             .env("DEVART_JWT_SECRET", "hunter2-jwt-hunter2-jwt-hunter2-jwt-hunter2")
             .env("DEVART_AGENT_KEY", "dva_0123456789abcdef_hunter2-key")
+            .env("DEVART_EMBEDDINGS_API_KEY", "sk-hunter2-embeddings")
             .output()
             .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
@@ -137,5 +138,53 @@ async fn doctor_says_what_a_new_install_lacks_and_how_to_fix_it() {
         <sqlx::PgConnection as sqlx::Connection>::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
     let name = fresh.rsplit('/').next().unwrap().to_owned();
     sqlx::query(&format!("drop database if exists {name} with (force)")).execute(&mut admin).await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn doctor_checks_the_remote_embeddings_api_with_a_key_from_a_file_and_never_shows_it() {
+    use devart_testkit::fake_openai::FAKE_KEY;
+    use devart_testkit::FakeEmbeddingsApi;
+
+    let env = TestEnv::new().await;
+    let fake = FakeEmbeddingsApi::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("devart-embeddings-key-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&dir).unwrap();
+    let (right, wrong) = (dir.join("right"), dir.join("wrong"));
+    std::fs::write(&right, format!("{FAKE_KEY}\n")).unwrap();
+    std::fs::write(&wrong, "sk-wrong-hunter2-key\n").unwrap();
+    // Not `std::process`: the fake answers on this test's runtime while devart runs.
+    let doctor = |key_file: std::path::PathBuf| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_devart"))
+            .arg("doctor")
+            .env("DATABASE_URL", &env.config.database_url)
+            .env("NATS_URL", &env.config.nats_url)
+            .env("DEVART_NATS_PREFIX", &env.config.nats_prefix)
+            .env("DEVART_EMBEDDINGS", "openai")
+            .env("DEVART_EMBEDDINGS_URL", &fake.base_url)
+            .env("DEVART_EMBEDDINGS_API_KEY_FILE", key_file)
+            .env_remove("DEVART_EMBEDDINGS_API_KEY")
+            .env_remove("DEVART_JWT_SECRET")
+            .env("DEVART_LOG", "warn")
+            .output()
+    };
+
+    let output = doctor(right).await.unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    let api = line(&report, "embeddings API");
+    let host = fake.base_url.trim_start_matches("http://");
+    assert!(api.starts_with("ok") && api.contains(&format!("text-embedding-3-small@{host}")), "{report}");
+    assert_eq!(fake.requests()[0].authorization.as_deref(), Some(format!("Bearer {FAKE_KEY}").as_str()));
+    assert!(!report.contains(FAKE_KEY), "{report}");
+
+    let output = doctor(wrong).await.unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let api = line(&report, "embeddings API");
+    assert!(api.starts_with("FAIL") && api.contains("refused the API key: 401"), "{report}");
+    assert!(api.contains("DEVART_EMBEDDINGS_API_KEY"), "the fix names the setting: {report}");
+    assert!(!report.contains("hunter2"), "{report}");
+    assert_eq!(fake.request_count(), 2, "one request each, not retried");
+
+    std::fs::remove_dir_all(dir).unwrap();
     env.cleanup().await;
 }

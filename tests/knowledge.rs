@@ -733,3 +733,63 @@ async fn document_updates_say_when_keyword_and_then_semantic_search_have_a_chang
     running.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn semantic_search_through_an_openai_compatible_api_finds_documents_by_meaning() {
+    use devart_testkit::fake_openai::FAKE_KEY;
+    use devart_testkit::{FakeEmbeddingsApi, FakeFailure};
+
+    let fake = FakeEmbeddingsApi::start().await.unwrap();
+    // The first request is held back by the API's rate limit: the chunks are embedded after it.
+    fake.fail_next(1, FakeFailure::RateLimited { retry_after_secs: 1 });
+    let env = TestEnv::new().await;
+    let mut config = env.config.clone();
+    config.knowledge =
+        devart::knowledge::KnowledgeConfig::openai(&fake.base_url, "text-embedding-3-small", Some(FAKE_KEY));
+    let running = env.start_with(&config, ALL).await;
+    let mut docs = Vec::new();
+    for (title, content) in
+        [("Credentials", CREDENTIALS), ("Cache", CACHE), ("Onboarding", ONBOARDING), ("Billing", BILLING)]
+    {
+        docs.push(id_of(&add(&running, None, json!({ "title": title, "content": content, "tags": ["ops"] })).await));
+    }
+    for id in &docs {
+        searchable(&running, id).await;
+    }
+
+    // Words of the document and one it lacks: keyword search (every word) finds nothing, semantic
+    // search finds it first, and hybrid too.
+    let query = "vault revoked passwords quarterly";
+    assert!(hits(&running, json!({ "q": query })).await.is_empty());
+    assert_eq!(by_mode(&running, query, "SEMANTIC").await.first(), Some(&docs[0]));
+    assert_eq!(by_mode(&running, query, "HYBRID").await.first(), Some(&docs[0]));
+
+    let status = running.graphql("{ knowledgeStatus { semantic model embeddedChunks chunks } }", json!({})).await;
+    let status = &status["data"]["knowledgeStatus"];
+    assert_eq!(status["semantic"], true, "{status}");
+    let host = fake.base_url.trim_start_matches("http://");
+    assert_eq!(status["model"], format!("text-embedding-3-small@{host}"), "{status}");
+    assert_eq!(status["chunks"], status["embeddedChunks"], "{status}");
+
+    // Everything went through the API, with the key, asking for 384 dimensions; the 429 was waited out.
+    let seen = fake.requests();
+    assert_eq!(seen[0].status, 429);
+    assert!(seen[1].at - seen[0].at >= Duration::from_secs(1), "{:?}", seen[1].at - seen[0].at);
+    for request in &seen {
+        assert_eq!(request.authorization.as_deref(), Some(format!("Bearer {FAKE_KEY}").as_str()));
+        assert_eq!(request.dimensions, Some(devart_embed::DIMENSIONS as u64));
+    }
+    assert!(seen.iter().any(|request| request.inputs == [query]), "the query was embedded by the API");
+
+    // The API failing: a search is retried a little, then answers UNAVAILABLE without the key.
+    let before = fake.request_count();
+    fake.fail_next(10, FakeFailure::ServerError);
+    let body = running.graphql(SEARCH, json!({ "q": query, "mode": "SEMANTIC" })).await;
+    assert_eq!(code(&body), "UNAVAILABLE", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("answered 500") && !message.contains(FAKE_KEY), "{message}");
+    assert_eq!(fake.request_count() - before, 3, "two retries");
+
+    running.stop().await;
+    env.cleanup().await;
+}
