@@ -150,3 +150,61 @@ export function useSoon(read: () => Promise<void>, delayMs = 300): () => void {
     timer.current = window.setTimeout(() => void readRef.current().catch(() => {}), delayMs);
   };
 }
+
+/// Positions are decimal strings of any length: compared as numbers, without a float.
+export function comparePositions(a: string, b: string): number {
+  return a.length !== b.length ? a.length - b.length : a < b ? -1 : a > b ? 1 : 0;
+}
+
+/// Runs `read` once the read model `projection` has applied the events heard of (their highest
+/// position), asking `projections` every `everyMs`; after `giveUpMs` it reads anyway. A view that
+/// follows a read model with no subscription of its own hears of changes on the `events` feed,
+/// which runs ahead of the read models: it reads again when the read model shows the change, not
+/// on a guess. Positions heard while it waits or reads are coalesced into the next round.
+export function useProjected(
+  projection: string,
+  read: () => Promise<void>,
+  { everyMs = 100, giveUpMs = 10_000 } = {},
+): (position: string) => void {
+  const readRef = useRef(read);
+  readRef.current = read;
+  const state = useRef({ wanted: null as string | null, busy: false, since: 0, timer: undefined as number | undefined });
+  useEffect(() => () => window.clearTimeout(state.current.timer), []);
+  const round = async () => {
+    const s = state.current;
+    s.timer = undefined;
+    const target = s.wanted;
+    if (!target) return;
+    s.busy = true;
+    try {
+      let applied = Date.now() - s.since > giveUpMs;
+      if (!applied) {
+        const { projections } = await gql<{ projections: { name: string; checkpoint: string }[] }>('{ projections { name checkpoint } }');
+        const mine = projections.find((p) => p.name === projection);
+        applied = !mine || comparePositions(mine.checkpoint, target) >= 0;
+      }
+      if (!applied) {
+        s.timer = window.setTimeout(() => void round(), everyMs);
+        return;
+      }
+      if (s.wanted === target) s.wanted = null;
+      await readRef.current();
+    } catch {
+      // The next change heard of, or the next reconnection, reads again.
+      s.wanted = null;
+    } finally {
+      s.busy = false;
+    }
+    if (s.wanted && s.timer === undefined) {
+      s.since = Date.now();
+      s.timer = window.setTimeout(() => void round(), everyMs);
+    }
+  };
+  return (position: string) => {
+    const s = state.current;
+    if (!s.wanted || comparePositions(position, s.wanted) > 0) s.wanted = position;
+    if (s.busy || s.timer !== undefined) return;
+    s.since = Date.now();
+    s.timer = window.setTimeout(() => void round(), everyMs);
+  };
+}

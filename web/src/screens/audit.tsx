@@ -6,7 +6,7 @@
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, socket } from '../api/client';
-import { gql, useMutation } from '../api/live';
+import { comparePositions, gql, useMutation } from '../api/live';
 import { setQuery } from '../router';
 import type { ScreenProps } from '../routes';
 import { formatNumber } from '../ui/format';
@@ -36,11 +36,6 @@ function parseFilters(query: URLSearchParams): Filters {
     correlation: query.get('correlation') ?? '',
     after: query.get('after') ?? '',
   };
-}
-
-/// Positions are decimal strings of any length: compared as numbers, without a float.
-export function comparePositions(a: string, b: string): number {
-  return a.length !== b.length ? a.length - b.length : a < b ? -1 : a > b ? 1 : 0;
 }
 
 export function Audit({ query }: ScreenProps) {
