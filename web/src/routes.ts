@@ -8,6 +8,8 @@ import { AnalyticsScreen } from './screens/analytics';
 import { Audit } from './screens/audit';
 import { Board } from './screens/board';
 import { Budgets } from './screens/budgets';
+import { DocumentPage } from './screens/document';
+import { Knowledge } from './screens/knowledge';
 import { Outliers } from './screens/outliers';
 import { Overview } from './screens/overview';
 import { People } from './screens/people';
@@ -38,6 +40,8 @@ export const routes: Route[] = [
   { path: '/tasks/:id', title: 'Task', view: TaskPage },
   { path: '/agents', title: 'Agents', nav: true, view: Agents },
   { path: '/workflows', title: 'Workflows', nav: true, view: Workflows },
+  { path: '/knowledge', title: 'Knowledge', nav: true, view: Knowledge },
+  { path: '/knowledge/:id', title: 'Document', view: DocumentPage },
   { path: '/budgets', title: 'Budgets', nav: true, view: Budgets },
   { path: '/analytics', title: 'Analytics', nav: true, view: AnalyticsScreen },
   { path: '/outliers', title: 'Outliers', nav: true, view: Outliers },

@@ -145,3 +145,57 @@ export function newestFirst(a: Task, b: Task): number {
   if (a.createdAt !== b.createdAt) return a.createdAt < b.createdAt ? 1 : -1;
   return a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
 }
+
+/// A document of the knowledge base as `document`, `documents` and `documentAt` answer it.
+export interface KnowledgeDocument {
+  id: string;
+  title: string;
+  /// Markdown.
+  content: string;
+  /// Lower case, sorted.
+  tags: string[];
+  /// Empty when nobody said.
+  source: string;
+  /// A JSON object.
+  metadata: Record<string, unknown>;
+  version: number;
+  chunkCount: number;
+  createdAt: string;
+  createdBy: string;
+  updatedAt: string;
+}
+
+/// Every field of a document but its content and chunks: what a list shows.
+export const DOCUMENT_SUMMARY_FIELDS = 'id title tags source version chunkCount createdAt createdBy updatedAt';
+
+export const DOCUMENT_FIELDS = `${DOCUMENT_SUMMARY_FIELDS} content metadata`;
+
+/// A piece of a document's content, by headings and paragraphs.
+export interface KnowledgeChunk {
+  ordinal: number;
+  /// The headings it sits under, joined by " › ".
+  heading: string;
+  text: string;
+  charStart: number;
+  charEnd: number;
+}
+
+export const CHUNK_FIELDS = 'ordinal heading text charStart charEnd';
+
+export type SearchMode = 'HYBRID' | 'SEMANTIC' | 'KEYWORD';
+
+export const SEARCH_MODES: SearchMode[] = ['HYBRID', 'SEMANTIC', 'KEYWORD'];
+
+/// One search hit: a chunk of a document, its score and an excerpt (HTML: everything escaped
+/// but the `<mark>`…`</mark>` around the matches).
+export interface KnowledgeHit {
+  document: { id: string; title: string; tags: string[]; source: string };
+  chunk: KnowledgeChunk;
+  score: number;
+  excerpt: string;
+}
+
+export const HIT_FIELDS = `document { id title tags source } chunk { ${CHUNK_FIELDS} } score excerpt`;
+
+/// The events of a document's stream (`document-<id>`).
+export const DOCUMENT_EVENTS = ['DocumentAdded', 'DocumentUpdated', 'DocumentTagged', 'DocumentRemoved'];

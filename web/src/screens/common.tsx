@@ -63,6 +63,19 @@ export function actorText(actor: { kind: string; id: string }): string {
   return `${actor.kind.toLowerCase()}:${actor.id}`;
 }
 
+/// Who did something (`user:<id>`, as `actorText` or a `createdBy` says it), its id cut short;
+/// the whole of it is its title.
+export function Who({ who }: { who: string | { kind: string; id: string } }) {
+  const text = typeof who === 'string' ? who : actorText(who);
+  const [, kind, id] = /^([a-z]+):(.+)$/.exec(text) ?? [, '', text];
+  const short = id.length > 12 ? `${kind ? `${kind}:` : ''}${id.slice(0, 8)}…` : text;
+  return (
+    <span class="who-did" title={text} data-who={text}>
+      {short}
+    </span>
+  );
+}
+
 /// The `{field: {from, to}}` an event made, as a small table.
 export function Changes({ changes }: { changes: HistoryEntry['changes'] }) {
   const fields = Object.entries(changes ?? {});
