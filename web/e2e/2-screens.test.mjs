@@ -1,5 +1,6 @@
 // Every screen renders against the live API, without a Content-Security-Policy violation, gets a
-// screenshot (light; the board also dark), and has no serious or critical axe-core violation.
+// screenshot (light; the board also dark), and has no serious or critical axe-core violation; the
+// header holds every screen's link on one line.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -7,9 +8,10 @@ import { api, createTasks, devart, launch, live, newContext, registerAgent, scre
 
 let browser;
 let taskId;
+let documentId;
 
 /// Something on every screen: tasks in each status, an agent at work, a service charged, a
-/// workflow run.
+/// workflow run, a document in the knowledge base.
 async function seed() {
   const agent = await registerAgent('builder-1', ['rust', 'docs']);
   await registerAgent('reviewer-2', ['review']);
@@ -40,11 +42,28 @@ async function seed() {
     {key: "docs", title: "Docs", dependsOn: ["build"], requiredCapabilities: ["docs"]},
     {key: "ship", title: "Ship", dependsOn: ["test", "docs"]}]}) { id } }`);
   await api('mutation($id: ID!) { startWorkflow(workflowId: $id, input: {tag: "v1.2"}) { id } }', { id: workflow.defineWorkflow.id });
+  const runbook = await api(
+    `mutation($content: String!) { addDocument(input: {title: "Releasing devart", content: $content, tags: ["release", "runbook"],
+      source: "wiki/release", metadata: {owner: "release"}}) { id } }`,
+    {
+      content:
+        '# Releasing devart\n\nTag the release on main, then let the **release** workflow build it.\n\n## Checks\n\n' +
+        '- `scripts/test` is green\n- The changelog names every change\n\n## Rollback\n\nRedeploy the previous tag.\n',
+    },
+  );
+  documentId = runbook.addDocument.id;
+}
+
+/// The pages beyond the navigation's: a task's, a document's, and a search.
+function pages() {
+  return [`/tasks/${taskId}`, `/knowledge/${documentId}`, '/knowledge?q=release'];
 }
 
 function screenName(path) {
   if (path === '/') return 'overview';
   if (path.startsWith('/tasks/')) return 'task';
+  if (path.startsWith('/knowledge/')) return 'document';
+  if (path.startsWith('/knowledge?')) return 'knowledge-results';
   return path.slice(1).replace(/\//g, '-');
 }
 
@@ -59,6 +78,8 @@ before(async () => {
   await seed();
 });
 after(async () => {
+  // The knowledge base the other tests read stays as it was.
+  if (documentId) await api('mutation($id: ID!) { removeDocument(id: $id) }', { id: documentId }).catch(() => {});
   await browser?.close();
 });
 
@@ -73,8 +94,16 @@ test('every screen renders against the live API, with screenshots', async () => 
   await signIn(page, devart.admin);
   await live(page);
   const paths = await page.locator('header nav a').evaluateAll((links) => links.map((a) => new URL(a.href).pathname));
-  assert.ok(paths.includes('/') && paths.includes('/tasks') && paths.includes('/agents'), `navigation: ${paths}`);
-  for (const path of [...paths, `/tasks/${taskId}`]) {
+  assert.ok(paths.includes('/') && paths.includes('/tasks') && paths.includes('/knowledge'), `navigation: ${paths}`);
+  // Every link, the theme, the user and the sign-out button on one line, at 1440 px.
+  const rows = await page.evaluate(() =>
+    [...document.querySelectorAll('header.top .brand, header.top nav a, header.top .who > *')].map((el) => {
+      const box = el.getBoundingClientRect();
+      return Math.round(box.top + box.height / 2);
+    }),
+  );
+  assert.ok(Math.max(...rows) - Math.min(...rows) <= 4, `the header wraps: ${rows}`);
+  for (const path of [...paths, ...pages()]) {
     await page.goto(`${devart.url}${path}`);
     await settled(page);
     const errors = await page.locator('main .error-note').allInnerTexts();
@@ -121,7 +150,7 @@ test('axe-core finds no serious or critical violation on any screen', async () =
   const planted = await seriousViolations(page);
   assert.ok(planted.some((v) => v.id === 'button-name' && v.nodes.includes('#planted')), JSON.stringify(planted));
   const found = {};
-  for (const path of [...paths, `/tasks/${taskId}`, '/tasks?status=PENDING']) {
+  for (const path of [...paths, ...pages(), '/tasks?status=PENDING']) {
     await page.goto(`${devart.url}${path}`);
     await settled(page);
     const violations = await seriousViolations(page);

@@ -1,24 +1,31 @@
 // A viewer reads everything and changes nothing: a read-only notice, no write control on any
-// screen (no create, edit, delete, cancel, retry, drag or priority menu), no People screen, and a
-// mutation forced from the page over its own origin's socket refused with FORBIDDEN.
+// screen, a task's page and a document's page (no add, create, edit, retag, remove, delete, cancel,
+// retry, drag or priority menu), no People screen, and a mutation forced from the page over its
+// own origin's socket refused with FORBIDDEN.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { api, devart, launch, makeUser, newContext, ready, signIn } from './support.mjs';
 
 const WRITE =
-  /^(new|create|edit|save|cancel|retry|delete|register|rotate|deactivate|activate|reactivate|increase|acknowledge|start|reset|change|define|update|apply|pause|resume|approve|reject)\b/i;
+  /^(new|add|create|edit|save|cancel|retry|delete|remove|retag|register|rotate|deactivate|activate|reactivate|increase|acknowledge|start|reset|change|define|update|apply|pause|resume|approve|reject)\b/i;
 
 let browser;
 let viewer;
 let taskId;
+let documentId;
 
 before(async () => {
   browser = await launch();
   viewer = await makeUser('VIEWER');
   taskId = (await api('mutation { createTask(input: {title: "Seen by a viewer"}) { id } }')).createTask.id;
+  documentId = (
+    await api('mutation { addDocument(input: {title: "Read by a viewer", content: "# Read by a viewer\\n\\nNothing to change here.", tags: ["viewer"]}) { id } }')
+  ).addDocument.id;
 });
 after(async () => {
+  // The other tests' knowledge base stays as it was.
+  if (documentId) await api('mutation($id: ID!) { removeDocument(id: $id) }', { id: documentId }).catch(() => {});
   await browser?.close();
 });
 
@@ -32,7 +39,8 @@ test('a viewer sees a read-only notice and no write control anywhere', async () 
   const paths = await page.locator('header nav a').evaluateAll((links) => links.map((a) => new URL(a.href).pathname));
   assert.ok(!paths.includes('/people'), 'no People screen for a viewer');
   const found = {};
-  for (const path of [...paths, `/tasks/${taskId}`]) {
+  assert.ok(paths.includes('/knowledge'), 'the Knowledge screen is checked');
+  for (const path of [...paths, `/tasks/${taskId}`, `/knowledge/${documentId}`, '/knowledge?q=viewer']) {
     await page.goto(`${devart.url}${path}`);
     await ready(page);
     const buttons = await page.locator('main button, main [role="button"], main input[type="submit"]').allInnerTexts();
