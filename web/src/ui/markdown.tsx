@@ -108,7 +108,9 @@ function parseBlocks(lines: string[], depth: number): Block[] {
         while (i < lines.length) {
           const more = lines[i];
           if (BLANK.test(more)) {
-            const after = lines.slice(i + 1).find((l) => !BLANK.test(l));
+            let next = i + 1;
+            while (next < lines.length && BLANK.test(lines[next])) next++;
+            const after = lines[next];
             if (after !== undefined && after.length - after.trimStart().length >= indent) {
               body.push('');
               i++;
@@ -172,19 +174,21 @@ export function safeHref(href: string): string | null {
   return null;
 }
 
+// Every span is bounded, so a paragraph costs time in proportion to its length whatever it holds
+// (a megabyte of unclosed asterisks included).
 const INLINE = new RegExp(
   [
-    /(`+)([\s\S]*?[^`])\1(?!`)/u, // 1, 2: a code span
-    /(!?)\[((?:[^\]\\]|\\.)*)\]\(\s*<?([^\s)>]*)>?(?:\s+"[^"]*")?\s*\)/u, // 3, 4, 5: a link or an image
-    /<((?:https?:\/\/|mailto:)[^\s>]+)>/u, // 6: an autolink
-    /\*\*(?=\S)([\s\S]*?\S)\*\*/u, // 7: strong
-    /(?<![\p{L}\p{N}])__(?=\S)([\s\S]*?\S)__(?![\p{L}\p{N}])/u, // 8: strong
-    /\*(?=[^\s*])([\s\S]*?[^\s*])\*/u, // 9: emphasis
-    /(?<![\p{L}\p{N}_])_(?=[^\s_])([\s\S]*?[^\s_])_(?![\p{L}\p{N}_])/u, // 10: emphasis
-    /~~(?=\S)([\s\S]*?\S)~~/u, // 11: strikethrough
+    /(`{1,16})([\s\S]{0,2000}?[^`])\1(?!`)/u, // 1, 2: a code span
+    /(!?)\[((?:[^\]\\]|\\.){0,500})\]\(\s*<?([^\s)>]{0,2000})>?(?:\s+"[^"]{0,500}")?\s*\)/u, // 3, 4, 5: a link or an image
+    /<((?:https?:\/\/|mailto:)[^\s>]{1,2000})>/u, // 6: an autolink
+    /\*\*(?=\S)([\s\S]{0,1000}?\S)\*\*/u, // 7: strong
+    /(?<![\p{L}\p{N}])__(?=\S)([\s\S]{0,1000}?\S)__(?![\p{L}\p{N}])/u, // 8: strong
+    /\*(?=[^\s*])([\s\S]{0,1000}?[^\s*])\*/u, // 9: emphasis
+    /(?<![\p{L}\p{N}_])_(?=[^\s_])([\s\S]{0,1000}?[^\s_])_(?![\p{L}\p{N}_])/u, // 10: emphasis
+    /~~(?=\S)([\s\S]{0,1000}?\S)~~/u, // 11: strikethrough
     /\\([!"#$%&'()*+,\-./:;<=>?@[\\\]^_`{|}~])/u, // 12: an escaped character
     /( {2,}|\\)\n/u, // 13: a hard line break
-    /(https?:\/\/[^\s<]*[^\s<.,:;"')\]])/u, // 14: a bare address
+    /(https?:\/\/[^\s<]{0,2000}[^\s<.,:;"')\]])/u, // 14: a bare address
   ]
     .map((r) => r.source)
     .join('|'),
