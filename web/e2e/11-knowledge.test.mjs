@@ -1,10 +1,11 @@
-// The knowledge base from the dashboard, end to end: a supervisor adds a document through its
-// form and reads it set as a document (its raw HTML shown as text, never run); finds it by a
-// keyword, the match marked in the excerpt; sees a search devart cannot answer said on the page;
-// edits it and sees version 2; edits it again after someone else did and is told to reload; reads
-// it as of version 1; changes its tags; and removes it after a confirmation, which takes it out
-// of the list and of search. Light and dark screenshots of the list, the search and the page;
-// axe-core on each. Nothing is left behind for the other tests.
+// The knowledge base from the dashboard, end to end: the list shows another client's document by
+// itself; a supervisor adds a document through its form and reads it set as a document (its raw
+// HTML shown as text, never run); finds it by a keyword, the match marked in the excerpt; sees a
+// search devart cannot answer said on the page; edits it and sees version 2; edits it again after
+// someone else did and is told to reload; reads it as of version 1; changes its tags; and removes
+// it after a confirmation, which takes it out of the list and of search. Light and dark
+// screenshots of the list, the search and the page; axe-core on each. Nothing is left behind for
+// the other tests.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -12,13 +13,14 @@ import { api, devart, eventually, launch, makeUser, newContext, ready, screensho
 
 let browser;
 let documentId;
+let theirs;
 
 before(async () => {
   browser = await launch();
 });
 after(async () => {
   // A failed run still takes its document out of the knowledge base the other tests read.
-  if (documentId) await api('mutation($id: ID!) { removeDocument(id: $id) }', { id: documentId }).catch(() => {});
+  for (const id of [documentId, theirs]) if (id) await api('mutation($id: ID!) { removeDocument(id: $id) }', { id }).catch(() => {});
   await browser?.close();
 });
 
@@ -92,6 +94,24 @@ async function journey(page, supervisor) {
   await ready(page);
   assert.equal(await page.locator('header nav a[href="/knowledge"]').getAttribute('aria-current'), 'page');
   await headerFitsOneLine(page);
+
+  // Another client's document shows up by itself, and goes when removed.
+  await page.goto(`${devart.url}/knowledge?tag=${tag}`);
+  await ready(page);
+  await page.getByText(`No document is tagged ${tag}.`).waitFor();
+  const added = Date.now();
+  theirs = (
+    await api('mutation($tags: [String!]!) { addDocument(input: {title: "Added elsewhere", content: "By another client.", tags: $tags}) { id } }', {
+      tags: [tag],
+    })
+  ).addDocument.id;
+  await page.locator(`[data-document="${theirs}"]`).waitFor({ timeout: 3000 });
+  console.log(`a document added elsewhere was listed ${Date.now() - added} ms after it was added`);
+  await api('mutation($id: ID!) { removeDocument(id: $id) }', { id: theirs });
+  await page.locator(`[data-document="${theirs}"]`).waitFor({ state: 'detached', timeout: 3000 });
+  theirs = undefined;
+  await page.goto(`${devart.url}/knowledge`);
+  await ready(page);
 
   // Add it through the form.
   await page.getByRole('button', { name: 'Add a document' }).click();
