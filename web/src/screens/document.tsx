@@ -61,7 +61,7 @@ export function DocumentPage({ params, query }: ScreenProps) {
 
   const keep = (next: Detail | null) => {
     // The read model may answer an older copy than a mutation just did: the newer one stays.
-    if (next && held.current && held.current.version > next.version) return;
+    if (next && held.current?.id === next.id && held.current.version > next.version) return;
     held.current = next;
     setDoc(next);
   };
