@@ -68,13 +68,16 @@ function SaveError({ error, version, onReload }: { error: ApiError | null; versi
 
 /// The form to add a document, or to edit one (its tags have a form of their own).
 export function DocumentForm({
-  document: held,
+  document: opened,
   onDone,
 }: {
   document?: KnowledgeDocument;
   /// With the document saved; with nothing when closed; with `reload` after a conflict.
   onDone: (saved?: KnowledgeDocument, reload?: boolean) => void;
 }) {
+  // The version the form was opened on, whatever the page reads meanwhile: the edit is decided
+  // against it (`expectedVersion`), so someone else's change since is a conflict, never lost.
+  const [held] = useState(opened);
   const [title, setTitle] = useState(held?.title ?? '');
   const [content, setContent] = useState(held?.content ?? '');
   const [tags, setTags] = useState('');
