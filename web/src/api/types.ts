@@ -163,10 +163,14 @@ export interface KnowledgeDocument {
   createdAt: string;
   createdBy: string;
   updatedAt: string;
+  /// Whether semantic search finds it as it is now (meaningful for the latest version only).
+  searchStatus: DocumentSearchStatus;
 }
 
+export type DocumentSearchStatus = 'SEARCHABLE' | 'EMBEDDING' | 'OTHER_MODEL' | 'KEYWORD_ONLY';
+
 /// Every field of a document but its content and chunks: what a list shows.
-export const DOCUMENT_SUMMARY_FIELDS = 'id title tags source version chunkCount createdAt createdBy updatedAt';
+export const DOCUMENT_SUMMARY_FIELDS = 'id title tags source version chunkCount createdAt createdBy updatedAt searchStatus';
 
 export const DOCUMENT_FIELDS = `${DOCUMENT_SUMMARY_FIELDS} content metadata`;
 
@@ -196,6 +200,21 @@ export interface KnowledgeHit {
 }
 
 export const HIT_FIELDS = `document { id title tags source } chunk { ${CHUNK_FIELDS} } score excerpt`;
+
+/// Whether semantic search runs, with which model, and how far the embedding worker is.
+export interface KnowledgeStatus {
+  semantic: boolean;
+  model: string | null;
+  /// Why semantic search is off, and how to turn it on.
+  reason: string | null;
+  documents: number;
+  chunks: number;
+  embeddedChunks: number;
+  /// Documents whose current version semantic search does not reflect yet.
+  pendingDocuments: number;
+}
+
+export const KNOWLEDGE_STATUS_FIELDS = 'semantic model reason documents chunks embeddedChunks pendingDocuments';
 
 /// The events of a document's stream (`document-<id>`).
 export const DOCUMENT_EVENTS = ['DocumentAdded', 'DocumentUpdated', 'DocumentTagged', 'DocumentRemoved'];

@@ -1,9 +1,10 @@
 // A document's page: its content (the Markdown shown as a document, or as it is written), tags,
-// source, metadata, the chunks search finds it by, and its history (each event of
-// `document-<id>`, who and when, what it changed). Time travel shows it as of any version or
-// moment (`documentAt`, `?at=` in the address: a position or a time). A supervisor edits it,
-// changes its tags or removes it; a removed document is still shown as it was last. Live through
-// its events, read again once the knowledge read model has applied them.
+// source, metadata, whether semantic search finds it, the chunks search finds it by, and its
+// history (each event of `document-<id>`, who and when, what it changed). Time travel shows it as
+// of any version or moment (`documentAt`, `?at=` in the address: a position or a time). A
+// supervisor edits it, changes its tags or removes it; a removed document is still shown as it
+// was last. Live through its events, read again once the knowledge read model has applied them,
+// and once the embedding worker has.
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { gql, useLive, useProjected } from '../api/live';
@@ -15,7 +16,7 @@ import { formatNumber } from '../ui/format';
 import { Markdown } from '../ui/markdown';
 import { Empty, Loaded, Loading, PageHead, Time } from '../ui/parts';
 import { JsonView, Who } from './common';
-import { Tags } from './knowledge';
+import { SEARCH_STATUS, SearchStatus, Tags } from './knowledge';
 import { DocumentForm, RemoveDocument, TagsForm } from './knowledge-actions';
 
 interface Detail extends KnowledgeDocument {
@@ -89,9 +90,14 @@ export function DocumentPage({ params, query }: ScreenProps) {
     if (last && !removed && (!data.document || data.document.version < last.event.version)) {
       if (last.event.position) readWhenApplied(last.event.position);
       else if (behind.current++ < BEHIND_RETRIES) retry.current = window.setTimeout(() => void load().catch(() => {}), BEHIND_RETRY_MS);
-    } else behind.current = 0;
+    } else {
+      behind.current = 0;
+      // In the read model, not yet embedded: read again once the embedding worker has it.
+      if (data.document?.searchStatus === 'EMBEDDING' && last?.event.position) readWhenEmbedded(last.event.position);
+    }
   };
   const readWhenApplied = useProjected('knowledge', load);
+  const readWhenEmbedded = useProjected('embeddings', load, { everyMs: 250 });
 
   const live = useLive(
     [
@@ -195,7 +201,7 @@ export function DocumentPage({ params, query }: ScreenProps) {
             )}
           </div>
           <div class="stack">
-            {shown && <About document={shown} lastChange={latest ? lastChange : undefined} />}
+            {shown && <About document={shown} latest={latest} lastChange={latest ? lastChange : undefined} />}
             <TimeTravel id={id} at={at} entries={entries} />
           </div>
         </div>
@@ -241,7 +247,7 @@ function Content({ document: shown }: { document: KnowledgeDocument }) {
   );
 }
 
-function About({ document: shown, lastChange }: { document: KnowledgeDocument; lastChange?: Entry }) {
+function About({ document: shown, latest, lastChange }: { document: KnowledgeDocument; latest: boolean; lastChange?: Entry }) {
   return (
     <div class="card">
       <h2>About</h2>
@@ -256,6 +262,15 @@ function About({ document: shown, lastChange }: { document: KnowledgeDocument; l
         <dd>{shown.source || <span class="muted">not given</span>}</dd>
         <dt>Chunks</dt>
         <dd>{formatNumber(shown.chunkCount)}</dd>
+        {latest && (
+          <>
+            <dt>Search</dt>
+            <dd>
+              <SearchStatus status={shown.searchStatus} />
+              {shown.searchStatus !== 'SEARCHABLE' && <div class="muted">{SEARCH_STATUS[shown.searchStatus]}</div>}
+            </dd>
+          </>
+        )}
         <dt>Size</dt>
         <dd>{formatNumber(shown.content.length)} characters</dd>
         <dt>Added</dt>
@@ -292,9 +307,12 @@ function TimeTravel({ id, at, entries }: { id: string; at: string; entries: Entr
   return (
     <div class="card time-travel">
       <h2>Time travel</h2>
-      <label class="field">
-        <span class="label">As of version</span>
+      <div class="field">
+        <label class="label" for="as-of-version">
+          As of version
+        </label>
         <select
+          id="as-of-version"
           value={picked ? atOf(picked) : ''}
           onChange={(e) => setQuery({ at: e.currentTarget.value || undefined, chunk: undefined })}
         >
@@ -306,7 +324,7 @@ function TimeTravel({ id, at, entries }: { id: string; at: string; entries: Entr
             </option>
           ))}
         </select>
-      </label>
+      </div>
       <form
         class="setting-edit"
         onSubmit={(event) => {
@@ -333,9 +351,15 @@ function TimeTravel({ id, at, entries }: { id: string; at: string; entries: Entr
 
 function Chunks({ chunks, count, open }: { chunks: KnowledgeChunk[]; count: number; open: string | null }) {
   const list = useRef<HTMLOListElement>(null);
+  // The chunk asked for is brought into view once, when it is first there: not again when the
+  // chunks are read again, which would move the page under the reader.
+  const shownOnce = useRef<string | null>(null);
   useEffect(() => {
-    if (open === null) return;
-    list.current?.querySelector(`[data-chunk="${CSS.escape(open)}"]`)?.scrollIntoView({ block: 'center' });
+    if (open === null || shownOnce.current === open) return;
+    const chunk = list.current?.querySelector(`[data-chunk="${CSS.escape(open)}"]`);
+    if (!chunk) return;
+    chunk.scrollIntoView({ block: 'center' });
+    shownOnce.current = open;
   }, [open, chunks.length]);
   return (
     <div class="card">

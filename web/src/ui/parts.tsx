@@ -36,16 +36,21 @@ const STATUS: Record<string, { sign: string; tone: string }> = {
   DELETED: { sign: '✕', tone: 'muted' },
   APPROVED: { sign: '✓', tone: 'good' },
   DENIED: { sign: '⊗', tone: 'bad' },
+  // Whether semantic search finds a document.
+  SEARCHABLE: { sign: '✓', tone: 'good' },
+  EMBEDDING: { sign: '◐', tone: 'info' },
+  OTHER_MODEL: { sign: '↻', tone: 'warn' },
+  KEYWORD_ONLY: { sign: '○', tone: 'muted' },
 };
 
 export function statusLabel(status: string): string {
   return status.charAt(0) + status.slice(1).toLowerCase().replace(/_/g, ' ');
 }
 
-export function Status({ status }: { status: string }) {
+export function Status({ status, title }: { status: string; title?: string }) {
   const { sign, tone } = STATUS[status] ?? { sign: '•', tone: 'neutral' };
   return (
-    <span class={`status tone-${tone}`}>
+    <span class={`status tone-${tone}`} title={title}>
       <span aria-hidden="true">{sign}</span> {statusLabel(status)}
     </span>
   );
