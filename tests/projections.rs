@@ -41,6 +41,59 @@ async fn history(env: &TestEnv, n: usize) {
     }
 }
 
+/// The task board, applied at most two events to a transaction.
+struct TwoAtATime;
+
+impl devart_projections::Projection for TwoAtATime {
+    fn name(&self) -> &'static str {
+        devart_projections::Projection::name(&TasksProjection)
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        devart_projections::Projection::tables(&TasksProjection)
+    }
+
+    fn batch_max(&self) -> usize {
+        2
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut sqlx::PgConnection,
+        target: devart_projections::Target,
+        events: &'a [devart_commands::Recorded],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<serde_json::Value>, devart_projections::ApplyError>> {
+        assert!(events.len() <= 2, "a batch of {}", events.len());
+        devart_projections::Projection::apply(&TasksProjection, conn, target, events)
+    }
+}
+
+#[tokio::test]
+async fn a_gap_longer_than_a_batch_is_filled_a_batch_at_a_time() {
+    let env = TestEnv::new().await;
+    history(&env, 4).await;
+    env.sequence_all().await;
+    let events = env.store.read_all(Position::START, None, 1_000).await.unwrap();
+    let head = Position(events.len() as u64);
+    assert!(head.0 >= 6, "{head}");
+    // Only the last event delivered: each call fills two of the positions before it from the store.
+    let last = &events[events.len() - 1..];
+    let mut checkpoints = Vec::new();
+    loop {
+        let (_, checkpoint) = apply_in_order(&env.pool, &env.store, &TwoAtATime, last).await.unwrap();
+        checkpoints.push(checkpoint.0);
+        if checkpoint == head {
+            break;
+        }
+        assert!(checkpoints.len() < 100, "{checkpoints:?}");
+    }
+    let expected: Vec<u64> = (1..=head.0).filter(|p| p % 2 == 0 || *p == head.0).collect();
+    assert_eq!(checkpoints, expected);
+    let rows: i64 = sqlx::query_scalar("select count(*) from tasks").fetch_one(&env.pool).await.unwrap();
+    assert_eq!(rows, 3, "4 created, 1 deleted");
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_redelivered_batch_changes_nothing_and_a_gap_is_filled_from_the_store() {
     let env = TestEnv::new().await;

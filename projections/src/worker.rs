@@ -85,8 +85,9 @@ pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<Position, sqlx::Err
 
 /// Applies `events` that lie past the read model's checkpoint, together with the new checkpoint,
 /// in one transaction. If they do not start right after the checkpoint, or have holes, the range is
-/// read from the store instead, so nothing is skipped whatever the bus delivered. Returns the
-/// changed rows and the new checkpoint.
+/// read from the store instead, at most [`Projection::batch_max`] events of it, so nothing is
+/// skipped whatever the bus delivered. Returns the changed rows and the new checkpoint: short of
+/// the last event's position when a gap was longer than a batch (call again).
 pub async fn apply_in_order(
     pool: &PgPool,
     store: &EventStore,
@@ -143,15 +144,19 @@ async fn in_order(
     span.record("from", checkpoint.0 + 1).record("to", last.0);
     let contiguous =
         fresh.iter().enumerate().all(|(i, r)| r.meta.position == Some(Position(checkpoint.0 + 1 + i as u64)));
-    let read;
-    let batch: Vec<Recorded> = if contiguous {
-        fresh.into_iter().cloned().collect()
+    let (batch, last): (Vec<Recorded>, Position) = if contiguous {
+        (fresh.into_iter().cloned().collect(), last)
     } else {
+        // At most a batch's worth at a time: the caller asks again until `last` is applied.
         span.record("gap", true);
         tracing::info!(consumer = name, %checkpoint, %last, "filling a gap from the store");
-        read = store.read_all(checkpoint, Some(last), usize::MAX).await?;
-        read
+        let read = store.read_all(checkpoint, Some(last), consumer.batch_max().max(1)).await?;
+        let reached = read.last().and_then(|r| r.meta.position).unwrap_or(checkpoint);
+        (read, reached)
     };
+    if last == checkpoint {
+        return Ok((Vec::new(), checkpoint));
+    }
     let changed = consumer.apply(&mut tx, &batch).await?;
     sqlx::query("update projection_checkpoints set position = $2, updated_at = now() where name = $1")
         .bind(name)
@@ -240,19 +245,30 @@ async fn consume(
             })
             .collect();
         for part in events.chunks(consumer.batch_max().max(1)) {
-            let applying = in_order(pool, store, consumer, part);
-            let (changed, _) = match consumer {
-                // A reactor may wait long in a batch (the outlier detector, for the analytics read
-                // model): on shutdown it stops at once, its batch rolled back and delivered again,
-                // as after a crash, which its commands are made to survive.
-                Consumer::Reactor(_) => tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    applied = applying => applied?,
-                },
-                Consumer::Projection(_) => applying.await?,
-            };
-            // Only a read model has rows to announce.
-            announce::publish(bus, name, changed).await.map_err(ApplyError::from)?;
+            let end = part.last().and_then(|r| r.meta.position).unwrap_or(Position::START);
+            // Once more for each batch's worth of a gap filled from the store.
+            let mut at = Position::START;
+            loop {
+                let applying = in_order(pool, store, consumer, part);
+                let (changed, reached) = match consumer {
+                    // A reactor may wait long in a batch (the outlier detector, for the analytics
+                    // read model): on shutdown it stops at once, its batch rolled back and
+                    // delivered again, as after a crash, which its commands are made to survive.
+                    Consumer::Reactor(_) => tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        applied = applying => applied?,
+                    },
+                    Consumer::Projection(_) => applying.await?,
+                };
+                // Only a read model has rows to announce.
+                announce::publish(bus, name, changed).await.map_err(ApplyError::from)?;
+                // Stopped short without moving (nothing sequenced there yet): the next delivery
+                // fills the rest, from the checkpoint.
+                if reached >= end || reached == at || shutdown.is_cancelled() {
+                    break;
+                }
+                at = reached;
+            }
         }
         // The consumer acknowledges everything up to the last message at once.
         if let Some(last) = messages.last() {
