@@ -79,7 +79,7 @@ async fn the_reference_agent_runs_a_task_and_completes_it_with_the_commands_outp
     .await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let secret = key.rsplit('_').next().unwrap();
+    let secret = key.splitn(3, '_').nth(2).unwrap();
     assert!(!stderr.contains(secret), "the key is never logged: {stderr}");
 
     let task = task_when(&running, &id, |t| t["status"] == "COMPLETED").await;
@@ -253,7 +253,7 @@ async fn the_agents_key_comes_from_a_file_and_a_key_on_the_command_line_is_warne
     std::fs::write(&file, format!("{key}\n")).unwrap();
     let file = file.to_str().unwrap();
     let done = |task: &Value| task["status"] == "COMPLETED";
-    let secret = key.rsplit('_').next().unwrap().to_owned();
+    let secret = key.splitn(3, '_').nth(2).unwrap().to_owned();
 
     // `DEVART_AGENT_KEY_FILE`, as a container platform mounts a secret.
     let id = create_task(&running, json!({ "title": "from the variable's file" })).await;
